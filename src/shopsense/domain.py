@@ -1,0 +1,114 @@
+"""Typed carriers for the three things a retailer has: users, items and behaviour events.
+
+The pydantic models validate single records (API payloads, Python callers); bulk data
+moves as Arrow tables whose columns are the field names declared here, so one
+vocabulary serves both paths.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class RecordKind(StrEnum):
+    """What a file or payload holds."""
+
+    EVENTS = "events"
+    ITEMS = "items"
+    USERS = "users"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (e.g. 2024-05-01T10:00:00Z)")
+    return value.astimezone(UTC)
+
+
+class Event(BaseModel):
+    """One thing a user did with an item: viewed, carted, bought, rated, returned…
+
+    ``type`` is checked against the configured event types by the ingest layer, which
+    knows the settings; this model only checks shape.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str | None = Field(None, min_length=1, max_length=256)
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    type: str = Field(min_length=1)
+    timestamp: datetime
+    channel: str | None = None
+    session_id: str | None = Field(None, max_length=256)
+    quantity: float = Field(1.0, gt=0, allow_inf_nan=False)
+    value: float | None = Field(None, ge=0, allow_inf_nan=False)
+    rating: float | None = Field(None, allow_inf_nan=False)
+    context: dict[str, Any] | None = None
+
+    _utc_timestamp = field_validator("timestamp")(_utc)
+
+
+class Item(BaseModel):
+    """A catalogue entry. ``category`` is a path from the root, e.g. ``["Home", "Kitchen"]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=256)
+    title: str | None = None
+    description: str | None = None
+    category: list[str] | None = None
+    brand: str | None = None
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    currency: str | None = Field(None, min_length=3, max_length=3)
+    available: bool | None = None
+    stock: int | None = Field(None, ge=0)
+    attributes: dict[str, Any] | None = None
+    first_seen: datetime | None = None
+
+    @field_validator("first_seen")
+    @classmethod
+    def _utc_first_seen(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+
+class User(BaseModel):
+    """A customer, known by the retailer's own id; attributes are free-form (country, tier…)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    attributes: dict[str, Any] | None = None
+    first_seen: datetime | None = None
+
+    @field_validator("first_seen")
+    @classmethod
+    def _utc_first_seen(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+
+FIELDS: dict[RecordKind, tuple[str, ...]] = {
+    kind: tuple(model.model_fields)
+    for kind, model in (
+        (RecordKind.EVENTS, Event),
+        (RecordKind.ITEMS, Item),
+        (RecordKind.USERS, User),
+    )
+}
+"""Canonical field names per record kind, in declaration order."""
+
+REQUIRED: dict[RecordKind, frozenset[str]] = {
+    RecordKind.EVENTS: frozenset({"user_id", "item_id", "type", "timestamp"}),
+    RecordKind.ITEMS: frozenset({"item_id"}),
+    RecordKind.USERS: frozenset({"user_id"}),
+}
+"""Fields a source must provide (by column or constant) for each record kind."""
+
+ID_FIELD: dict[RecordKind, str] = {
+    RecordKind.EVENTS: "event_id",
+    RecordKind.ITEMS: "item_id",
+    RecordKind.USERS: "user_id",
+}

@@ -1,0 +1,370 @@
+"""Import one source into the store: stage, map, validate, de-duplicate, write in one transaction.
+
+DuckDB does the work in memory (spilling to disk past the memory limit); Python only
+assembles SQL and streams the validated rows into the store as Arrow batches.
+Under ``on_error=fail`` a single bad row stops the import before anything is written;
+under ``skip`` the good rows go in one transaction and the bad ones go to a rejects file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
+from shopsense.errors import InputError, Problem, ValidationFailed
+from shopsense.ingest.mapping import ExtraColumns, Mapping
+from shopsense.ingest.source import STAGE, Format, column_types, detect_format, stage_file, stage_query
+from shopsense.ingest.validate import FieldPlan, ident, lit, plan_fields
+from shopsense.settings import Settings
+from shopsense.store.base import EVENT_COLUMNS, Store
+
+Progress = Callable[[str], None]
+_BATCH_ROWS = 122_880
+
+
+class OnError(StrEnum):
+    """What an import does with invalid rows."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class Duplicates(StrEnum):
+    """What to do with identical event rows that carry no event_id (they may be real repeats)."""
+
+    KEEP = "keep"
+    DROP = "drop"
+    ERROR = "error"
+
+
+@dataclass
+class ImportReport:
+    """Everything an import did, for the CLI to print and tests to check."""
+
+    kind: str
+    source: str
+    rows_read: int = 0
+    rows_rejected: int = 0
+    rows_written: int = 0
+    already_stored: int = 0
+    duplicates_collapsed: int = 0
+    duplicates_kept: int = 0
+    new_users: int = 0
+    new_items: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    problems_by_reason: dict[str, int] = field(default_factory=dict)
+    ignored_columns: list[str] = field(default_factory=list)
+    rejects_file: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+class Importer:
+    """Runs imports into one store under one set of settings."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        on_error: OnError = OnError.FAIL,
+        duplicates: Duplicates = Duplicates.KEEP,
+        rejects_dir: Path | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.on_error = on_error
+        self.duplicates = duplicates
+        self.rejects_dir = rejects_dir or settings.data_dir / "rejects"
+        self._progress = progress or (lambda _step: None)
+
+    def _engine(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        spill = self.settings.data_dir / "tmp"
+        spill.mkdir(parents=True, exist_ok=True)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = {lit(self.settings.ingest.memory_limit)}")
+        con.execute(f"SET threads = {self.settings.ingest.threads}")
+        con.execute(f"SET temp_directory = {lit(str(spill))}")
+        return con
+
+    def import_file(self, path: Path, mapping: Mapping, fmt: Format | None = None) -> ImportReport:
+        """Import a CSV, Parquet or JSON Lines file described by ``mapping``."""
+        fmt = fmt or detect_format(path)
+        con = self._engine()
+        try:
+            self._progress("reading")
+            columns = stage_file(
+                con,
+                path,
+                fmt,
+                delimiter=mapping.delimiter,
+                encoding=mapping.encoding,
+                max_line_bytes=self.settings.ingest.max_line_bytes,
+            )
+            return self._run(con, str(path), columns, mapping)
+        finally:
+            con.close()
+
+    def import_query(self, sql: str, label: str, mapping: Mapping, excluded: dict[str, int]) -> ImportReport:
+        """Import the rows of an adapter's SQL, whose columns are already field names."""
+        con = self._engine()
+        try:
+            self._progress("reading")
+            columns = stage_query(con, sql, label)
+            report = self._run(con, label, columns, mapping)
+            report.excluded = dict(excluded)
+            return report
+        finally:
+            con.close()
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _run(self, con: duckdb.DuckDBPyConnection, source: str, columns: list[str], mapping: Mapping) -> ImportReport:
+        started = time.perf_counter()
+        kind = mapping.kind
+        report = ImportReport(kind=kind.value, source=source)
+        resolved = mapping.resolve(columns)
+        extra = self._check_columns(source, kind, columns, resolved, mapping)
+        if mapping.extra is ExtraColumns.IGNORE:
+            report.ignored_columns = extra
+        keep = extra if mapping.extra is ExtraColumns.KEEP else []
+        types = column_types(con)
+        raw_types = {f: types[c] for f, c in resolved.items()} | {f: "VARCHAR" for f in mapping.constants}
+        absent = [f for f in FIELDS[kind] if f not in raw_types]
+        extra_json = "r__extra" if keep else None
+        plan = plan_fields(kind, self.settings, mapping, raw_types, extra_json)
+        self._create_views(con, resolved, mapping, absent, keep, plan)
+
+        self._progress("validating")
+        total, bad = _one(con, "SELECT count(*), count(*) FILTER (WHERE NOT _ok) FROM checked")
+        report.rows_read = total
+        self._progress("checking duplicates")
+        dup_problems = self._mark_duplicates(con, kind, "event_id" in resolved or "event_id" in mapping.constants)
+        counts = _rule_counts(con, plan)
+        n_dup_conflicts = _one(con, "SELECT count(*) FROM dup_marks WHERE conflict")[0]
+        if n_dup_conflicts:
+            counts[dup_problems] = n_dup_conflicts
+        bad_rows = _one(con, "SELECT count(*) FROM checked LEFT JOIN dup_marks USING (_row) WHERE NOT _ok OR conflict")[0]
+        report.problems_by_reason = counts
+        report.rows_rejected = bad_rows
+        if bad_rows and self.on_error is OnError.FAIL:
+            shown = _problems(con, source, plan, dup_problems, self.settings.ingest.max_problems_shown)
+            raise ValidationFailed(shown, sum(counts.values()), bad_rows)
+        report.duplicates_collapsed = _one(con, "SELECT count(*) FROM dup_marks WHERE collapse AND NOT conflict")[0]
+        report.duplicates_kept = _one(con, "SELECT count(*) FROM dup_marks WHERE NOT collapse AND occ > 1")[0]
+        if bad_rows:
+            report.rejects_file = str(self._write_rejects(con, source, plan, dup_problems))
+
+        self._progress("writing")
+        self._write(con, kind, source, report)
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+
+    def _check_columns(
+        self, source: str, kind: RecordKind, columns: list[str], resolved: dict[str, str], mapping: Mapping
+    ) -> list[str]:
+        """Refuse mappings that point at absent columns or leave required fields unfilled."""
+        found = ", ".join(columns)
+        hint = ""
+        if len(columns) == 1 and any(ch in columns[0] for ch in ",;|\t"):
+            hint = "; only one column was found, so the delimiter is probably wrong (pass --delimiter)"
+        absent = {f: c for f, c in resolved.items() if c not in columns}
+        if absent:
+            listed = ", ".join(f"{f} -> {c!r}" for f, c in absent.items())
+            raise InputError(source, f"mapped column(s) not in the file: {listed}. Columns found: {found}{hint}")
+        missing = sorted(REQUIRED[kind] - set(resolved) - set(mapping.constants))
+        if missing:
+            raise InputError(
+                source,
+                f"missing required column(s) for {', '.join(missing)}; map them with --map FIELD=COLUMN "
+                f"or a mapping file. Columns found: {found}{hint}",
+            )
+        used = set(resolved.values())
+        extra = [c for c in columns if c not in used]
+        if extra and mapping.extra is ExtraColumns.ERROR:
+            raise InputError(
+                source,
+                f"unmapped column(s): {', '.join(extra)}. Map them, or pass --extra ignore (leave them out) "
+                "or --extra keep (store them as JSON context/attributes)",
+            )
+        return extra
+
+    def _create_views(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        resolved: dict[str, str],
+        mapping: Mapping,
+        absent: list[str],
+        keep: list[str],
+        plan: FieldPlan,
+    ) -> None:
+        raw = [f"{ident(c)} AS {ident('r_' + f)}" for f, c in resolved.items()]
+        raw += [f"{lit(v if isinstance(v, str) else str(v))} AS {ident('r_' + f)}" for f, v in mapping.constants.items()]
+        raw += [f"CAST(NULL AS VARCHAR) AS {ident('r_' + f)}" for f in absent]
+        if keep:
+            pairs = ", ".join(f"{lit(c)}, {ident(c)}" for c in keep)
+            raw.append(f"json_object({pairs}) AS r__extra")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT rowid + 1 AS _row, {', '.join(raw)} FROM {STAGE}")
+        typed = ", ".join(f"{expr} AS {ident(name)}" for name, expr in plan.typed.items())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW checked AS SELECT _row, {typed}, {plan.ok_condition()} AS _ok FROM src")
+
+    def _mark_duplicates(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, has_event_id: bool) -> str:
+        """Fill ``dup_marks`` (rows in groups sharing a key) and return the conflict reason.
+
+        Rows sharing an id with identical content collapse to one (a re-sent record).
+        Rows sharing an id with different content are a conflict (a problem).
+        Events without an event_id share a key when every field is equal; those are kept
+        as separate events by default (numbered, so re-imports still collapse them).
+        """
+        content = "md5_number(" + " || '\x1f' || ".join(
+            f"coalesce(CAST({ident(f)} AS VARCHAR), '\x00')" for f in _content_fields(kind)
+        ) + ")"
+        id_field = ID_FIELD[kind]
+        by_id = kind is not RecordKind.EVENTS or has_event_id
+        key = f"coalesce(md5_number('id:' || {ident(id_field)}), _content)" if by_id else "_content"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, {key} AS _key
+            FROM (SELECT * EXCLUDE (_ok), {content} AS _content FROM checked WHERE _ok)"""
+        )
+        collapse_same = by_id or self.duplicates is Duplicates.DROP
+        conflict_same = (not by_id) and self.duplicates is Duplicates.ERROR
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE dup_marks AS
+            WITH groups AS (SELECT _key FROM keyed GROUP BY _key HAVING count(*) > 1)
+            SELECT _row, occ, first_row,
+                   (occ > 1 AND ({lit(conflict_same)} OR n_content > 1)) AS conflict,
+                   (occ > 1 AND {lit(collapse_same)}) AS collapse
+            FROM (
+                SELECT _row, row_number() OVER w AS occ, min(_row) OVER w AS first_row,
+                       count(DISTINCT _content) OVER w AS n_content
+                FROM keyed SEMI JOIN groups USING (_key)
+                WINDOW w AS (PARTITION BY _key ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+            )"""
+        )
+        if by_id:
+            return f"repeats the {id_field} of an earlier row with different content"
+        return "identical to an earlier row (--duplicates error)"
+
+    def _write(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, source: str, report: ImportReport) -> None:
+        con.execute(f"DROP TABLE IF EXISTS {STAGE}")  # free the raw text before streaming
+        final = (
+            "FROM keyed LEFT JOIN dup_marks USING (_row) "
+            "WHERE NOT coalesce(dup_marks.conflict OR dup_marks.collapse, FALSE)"
+        )
+        if kind is RecordKind.EVENTS:
+            occ = "coalesce(dup_marks.occ, 1)"
+            con.execute(
+                f"""CREATE OR REPLACE TEMP VIEW final AS SELECT keyed.*,
+                CASE WHEN {occ} = 1 THEN _key ELSE md5_number(CAST(_key AS VARCHAR) || '#' || {occ}) END AS _k {final}"""
+            )
+            users = con.sql("SELECT DISTINCT user_id FROM final").to_arrow_table().column(0)
+            items = con.sql("SELECT DISTINCT item_id FROM final").to_arrow_table().column(0)
+            cols = ", ".join(ident(c) for c in EVENT_COLUMNS[2:])
+            stream = con.sql(
+                "SELECT CAST(_k >> 64 AS UBIGINT) AS key_hi, CAST(_k & 18446744073709551615 AS UBIGINT) AS key_lo, "
+                f"{cols} FROM final"
+            ).to_arrow_reader(_BATCH_ROWS)
+            result = self.store.append_events(stream, _combine(users), _combine(items), source)
+        else:
+            fields = [c for c in _content_fields(kind)]
+            stream = con.sql(
+                f"SELECT {', '.join(ident(f) for f in fields)} {final}"
+            ).to_arrow_reader(_BATCH_ROWS)
+            upsert = self.store.upsert_items if kind is RecordKind.ITEMS else self.store.upsert_users
+            result = upsert(stream, source)
+        report.rows_written = result.written
+        report.already_stored = result.already_stored
+        report.new_users = result.new_users
+        report.new_items = result.new_items
+
+    def _write_rejects(self, con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan, dup_reason: str) -> Path:
+        self.rejects_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        out = self.rejects_dir / f"{Path(source).name}.{stamp}.rejects.csv"
+        union = _problem_union(plan, dup_reason)
+        raw_cols = [r[0] for r in con.execute("DESCRIBE src").fetchall() if r[0] != "_row"]
+        shown = ", ".join(f"src.{ident(c)} AS {ident(c[2:])}" for c in raw_cols)
+        con.execute(
+            f"""COPY (
+                SELECT p._row AS row, string_agg(p.column || ': ' || p.reason, '; ' ORDER BY p.column) AS reasons, {shown}
+                FROM ({union}) p JOIN src USING (_row) GROUP BY ALL ORDER BY p._row
+            ) TO {lit(str(out))} (HEADER, DELIMITER ',')"""
+        )
+        return out
+
+
+def _content_fields(kind: RecordKind) -> list[str]:
+    if kind is RecordKind.EVENTS:
+        return ["user_id", "item_id", "type", "timestamp", "channel", "session_id", "quantity", "value", "rating"]
+    if kind is RecordKind.ITEMS:
+        return [
+            "item_id",
+            "title",
+            "description",
+            "category",
+            "brand",
+            "price",
+            "currency",
+            "available",
+            "stock",
+            "attributes",
+            "first_seen",
+        ]
+    return ["user_id", "attributes", "first_seen"]
+
+
+def _combine(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if column.num_chunks else pa.array([], type=pa.string())
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, ...]:
+    row = con.execute(sql).fetchone()
+    assert row is not None
+    return tuple(int(v or 0) for v in row)
+
+
+def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> dict[str, int]:
+    """Rows failing each rule, keyed ``column: reason``, zeros left out."""
+    if not plan.rules:
+        return {}
+    names = [f"{r.column}: " + con.execute(f"SELECT {r.reason}").fetchone()[0] for r in plan.rules]  # type: ignore[index]
+    counts = _one(con, "SELECT " + ", ".join(f"count(*) FILTER (WHERE {r.condition})" for r in plan.rules) + " FROM src")
+    merged: dict[str, int] = {}
+    for name, n in zip(names, counts, strict=True):
+        if n:
+            merged[name] = merged.get(name, 0) + n
+    return merged
+
+
+def _problem_union(plan: FieldPlan, dup_reason: str) -> str:
+    parts = [
+        f"SELECT _row, {lit(r.column)} AS column, CAST({ident('r_' + r.column)} AS VARCHAR) AS value, "
+        f"{r.reason} AS reason FROM src WHERE {r.condition}"
+        for r in plan.rules
+    ]
+    parts.append(
+        f"SELECT _row, 'row' AS column, NULL AS value, {lit(dup_reason)} || ' (row ' || first_row || ')' AS reason "
+        "FROM dup_marks WHERE conflict"
+    )
+    return " UNION ALL ".join(parts)
+
+
+def _problems(con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan, dup_reason: str, cap: int) -> list[Problem]:
+    rows = con.execute(
+        f"SELECT _row, column, value, reason FROM ({_problem_union(plan, dup_reason)}) ORDER BY _row, column LIMIT {cap}"
+    ).fetchall()
+    return [Problem(source, int(r), c, v, reason) for r, c, v, reason in rows]

@@ -1,0 +1,147 @@
+"""Read a CSV, Parquet or JSON Lines file into a staging table, with clear errors.
+
+The file is read once, by DuckDB, into a temporary table whose row order is the file's,
+so ``rowid + 1`` is the data-row number every problem report points at.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+
+import duckdb
+
+from shopsense.errors import InputError
+from shopsense.ingest.validate import ident, lit
+
+STAGE = "stage_raw"
+
+
+class Format(StrEnum):
+    """Input file formats shopsense reads."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+
+_SUFFIXES = {
+    ".csv": Format.CSV,
+    ".tsv": Format.CSV,
+    ".txt": Format.CSV,
+    ".dat": Format.CSV,
+    ".parquet": Format.PARQUET,
+    ".pq": Format.PARQUET,
+    ".jsonl": Format.JSONL,
+    ".ndjson": Format.JSONL,
+    ".json": Format.JSONL,
+}
+
+
+def detect_format(path: Path) -> Format:
+    """Pick the reader from the file name (``.gz``/``.zst`` compression is looked through)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    while suffixes and suffixes[-1] in (".gz", ".zst", ".gzip"):
+        suffixes.pop()
+    if suffixes and suffixes[-1] in _SUFFIXES:
+        return _SUFFIXES[suffixes[-1]]
+    raise InputError(str(path), "unknown file type; name it .csv, .parquet or .jsonl (optionally .gz), or pass --format")
+
+
+def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, max_line: int) -> str:
+    p = lit(str(path))
+    if fmt is Format.PARQUET:
+        return f"read_parquet({p})"
+    if fmt is Format.JSONL:
+        return (
+            f"read_json({p}, format='newline_delimited', records=true, maximum_object_size={max_line}, "
+            "sample_size=-1)"
+        )
+    delim = f", delim={lit(delimiter)}" if delimiter else ""
+    return (
+        f"read_csv({p}, header=true, all_varchar=true, strict_mode=true, encoding={lit(encoding)}, "
+        f"max_line_size={max_line}{delim})"
+    )
+
+
+def _explain(path: Path, exc: duckdb.Error) -> str:
+    """Turn a DuckDB reader error into one plain sentence with the line when known."""
+    text = str(exc)
+    line = re.search(r"on Line: (\d+)", text)
+    at = f" (line {line.group(1)})" if line else ""
+    if "GZIP" in text or "gzip" in text:
+        return "the gzip stream is truncated or corrupt; re-copy the file"
+    if "unicode" in text.lower() or "utf-8" in text.lower():
+        return f"not valid UTF-8{at}; pass --encoding latin-1 (or utf-16) if that is the file's encoding"
+    if "maximum line size" in text.lower() or "max_line_size" in text:
+        return f"a line is longer than the {_max_hint(text)} limit{at}; a field is probably unterminated or huge"
+    if "Expected Number of Columns" in text or "columns" in text.lower():
+        return f"rows have different numbers of fields{at}; check the delimiter and quoting"
+    if "maximum_object_size" in text or "object" in text.lower():
+        return f"a JSON object is malformed or larger than the limit{at}"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"cannot be read{at}: {first}"
+
+
+def _max_hint(text: str) -> str:
+    found = re.search(r"(\d{4,}) bytes", text)
+    return f"{found.group(1)}-byte" if found else "maximum line"
+
+
+def stage_file(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: Format,
+    *,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    max_line_bytes: int = 2_097_152,
+) -> list[str]:
+    """Read ``path`` into the temporary table ``stage_raw`` and return its column names.
+
+    Raises:
+        InputError: the file is missing, empty, compressed badly, wrongly encoded, ragged,
+            or has no data rows — with the line number when the reader gives one.
+    """
+    name = str(path)
+    if not path.is_file():
+        raise InputError(name, "no such file")
+    if path.stat().st_size == 0:
+        raise InputError(name, "the file is empty (0 bytes)")
+    con.execute(f"DROP TABLE IF EXISTS {STAGE}")
+    try:
+        con.execute(f"CREATE TEMP TABLE {STAGE} AS SELECT * FROM {_reader_sql(path, fmt, delimiter, encoding, max_line_bytes)}")
+    except duckdb.Error as exc:
+        raise InputError(name, _explain(path, exc)) from exc
+    columns = [row[0] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()]
+    rows = con.execute(f"SELECT count(*) FROM {STAGE}").fetchone()
+    if fmt is Format.CSV and len(columns) == 1 and re.search(r"[,;|\t]", columns[0]):
+        raise InputError(
+            name,
+            f"the header {columns[0][:80]!r} did not split into columns: rows have different numbers of "
+            "fields or the delimiter is unusual; pass --delimiter",
+        )
+    if fmt is Format.CSV and columns == ["column0"] and rows and rows[0] == 0:
+        raise InputError(name, "the file has no header and no rows")
+    if not rows or rows[0] == 0:
+        raise InputError(name, f"the file has a header ({', '.join(columns)}) but no data rows")
+    return columns
+
+
+def stage_query(con: duckdb.DuckDBPyConnection, sql: str, label: str) -> list[str]:
+    """Stage the result of an adapter's SQL (which reads its files itself) as ``stage_raw``."""
+    con.execute(f"DROP TABLE IF EXISTS {STAGE}")
+    try:
+        con.execute(f"CREATE TEMP TABLE {STAGE} AS {sql}")
+    except duckdb.Error as exc:
+        raise InputError(label, _explain(Path(label), exc)) from exc
+    return [row[0] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()]
+
+
+def column_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Source column name -> DuckDB type of the staged table."""
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()}
+
+
+__all__ = ["STAGE", "Format", "column_types", "detect_format", "ident", "stage_file", "stage_query"]

@@ -1,0 +1,156 @@
+"""Narrow store protocols, opened by URL, so callers never know which database holds the data.
+
+Bulk data crosses this boundary as Arrow record-batch streams whose columns are the
+canonical field names of :mod:`shopsense.domain`; external ids stay strings here and the
+store keeps its own dense integer ids internally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from shopsense.domain import RecordKind
+from shopsense.errors import StoreError
+
+EVENT_COLUMNS = (
+    "key_hi",
+    "key_lo",
+    "event_id",
+    "user_id",
+    "item_id",
+    "type",
+    "timestamp",
+    "channel",
+    "session_id",
+    "quantity",
+    "value",
+    "rating",
+    "context",
+)
+"""Columns of an event stream handed to :meth:`EventStore.append_events`; ``key_hi``/``key_lo``
+are the two halves of the 128-bit idempotency key the ingest layer derives."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one committed write did."""
+
+    batch_id: int
+    received: int
+    written: int
+    already_stored: int
+    new_users: int = 0
+    new_items: int = 0
+
+
+@dataclass
+class StoreSummary:
+    """Counts a person checks after an import (``shopsense stats``)."""
+
+    users: int
+    guest_users: int
+    items: int
+    events: int
+    events_by_type: dict[str, int]
+    events_by_channel: dict[str, int]
+    first_event: str | None
+    last_event: str | None
+    funnel: list[dict[str, Any]]
+    net_quantity: float
+    net_revenue: float
+    top_categories: list[dict[str, Any]]
+    imports: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Append-only behaviour history."""
+
+    def append_events(
+        self, events: pa.RecordBatchReader, user_ids: pa.Array, item_ids: pa.Array, source: str
+    ) -> WriteResult:
+        """Write events in one transaction; events whose key is stored already are skipped.
+
+        ``user_ids``/``item_ids`` are the distinct ids the stream mentions: unknown ones are
+        created (as bare users/items) in the same transaction.
+        """
+        ...
+
+    def scan_events(self, start: str | None = None, end: str | None = None) -> pa.Table:
+        """Events in ``[start, end)`` (ISO times) with external ids, oldest first."""
+        ...
+
+
+@runtime_checkable
+class CatalogStore(Protocol):
+    """Items: insert new ones, update known ones field by field."""
+
+    def upsert_items(self, items: pa.RecordBatchReader, source: str) -> WriteResult:
+        """Insert or update items; a NULL field never erases a stored value."""
+        ...
+
+
+@runtime_checkable
+class UserStore(Protocol):
+    """Users and their attributes."""
+
+    def upsert_users(self, users: pa.RecordBatchReader, source: str) -> WriteResult:
+        """Insert or update users; attributes are merged key by key."""
+        ...
+
+
+@runtime_checkable
+class Store(EventStore, CatalogStore, UserStore, Protocol):
+    """Everything a shopsense deployment keeps, behind one URL."""
+
+    url: str
+
+    def summary(self, top: int = 10) -> StoreSummary:
+        """Counts, date range, funnel and top categories."""
+        ...
+
+    def export(self, kind: RecordKind, path: Path) -> int:
+        """Write one table, with external ids, to a Parquet file; returns the row count."""
+        ...
+
+    def close(self) -> None:
+        """Release the database."""
+        ...
+
+
+Opener = Callable[[str, str, dict[str, Any]], Store]
+_BACKENDS: dict[str, Opener] = {}
+
+
+def register_backend(scheme: str, opener: Opener) -> None:
+    """Make ``open_store`` understand URLs of ``scheme`` (e.g. ``duckdb``, ``postgresql``)."""
+    _BACKENDS[scheme] = opener
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open a store by URL: ``duckdb:///relative/file.duckdb``, ``duckdb:////abs/file.duckdb``,
+    ``duckdb:///:memory:``.
+
+    Raises:
+        StoreError: the scheme has no backend, or the backend cannot open the target.
+    """
+    from shopsense.store import duckdb as _duckdb  # noqa: F401  (registers the default backend)
+
+    scheme = urlsplit(url).scheme
+    if scheme not in _BACKENDS:
+        known = ", ".join(sorted(_BACKENDS))
+        raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: {known})")
+    target = url.split("://", 1)[1]
+    if not target.startswith("/"):
+        raise StoreError(f"store URL {url!r}: expected {scheme}:///path (three slashes)")
+    return _BACKENDS[scheme](url, target[1:], options)

@@ -1,0 +1,328 @@
+"""The embedded default store: one DuckDB file in the data directory, no server.
+
+Writes are set-based and batched: one Arrow stream goes in as one statement inside one
+transaction (DuckDB commits cost milliseconds each, so row-at-a-time writes would crawl).
+Dense integer ids (``user_idx``, ``item_idx``) are assigned here and never leave the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from shopsense.domain import RecordKind
+from shopsense.errors import StoreError
+from shopsense.store.base import StoreSummary, WriteResult, register_backend
+
+SCHEMA_VERSION = "1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR);
+CREATE TABLE IF NOT EXISTS imports (
+    batch_id INTEGER, kind VARCHAR, source VARCHAR, imported_at TIMESTAMPTZ,
+    received BIGINT, written BIGINT, already_stored BIGINT);
+CREATE TABLE IF NOT EXISTS users (
+    user_idx INTEGER NOT NULL, user_id VARCHAR NOT NULL, attributes JSON,
+    first_seen TIMESTAMPTZ, updated_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS items (
+    item_idx INTEGER NOT NULL, item_id VARCHAR NOT NULL, title VARCHAR, description VARCHAR,
+    category VARCHAR[], brand VARCHAR, price DOUBLE, currency VARCHAR, available BOOLEAN,
+    stock BIGINT, attributes JSON, first_seen TIMESTAMPTZ, updated_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS events (
+    key_hi UBIGINT NOT NULL, key_lo UBIGINT NOT NULL, event_id VARCHAR,
+    user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL, type VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL, channel VARCHAR, session_id VARCHAR, quantity DOUBLE NOT NULL,
+    value DOUBLE, rating DOUBLE, context JSON, batch_id INTEGER NOT NULL);
+"""
+
+_ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency", "available", "stock")
+
+
+class DuckDBStore:
+    """Store backed by a DuckDB database file (or ``:memory:``)."""
+
+    def __init__(self, url: str, path: str, memory_limit: str = "1GB", threads: int = 2) -> None:
+        self.url = url
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(path)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {url}: {str(exc).splitlines()[0]}") from exc
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute(f"SET memory_limit = '{memory_limit}'")
+        self._con.execute(f"SET threads = {int(threads)}")
+        self._con.execute("SET preserve_insertion_order = false")
+        self._con.execute(_DDL)
+        version = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None:
+            self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        elif version[0] != SCHEMA_VERSION:
+            raise StoreError(f"{url} has schema version {version[0]}; this shopsense reads {SCHEMA_VERSION}")
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _next_batch(self) -> int:
+        row = self._con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM imports").fetchone()
+        return int(row[0]) if row else 1
+
+    def _log(self, batch: int, kind: str, source: str, received: int, written: int) -> None:
+        self._con.execute(
+            "INSERT INTO imports VALUES (?, ?, ?, now(), ?, ?, ?)",
+            [batch, kind, source, received, written, received - written],
+        )
+
+    def _add_ids(self, table: str, id_col: str, idx_col: str, ids: str) -> int:
+        """Give every id in relation ``ids`` (column ``id``) not yet stored the next dense index."""
+        return self._count(
+            f"""INSERT INTO {table} ({idx_col}, {id_col}, updated_at)
+            SELECT (SELECT coalesce(max({idx_col}), -1) FROM {table}) + row_number() OVER (ORDER BY id), id, now()
+            FROM (SELECT DISTINCT id FROM {ids} WHERE id NOT IN (SELECT {id_col} FROM {table}))"""
+        )
+
+    def _count(self, sql: str, params: list[Any] | None = None) -> int:
+        row = self._con.execute(sql, params or []).fetchone()
+        return int(row[0]) if row else 0
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._con)
+
+    def append_events(
+        self, events: pa.RecordBatchReader, user_ids: pa.Array, item_ids: pa.Array, source: str
+    ) -> WriteResult:
+        """See :class:`shopsense.store.base.EventStore`."""
+        counted = _Counted(events)
+        with self._registered(incoming_users=pa.table({"id": user_ids}), incoming_items=pa.table({"id": item_ids})):
+            self._con.register("incoming_events", counted.reader())
+            try:
+                with self._transaction():
+                    batch = self._next_batch()
+                    new_users = self._add_ids("users", "user_id", "user_idx", "incoming_users")
+                    new_items = self._add_ids("items", "item_id", "item_idx", "incoming_items")
+                    written = self._count(
+                        f"""INSERT INTO events
+                        SELECT e.key_hi, e.key_lo, e.event_id, u.user_idx, i.item_idx, e.type, e.timestamp,
+                               e.channel, e.session_id, e.quantity, e.value, e.rating, e.context, {batch}
+                        FROM incoming_events e
+                        LEFT JOIN users u ON u.user_id = e.user_id
+                        LEFT JOIN items i ON i.item_id = e.item_id
+                        ANTI JOIN events s ON s.key_hi = e.key_hi AND s.key_lo = e.key_lo"""
+                    )
+                    self._log(batch, "events", source, counted.rows, written)
+            finally:
+                self._con.unregister("incoming_events")
+        return WriteResult(batch, counted.rows, written, counted.rows - written, new_users, new_items)
+
+    def upsert_items(self, items: pa.RecordBatchReader, source: str) -> WriteResult:
+        """See :class:`shopsense.store.base.CatalogStore`."""
+        sets = ", ".join(f"{f} = coalesce(n.{f}, items.{f})" for f in _ITEM_FIELDS)
+        return self._upsert(
+            items,
+            source,
+            "items",
+            "item_id",
+            "item_idx",
+            f"""UPDATE items SET {sets},
+                attributes = CASE WHEN n.attributes IS NULL THEN items.attributes
+                    ELSE json_merge_patch(coalesce(items.attributes, '{{}}'::JSON), n.attributes) END,
+                first_seen = least(items.first_seen, n.first_seen), updated_at = now()
+            FROM incoming n WHERE items.item_id = n.item_id""",
+        )
+
+    def upsert_users(self, users: pa.RecordBatchReader, source: str) -> WriteResult:
+        """See :class:`shopsense.store.base.UserStore`."""
+        return self._upsert(
+            users,
+            source,
+            "users",
+            "user_id",
+            "user_idx",
+            """UPDATE users SET
+                attributes = CASE WHEN n.attributes IS NULL THEN users.attributes
+                    ELSE json_merge_patch(coalesce(users.attributes, '{}'::JSON), n.attributes) END,
+                first_seen = least(users.first_seen, n.first_seen), updated_at = now()
+            FROM incoming n WHERE users.user_id = n.user_id""",
+        )
+
+    def _upsert(
+        self, rows: pa.RecordBatchReader, source: str, table: str, id_col: str, idx_col: str, update: str
+    ) -> WriteResult:
+        con = self._con
+        con.register("incoming_stream", rows)
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM incoming_stream")
+        finally:
+            con.unregister("incoming_stream")
+        received = self._count("SELECT count(*) FROM incoming")
+        try:
+            with self._transaction():
+                batch = self._next_batch()
+                con.execute(f"CREATE OR REPLACE TEMP VIEW incoming_ids AS SELECT {id_col} AS id FROM incoming")
+                new = self._add_ids(table, id_col, idx_col, "incoming_ids")
+                con.execute(update)
+                self._log(batch, table, source, received, received)
+        finally:
+            con.execute("DROP VIEW IF EXISTS incoming_ids")
+            con.execute("DROP TABLE IF EXISTS incoming")
+        return WriteResult(batch, received, received, 0, new_users=new if table == "users" else 0,
+                           new_items=new if table == "items" else 0)
+
+    def _registered(self, **tables: pa.Table) -> _Registered:
+        return _Registered(self._con, tables)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def scan_events(self, start: str | None = None, end: str | None = None) -> pa.Table:
+        """See :class:`shopsense.store.base.EventStore`."""
+        where, params = [], []
+        if start:
+            where.append("e.ts >= CAST(? AS TIMESTAMPTZ)")
+            params.append(start)
+        if end:
+            where.append("e.ts < CAST(? AS TIMESTAMPTZ)")
+            params.append(end)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return self._con.sql(f"{_EVENTS_VIEW} {clause} ORDER BY e.ts, e.key_hi", params=params).to_arrow_table()
+
+    def summary(self, top: int = 10) -> StoreSummary:
+        """See :class:`shopsense.store.base.Store`."""
+        con = self._con
+        users, guests = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE (attributes->>'guest')::BOOLEAN) FROM users"
+        ).fetchone() or (0, 0)
+        items = self._count("SELECT count(*) FROM items")
+        events, first, last, net_qty, net_rev = con.execute(
+            """SELECT count(*), strftime(min(ts), '%Y-%m-%dT%H:%M:%SZ'), strftime(max(ts), '%Y-%m-%dT%H:%M:%SZ'),
+                coalesce(sum(CASE type WHEN 'purchase' THEN quantity WHEN 'return' THEN -quantity END), 0),
+                coalesce(sum(CASE type WHEN 'purchase' THEN value WHEN 'return' THEN -value END), 0)
+            FROM events"""
+        ).fetchone() or (0, None, None, 0.0, 0.0)
+        by_type = dict(con.execute("SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        by_channel = dict(
+            con.execute(
+                "SELECT coalesce(channel, '(none)'), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        funnel = [
+            {"step": step, "events": int(n_events), "users": int(n_users)}
+            for step, n_events, n_users in con.execute(
+                """SELECT t.step, count(e.type), count(DISTINCT e.user_idx)
+                FROM (VALUES (1, 'view'), (2, 'cart'), (3, 'purchase')) t(ord, step)
+                LEFT JOIN events e ON e.type = t.step GROUP BY t.ord, t.step ORDER BY t.ord"""
+            ).fetchall()
+        ]
+        categories = [
+            {"category": c, "events": int(n), "purchases": int(p)}
+            for c, n, p in con.execute(
+                """SELECT i.category[1], count(*), count(*) FILTER (WHERE e.type = 'purchase')
+                FROM events e JOIN items i USING (item_idx) WHERE len(i.category) > 0
+                GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?""",
+                [top],
+            ).fetchall()
+        ]
+        imports = [
+            dict(zip(("batch_id", "kind", "source", "imported_at", "received", "written", "already_stored"), r, strict=True))
+            for r in con.execute(
+                "SELECT batch_id, kind, source, strftime(imported_at, '%Y-%m-%dT%H:%M:%SZ'), received, written, "
+                "already_stored FROM imports ORDER BY batch_id"
+            ).fetchall()
+        ]
+        return StoreSummary(
+            users=int(users),
+            guest_users=int(guests),
+            items=items,
+            events=int(events),
+            events_by_type={k: int(v) for k, v in by_type.items()},
+            events_by_channel={k: int(v) for k, v in by_channel.items()},
+            first_event=first,
+            last_event=last,
+            funnel=funnel,
+            net_quantity=float(net_qty),
+            net_revenue=round(float(net_rev), 2),
+            top_categories=categories,
+            imports=imports,
+        )
+
+    def export(self, kind: RecordKind, path: Path) -> int:
+        """See :class:`shopsense.store.base.Store`."""
+        query = {
+            RecordKind.EVENTS: _EVENTS_VIEW,
+            RecordKind.ITEMS: "SELECT * EXCLUDE (item_idx, updated_at) FROM items ORDER BY item_idx",
+            RecordKind.USERS: "SELECT * EXCLUDE (user_idx, updated_at) FROM users ORDER BY user_idx",
+        }[kind]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        self._con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+        tmp.replace(path)
+        return self._count(f"SELECT count(*) FROM read_parquet('{_sql_path(path)}')")
+
+    def close(self) -> None:
+        """See :class:`shopsense.store.base.Store`."""
+        self._con.close()
+
+
+_EVENTS_VIEW = """SELECT e.event_id, u.user_id, i.item_id, e.type, e.ts AS timestamp, e.channel, e.session_id,
+    e.quantity, e.value, e.rating, e.context
+FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)"""
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+class _Transaction:
+    """BEGIN/COMMIT, or ROLLBACK on any error: a failed write leaves nothing behind."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def __enter__(self) -> None:
+        self._con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._con.execute("COMMIT")
+        else:
+            self._con.execute("ROLLBACK")
+
+
+class _Registered:
+    """Register Arrow tables as views for the duration of a block."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+        self._con = con
+        self._tables = tables
+
+    def __enter__(self) -> None:
+        for name, table in self._tables.items():
+            self._con.register(name, table)
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._tables:
+            self._con.unregister(name)
+
+
+class _Counted:
+    """Wrap a record-batch stream so the rows that went through can be counted afterwards."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self._reader = reader
+        self.rows = 0
+
+    def reader(self) -> pa.RecordBatchReader:
+        def batches() -> Any:
+            for batch in self._reader:
+                self.rows += batch.num_rows
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self._reader.schema, batches())
+
+
+def _open(url: str, target: str, options: dict[str, Any]) -> DuckDBStore:
+    return DuckDBStore(url, target, **options)
+
+
+register_backend("duckdb", _open)
