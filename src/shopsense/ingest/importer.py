@@ -119,14 +119,22 @@ class Importer:
         finally:
             con.close()
 
-    def import_query(self, sql: str, label: str, mapping: Mapping, excluded: dict[str, int]) -> ImportReport:
-        """Import the rows of an adapter's SQL, whose columns are already field names."""
+    def import_query(
+        self, sql: str, label: str, mapping: Mapping, exclusions: dict[str, str] | None = None
+    ) -> ImportReport:
+        """Import the rows of an adapter's SQL, whose columns are already field names.
+
+        Args:
+            exclusions: reason -> SQL counting the rows the adapter leaves out on purpose;
+                the counts go into the report so no row disappears unexplained.
+        """
         con = self._engine()
         try:
             self._progress("reading")
             columns = stage_query(con, sql, label)
+            excluded = {reason: _one(con, count)[0] for reason, count in (exclusions or {}).items()}
             report = self._run(con, label, columns, mapping)
-            report.excluded = dict(excluded)
+            report.excluded = {reason: n for reason, n in excluded.items() if n}
             return report
         finally:
             con.close()
@@ -150,15 +158,13 @@ class Importer:
         self._create_views(con, resolved, mapping, absent, keep, plan)
 
         self._progress("validating")
-        total, bad = _one(con, "SELECT count(*), count(*) FILTER (WHERE NOT _ok) FROM checked")
-        report.rows_read = total
+        report.rows_read, bad_rows, counts = _rule_counts(con, plan)
         self._progress("checking duplicates")
         dup_problems = self._mark_duplicates(con, kind, "event_id" in resolved or "event_id" in mapping.constants)
-        counts = _rule_counts(con, plan)
         n_dup_conflicts = _one(con, "SELECT count(*) FROM dup_marks WHERE conflict")[0]
         if n_dup_conflicts:
             counts[dup_problems] = n_dup_conflicts
-        bad_rows = _one(con, "SELECT count(*) FROM checked LEFT JOIN dup_marks USING (_row) WHERE NOT _ok OR conflict")[0]
+        bad_rows += n_dup_conflicts
         report.problems_by_reason = counts
         report.rows_rejected = bad_rows
         if bad_rows and self.on_error is OnError.FAIL:
@@ -220,7 +226,8 @@ class Importer:
             raw.append(f"json_object({pairs}) AS r__extra")
         con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT rowid + 1 AS _row, {', '.join(raw)} FROM {STAGE}")
         typed = ", ".join(f"{expr} AS {ident(name)}" for name, expr in plan.typed.items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW checked AS SELECT _row, {typed}, {plan.ok_condition()} AS _ok FROM src")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW typed AS SELECT src.*, {typed} FROM src")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW checked AS SELECT *, {plan.ok_condition()} AS _ok FROM typed")
 
     def _mark_duplicates(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, has_event_id: bool) -> str:
         """Fill ``dup_marks`` (rows in groups sharing a key) and return the conflict reason.
@@ -230,15 +237,21 @@ class Importer:
         Events without an event_id share a key when every field is equal; those are kept
         as separate events by default (numbered, so re-imports still collapse them).
         """
-        content = "md5_number(" + " || '\x1f' || ".join(
-            f"coalesce(CAST({ident(f)} AS VARCHAR), '\x00')" for f in _content_fields(kind)
-        ) + ")"
         id_field = ID_FIELD[kind]
         by_id = kind is not RecordKind.EVENTS or has_event_id
+        fields = _content_fields(kind)
+        if by_id:  # content only tells repeats of an id apart inside this file: a fast hash will do
+            content = f"hash({', '.join(ident(f) for f in fields)})"
+        else:  # content is the stored idempotency key: a hash that is stable across versions
+            parts = [f"epoch_us({ident(f)})" if f == "timestamp" else ident(f) for f in fields]
+            content = "md5_number(concat_ws('\x1f', " + ", ".join(
+                f"coalesce(CAST({p} AS VARCHAR), '\x00')" for p in parts
+            ) + "))"
         key = f"coalesce(md5_number('id:' || {ident(id_field)}), _content)" if by_id else "_content"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, {key} AS _key
-            FROM (SELECT * EXCLUDE (_ok), {content} AS _content FROM checked WHERE _ok)"""
+            FROM (SELECT _row, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content
+                  FROM checked WHERE _ok)"""
         )
         collapse_same = by_id or self.duplicates is Duplicates.DROP
         conflict_same = (not by_id) and self.duplicates is Duplicates.ERROR
@@ -332,28 +345,26 @@ def _combine(column: pa.ChunkedArray) -> pa.Array:
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, ...]:
-    row = con.execute(sql).fetchone()
-    assert row is not None
+    (row,) = con.execute(sql).fetchall()
     return tuple(int(v or 0) for v in row)
 
 
-def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> dict[str, int]:
-    """Rows failing each rule, keyed ``column: reason``, zeros left out."""
-    if not plan.rules:
-        return {}
-    names = [f"{r.column}: " + con.execute(f"SELECT {r.reason}").fetchone()[0] for r in plan.rules]  # type: ignore[index]
-    counts = _one(con, "SELECT " + ", ".join(f"count(*) FILTER (WHERE {r.condition})" for r in plan.rules) + " FROM src")
+def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> tuple[int, int, dict[str, int]]:
+    """One pass: rows, invalid rows, and rows failing each rule (``column: reason``, zeros left out)."""
+    per_rule = "".join(f", count(*) FILTER (WHERE {r.condition})" for r in plan.rules)
+    rows, bad, *counts = _one(con, f"SELECT count(*), count(*) FILTER (WHERE NOT _ok){per_rule} FROM checked")
     merged: dict[str, int] = {}
-    for name, n in zip(names, counts, strict=True):
+    for rule, n in zip(plan.rules, counts, strict=True):
         if n:
+            name = f"{rule.column}: {rule.reason}"
             merged[name] = merged.get(name, 0) + n
-    return merged
+    return rows, bad, merged
 
 
 def _problem_union(plan: FieldPlan, dup_reason: str) -> str:
     parts = [
         f"SELECT _row, {lit(r.column)} AS column, CAST({ident('r_' + r.column)} AS VARCHAR) AS value, "
-        f"{r.reason} AS reason FROM src WHERE {r.condition}"
+        f"{lit(r.reason)} AS reason FROM checked WHERE {r.condition}"
         for r in plan.rules
     ]
     parts.append(

@@ -115,7 +115,7 @@ def stage_file(
     except duckdb.Error as exc:
         raise InputError(name, _explain(path, exc)) from exc
     columns = [row[0] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()]
-    rows = con.execute(f"SELECT count(*) FROM {STAGE}").fetchone()
+    (rows,) = con.execute(f"SELECT count(*) FROM {STAGE}").fetchall()
     if fmt is Format.CSV and len(columns) == 1 and re.search(r"[,;|\t]", columns[0]):
         raise InputError(
             name,

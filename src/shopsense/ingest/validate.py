@@ -32,7 +32,7 @@ def ident(name: str) -> str:
 
 @dataclass(frozen=True)
 class Rule:
-    """One check: rows where ``condition`` holds are bad for ``reason`` (a SQL string expression)."""
+    """One check: rows where the SQL ``condition`` holds are bad for ``reason``."""
 
     column: str
     condition: str
@@ -53,12 +53,11 @@ class FieldPlan:
         return "NOT (" + " OR ".join(f"coalesce({r.condition}, FALSE)" for r in self.rules) + ")"
 
 
+_NUMERIC = {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "DOUBLE", "FLOAT"}
+
+
 def _raw(field: str) -> str:
     return ident(f"r_{field}")
-
-
-def _text(field: str) -> str:
-    return f"NULLIF(trim(CAST({_raw(field)} AS VARCHAR)), '')"
 
 
 def _timestamp(field: str, mapping: Mapping, raw_type: str) -> str:
@@ -70,9 +69,9 @@ def _timestamp(field: str, mapping: Mapping, raw_type: str) -> str:
         return raw
     if raw_type.startswith("TIMESTAMP") or raw_type == "DATE":
         return f"timezone({zone}, CAST({raw} AS TIMESTAMP))"
-    if fmt in ("unix_s", "unix_ms") or raw_type in {"BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT"}:
+    if fmt in ("unix_s", "unix_ms") or raw_type in _NUMERIC or raw_type.startswith("DECIMAL"):
         scale = 1000.0 if fmt == "unix_ms" else 1.0
-        seconds = f"TRY_CAST({raw} AS DOUBLE) / {scale}"
+        seconds = f"(TRY_CAST({raw} AS DOUBLE) / {scale})"
         return f"CASE WHEN isfinite({seconds}) AND abs({seconds}) < 1e11 THEN to_timestamp({seconds}) END"
     text = f"trim(CAST({raw} AS VARCHAR))"
     if fmt:
@@ -87,7 +86,11 @@ def _timestamp(field: str, mapping: Mapping, raw_type: str) -> str:
 
 
 class _Builder:
-    """Accumulates typed expressions and rules; one small method per kind of field."""
+    """Accumulates typed expressions (over raw ``r_<field>`` columns) and rules.
+
+    Rules refer to the typed column by its field name and to the raw one as ``r_<field>``,
+    so each value is parsed once per row however many rules look at it.
+    """
 
     def __init__(self, settings: Settings, mapping: Mapping, raw_types: dict[str, str]) -> None:
         self.settings = settings
@@ -99,88 +102,104 @@ class _Builder:
     def present(self, field: str) -> bool:
         return field in self.raw_types
 
+    def _is_text(self, field: str) -> bool:
+        return self.raw_types.get(field, "VARCHAR") == "VARCHAR"
+
+    def _blank(self, field: str) -> str:
+        """Raw value absent: NULL, or only whitespace for text columns."""
+        raw = _raw(field)
+        return f"({raw} IS NULL OR trim({raw}) = '')" if self._is_text(field) else f"({raw} IS NULL)"
+
+    def _string(self, field: str) -> str:
+        raw = _raw(field)
+        return f"NULLIF(trim({raw}), '')" if self._is_text(field) else f"CAST({raw} AS VARCHAR)"
+
     def identifier(self, field: str, required: bool) -> None:
-        expr = _text(field)
-        self.typed[field] = expr
+        self.text(field, limit=self.settings.ingest.max_id_length)
         if required:
-            self.rules.append(Rule(field, f"{expr} IS NULL", lit(f"missing {field}")))
-        limit = self.settings.ingest.max_id_length
-        self.rules.append(Rule(field, f"length({expr}) > {limit}", lit(f"longer than {limit} characters")))
+            self.rules.append(Rule(field, f"{ident(field)} IS NULL", f"missing {field}"))
 
     def text(self, field: str, limit: int | None = None) -> None:
-        expr = _text(field)
-        self.typed[field] = expr
+        self.typed[field] = self._string(field)
+        if not self.present(field):
+            return
         cap = limit or self.settings.ingest.max_text_length
-        self.rules.append(Rule(field, f"length({expr}) > {cap}", lit(f"longer than {cap} characters")))
+        self.rules.append(Rule(field, f"length({ident(field)}) > {cap}", f"longer than {cap} characters"))
+
+    def _parsed(self, field: str, sql_type: str) -> str:
+        return f"TRY_CAST({_raw(field)} AS {sql_type})"
+
+    def _unparseable(self, field: str, sql_type: str, what: str) -> None:
+        if self.present(field) and self._is_text(field):
+            cond = f"NOT {self._blank(field)} AND TRY_CAST({_raw(field)} AS {sql_type}) IS NULL"
+            self.rules.append(Rule(field, cond, what))
 
     def number(self, field: str, default: float | None = None, minimum: str | None = None) -> None:
-        text = _text(field)
-        parsed = f"TRY_CAST({text} AS DOUBLE)"
+        parsed = self._parsed(field, "DOUBLE")
         self.typed[field] = parsed if default is None else f"coalesce({parsed}, {default!r})"
-        self.rules.append(Rule(field, f"{text} IS NOT NULL AND {parsed} IS NULL", lit("not a number")))
-        self.rules.append(Rule(field, f"NOT isfinite({parsed})", lit("not a finite number")))
+        if not self.present(field):
+            return
+        col = ident(field)
+        self._unparseable(field, "DOUBLE", "not a number")
+        self.rules.append(Rule(field, f"NOT isfinite({col})", "not a finite number"))
         if minimum == "positive":
-            self.rules.append(Rule(field, f"{parsed} <= 0", lit("must be greater than 0")))
+            self.rules.append(Rule(field, f"{col} <= 0", "must be greater than 0"))
         elif minimum == "non_negative":
-            self.rules.append(Rule(field, f"{parsed} < 0", lit("must not be negative")))
+            self.rules.append(Rule(field, f"{col} < 0", "must not be negative"))
 
     def integer(self, field: str) -> None:
-        text = _text(field)
-        parsed = f"TRY_CAST({text} AS BIGINT)"
-        self.typed[field] = parsed
-        self.rules.append(Rule(field, f"{text} IS NOT NULL AND {parsed} IS NULL", lit("not a whole number")))
-        self.rules.append(Rule(field, f"{parsed} < 0", lit("must not be negative")))
+        self.typed[field] = self._parsed(field, "BIGINT")
+        if not self.present(field):
+            return
+        self._unparseable(field, "BIGINT", "not a whole number")
+        self.rules.append(Rule(field, f"{ident(field)} < 0", "must not be negative"))
 
     def boolean(self, field: str) -> None:
-        text = _text(field)
-        parsed = f"TRY_CAST({text} AS BOOLEAN)"
-        self.typed[field] = parsed
-        reason = lit("not a boolean (true/false/1/0/yes/no)")
-        self.rules.append(Rule(field, f"{text} IS NOT NULL AND {parsed} IS NULL", reason))
+        self.typed[field] = self._parsed(field, "BOOLEAN")
+        self._unparseable(field, "BOOLEAN", "not a boolean (true/false/1/0/yes/no)")
 
     def timestamp(self, field: str, required: bool) -> None:
         raw_type = self.raw_types.get(field, "VARCHAR")
-        parsed = _timestamp(field, self.mapping, raw_type)
-        self.typed[field] = parsed
-        empty = f"{_text(field)} IS NULL" if raw_type == "VARCHAR" else f"{_raw(field)} IS NULL"
+        self.typed[field] = _timestamp(field, self.mapping, raw_type)
+        col = ident(field)
         if required:
-            self.rules.append(Rule(field, empty, lit(f"missing {field}")))
+            self.rules.append(Rule(field, self._blank(field), f"missing {field}"))
+        if not self.present(field):
+            return
         expected = self.mapping.timestamp_format or "ISO 8601, e.g. 2024-05-01T10:00:00Z"
         self.rules.append(
-            Rule(field, f"NOT ({empty}) AND {parsed} IS NULL", lit(f"unparseable timestamp (expected {expected})"))
+            Rule(field, f"NOT {self._blank(field)} AND {col} IS NULL", f"unparseable timestamp (expected {expected})")
         )
         earliest = self.settings.ingest.min_timestamp
         latest = (datetime.now(UTC) + timedelta(seconds=self.settings.ingest.max_future_seconds)).isoformat()
-        self.rules.append(Rule(field, f"{parsed} < TIMESTAMPTZ {lit(earliest)}", lit(f"before {earliest}")))
-        self.rules.append(
-            Rule(field, f"{parsed} > TIMESTAMPTZ {lit(latest)}", lit("in the future (after now + allowance)"))
-        )
+        self.rules.append(Rule(field, f"{col} < TIMESTAMPTZ {lit(earliest)}", f"before {earliest}"))
+        self.rules.append(Rule(field, f"{col} > TIMESTAMPTZ {lit(latest)}", "in the future (after now + allowance)"))
 
     def json_object(self, field: str, extra_json: str | None) -> None:
-        text = _text(field) if self.present(field) else "NULL"
-        parsed = f"TRY_CAST({text} AS JSON)"
+        parsed = self._parsed(field, "JSON") if self.present(field) else "CAST(NULL AS JSON)"
         if extra_json is None:
             self.typed[field] = parsed
         else:
             self.typed[field] = f"json_merge_patch(coalesce({parsed}, '{{}}'::JSON), {extra_json})"
         if self.present(field):
-            bad = f"{text} IS NOT NULL AND ({parsed} IS NULL OR json_type({parsed}) <> 'OBJECT')"
-            self.rules.append(Rule(field, bad, lit("not a JSON object")))
+            raw_json = f"TRY_CAST({_raw(field)} AS JSON)"
+            bad = f"NOT {self._blank(field)} AND ({raw_json} IS NULL OR json_type({raw_json}) <> 'OBJECT')"
+            self.rules.append(Rule(field, bad, "not a JSON object"))
             cap = self.settings.ingest.max_text_length
-            self.rules.append(Rule(field, f"length({text}) > {cap}", lit(f"longer than {cap} characters")))
+            cond = f"length(CAST({_raw(field)} AS VARCHAR)) > {cap}"
+            self.rules.append(Rule(field, cond, f"longer than {cap} characters"))
 
     def vocabulary(self, field: str, table: dict[str, str], what: str, required: bool) -> None:
         """Map a raw value through a small vocabulary; unknown values are errors, never dropped."""
-        text = _text(field)
-        key = f"lower({text})"
+        key = f"lower({self._string(field)})"
         cases = " ".join(f"WHEN {lit(src)} THEN {lit(dst)}" for src, dst in table.items())
-        self.typed[field] = f"CASE {key} {cases} END" if table else "NULL"
+        self.typed[field] = f"CASE {key} {cases} END" if table and self.present(field) else "CAST(NULL AS VARCHAR)"
         if required:
-            self.rules.append(Rule(field, f"{text} IS NULL", lit(f"missing {what}")))
-        known = ", ".join(sorted(set(table.values())))
-        self.rules.append(
-            Rule(field, f"{text} IS NOT NULL AND {self.typed[field]} IS NULL", lit(f"unknown {what} (known: {known})"))
-        )
+            self.rules.append(Rule(field, self._blank(field), f"missing {what}"))
+        if self.present(field):
+            known = ", ".join(sorted(set(table.values())))
+            cond = f"NOT {self._blank(field)} AND {ident(field)} IS NULL"
+            self.rules.append(Rule(field, cond, f"unknown {what} (known: {known})"))
 
 
 def plan_fields(
@@ -214,17 +233,19 @@ def plan_fields(
         b.text("description")
         b.text("category")
         sep = lit(mapping.category_separator)
-        b.typed["category"] = (
-            f"list_filter(list_transform(string_split({b.typed['category']}, {sep}), x -> NULLIF(trim(x), '')), "
-            "x -> x IS NOT NULL)"
-        )
+        if raw_types.get("category", "VARCHAR").endswith("[]"):
+            b.typed["category"] = f"CAST({_raw('category')} AS VARCHAR[])"
+        else:
+            b.typed["category"] = (
+                f"list_filter(list_transform(string_split({b.typed['category']}, {sep}), "
+                "lambda x: NULLIF(trim(x), '')), lambda x: x IS NOT NULL)"
+            )
         b.text("brand", limit=settings.ingest.max_id_length)
         b.number("price", minimum="non_negative")
-        b.text("currency", limit=3)
-        b.typed["currency"] = f"upper({b.typed['currency']})"
-        b.rules.append(
-            Rule("currency", f"NOT regexp_matches({b.typed['currency']}, '^[A-Z]{{3}}$')", lit("not an ISO 4217 code"))
-        )
+        b.typed["currency"] = f"upper({b._string('currency')})"
+        if b.present("currency"):
+            cond = "NOT regexp_matches(currency, '^[A-Z]{3}$')"
+            b.rules.append(Rule("currency", cond, "not a 3-letter ISO 4217 code"))
         b.boolean("available")
         b.integer("stock")
         b.json_object("attributes", extra_json)

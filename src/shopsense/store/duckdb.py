@@ -57,17 +57,16 @@ class DuckDBStore:
         self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET preserve_insertion_order = false")
         self._con.execute(_DDL)
-        version = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version is None:
+        version = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        if not version:
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-        elif version[0] != SCHEMA_VERSION:
-            raise StoreError(f"{url} has schema version {version[0]}; this shopsense reads {SCHEMA_VERSION}")
+        elif version[0][0] != SCHEMA_VERSION:
+            raise StoreError(f"{url} has schema version {version[0][0]}; this shopsense reads {SCHEMA_VERSION}")
 
     # -- writes -------------------------------------------------------------------------------
 
     def _next_batch(self) -> int:
-        row = self._con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM imports").fetchone()
-        return int(row[0]) if row else 1
+        return self._count("SELECT coalesce(max(batch_id), 0) + 1 FROM imports")
 
     def _log(self, batch: int, kind: str, source: str, received: int, written: int) -> None:
         self._con.execute(
@@ -84,8 +83,8 @@ class DuckDBStore:
         )
 
     def _count(self, sql: str, params: list[Any] | None = None) -> int:
-        row = self._con.execute(sql, params or []).fetchone()
-        return int(row[0]) if row else 0
+        rows = self._con.execute(sql, params or []).fetchall()
+        return int(rows[0][0]) if rows else 0
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._con)
@@ -190,16 +189,16 @@ class DuckDBStore:
     def summary(self, top: int = 10) -> StoreSummary:
         """See :class:`shopsense.store.base.Store`."""
         con = self._con
-        users, guests = con.execute(
+        ((users, guests),) = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE (attributes->>'guest')::BOOLEAN) FROM users"
-        ).fetchone() or (0, 0)
+        ).fetchall()
         items = self._count("SELECT count(*) FROM items")
-        events, first, last, net_qty, net_rev = con.execute(
+        ((events, first, last, net_qty, net_rev),) = con.execute(
             """SELECT count(*), strftime(min(ts), '%Y-%m-%dT%H:%M:%SZ'), strftime(max(ts), '%Y-%m-%dT%H:%M:%SZ'),
                 coalesce(sum(CASE type WHEN 'purchase' THEN quantity WHEN 'return' THEN -quantity END), 0),
                 coalesce(sum(CASE type WHEN 'purchase' THEN value WHEN 'return' THEN -value END), 0)
             FROM events"""
-        ).fetchone() or (0, None, None, 0.0, 0.0)
+        ).fetchall()
         by_type = dict(con.execute("SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
         by_channel = dict(
             con.execute(

@@ -1,0 +1,87 @@
+"""DataService: the one facade the CLI (and later the API and dashboard) call for data work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shopsense.domain import RecordKind
+from shopsense.errors import ConfigError
+from shopsense.ingest.adapters import ADAPTERS
+from shopsense.ingest.importer import Duplicates, ImportReport, Importer, OnError, Progress
+from shopsense.ingest.mapping import Mapping
+from shopsense.ingest.source import Format
+from shopsense.settings import Settings
+from shopsense.store import Store, StoreSummary, open_store
+
+SHARED_DATASETS = Path("../shared/datasets")
+
+
+class DataService:
+    """Opens the configured store on first use and runs imports, stats and exports on it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        """The configured store, opened (and its schema created) on first use."""
+        if self._store is None:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._store = open_store(
+                self.settings.resolved_store_url,
+                memory_limit=self.settings.ingest.memory_limit,
+                threads=self.settings.ingest.threads,
+            )
+        return self._store
+
+    def init(self) -> str:
+        """Create the data directory and an empty store; returns the store URL."""
+        return self.store.url
+
+    def _importer(self, on_error: OnError, duplicates: Duplicates, progress: Progress | None) -> Importer:
+        return Importer(self.store, self.settings, on_error=on_error, duplicates=duplicates, progress=progress)
+
+    def import_file(
+        self,
+        path: Path,
+        mapping: Mapping,
+        fmt: Format | None = None,
+        on_error: OnError = OnError.FAIL,
+        duplicates: Duplicates = Duplicates.KEEP,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import one file of events, items or users (``mapping.kind``)."""
+        return self._importer(on_error, duplicates, progress).import_file(path, mapping, fmt)
+
+    def import_dataset(
+        self,
+        name: str,
+        paths: list[Path],
+        on_error: OnError = OnError.FAIL,
+        duplicates: Duplicates = Duplicates.KEEP,
+        progress: Progress | None = None,
+    ) -> list[ImportReport]:
+        """Import a public dataset through its adapter; with no paths, read ``../shared/datasets``."""
+        if name not in ADAPTERS:
+            raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(ADAPTERS))}")
+        adapter = ADAPTERS[name]
+        importer = self._importer(on_error, duplicates, progress)
+        reports = []
+        for step in adapter.steps(paths or [SHARED_DATASETS / adapter.folder]):
+            reports.append(importer.import_query(step.sql, step.label, step.mapping, step.exclusions))
+        return reports
+
+    def stats(self, top: int = 10) -> StoreSummary:
+        """Counts, date range, funnel and top categories of the store."""
+        return self.store.summary(top)
+
+    def export(self, kind: RecordKind, path: Path) -> int:
+        """Write events, items or users to a Parquet file; returns the number of rows."""
+        return self.store.export(kind, path)
+
+    def close(self) -> None:
+        """Close the store if it was opened."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
