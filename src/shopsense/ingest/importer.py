@@ -313,7 +313,7 @@ class Importer:
         shown = ", ".join(f"src.{ident(c)} AS {ident(c[2:])}" for c in raw_cols)
         con.execute(
             f"""COPY (
-                SELECT p._row AS row, string_agg(p.column || ': ' || p.reason, '; ' ORDER BY p.column) AS reasons, {shown}
+                SELECT p._row AS row, string_agg(p.field || ': ' || p.reason, '; ' ORDER BY p.field) AS reasons, {shown}
                 FROM ({union}) p JOIN src USING (_row) GROUP BY ALL ORDER BY p._row
             ) TO {lit(str(out))} (HEADER, DELIMITER ',')"""
         )
@@ -363,12 +363,12 @@ def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> tuple[int, 
 
 def _problem_union(plan: FieldPlan, dup_reason: str) -> str:
     parts = [
-        f"SELECT _row, {lit(r.column)} AS column, CAST({ident('r_' + r.column)} AS VARCHAR) AS value, "
+        f"SELECT _row, {lit(r.column)} AS field, CAST({ident('r_' + r.column)} AS VARCHAR) AS value, "
         f"{lit(r.reason)} AS reason FROM checked WHERE {r.condition}"
         for r in plan.rules
     ]
     parts.append(
-        f"SELECT _row, 'row' AS column, NULL AS value, {lit(dup_reason)} || ' (row ' || first_row || ')' AS reason "
+        f"SELECT _row, 'row' AS field, NULL AS value, {lit(dup_reason)} || ' (row ' || first_row || ')' AS reason "
         "FROM dup_marks WHERE conflict"
     )
     return " UNION ALL ".join(parts)
@@ -376,6 +376,6 @@ def _problem_union(plan: FieldPlan, dup_reason: str) -> str:
 
 def _problems(con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan, dup_reason: str, cap: int) -> list[Problem]:
     rows = con.execute(
-        f"SELECT _row, column, value, reason FROM ({_problem_union(plan, dup_reason)}) ORDER BY _row, column LIMIT {cap}"
+        f"SELECT _row, field, value, reason FROM ({_problem_union(plan, dup_reason)}) ORDER BY _row, field LIMIT {cap}"
     ).fetchall()
     return [Problem(source, int(r), c, v, reason) for r, c, v, reason in rows]

@@ -60,7 +60,8 @@ def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, m
         )
     delim = f", delim={lit(delimiter)}" if delimiter else ""
     return (
-        f"read_csv({p}, header=true, all_varchar=true, strict_mode=true, encoding={lit(encoding)}, "
+        f"read_csv({p}, header=true, all_varchar=true, strict_mode=true, quote='\"', escape='\"', "
+        f"encoding={lit(encoding)}, "
         f"max_line_size={max_line}{delim})"
     )
 

@@ -30,7 +30,7 @@ _FILES = ["online_retail_ii_2009_2010.csv.gz", "online_retail.csv.gz"]
 def _lines(path: Path) -> str:
     """One file's lines with the two files' column names made the same."""
     return f"""SELECT
-        COLUMNS('^(InvoiceNo|Invoice)$') AS invoice, StockCode AS stock_code, Description AS description,
+        trim(COLUMNS('^(InvoiceNo|Invoice)$')) AS invoice, trim(StockCode) AS stock_code, Description AS description,
         Quantity AS quantity, InvoiceDate AS invoice_date, COLUMNS('^(UnitPrice|Price)$') AS price,
         regexp_replace(COLUMNS('^(CustomerID|Customer ID)$'), '\\.0$', '') AS customer, Country AS country
     FROM {csv(path)}"""

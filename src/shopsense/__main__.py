@@ -1,0 +1,5 @@
+"""``python -m shopsense`` runs the CLI."""
+
+from shopsense.cli import app
+
+app()

@@ -1,0 +1,48 @@
+"""Shared fixtures: a fresh data directory, settings and data service per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopsense.domain import RecordKind
+from shopsense.ingest.importer import ImportReport
+from shopsense.ingest.mapping import load_mapping
+from shopsense.services.data import DataService
+from shopsense.settings import Settings, load_settings
+
+DATA = Path(__file__).parent / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[DataService]:
+    svc = DataService(settings)
+    yield svc
+    svc.close()
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    """Write a small input file for a test."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(service: DataService, path: Path, kind: RecordKind = RecordKind.EVENTS, **options: Any) -> ImportReport:
+    """Import ``path`` with mapping options and importer options split the way the CLI does."""
+    importer_opts = {k: options.pop(k) for k in ("on_error", "duplicates") if k in options}
+    mapping = load_mapping(None, kind, options)
+    return service.import_file(path, mapping, **importer_opts)
+
+
+def event_count(service: DataService) -> int:
+    return service.stats().events
