@@ -1,0 +1,77 @@
+"""The CLI end to end: exit codes, messages without tracebacks, JSON output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from shopsense.cli import app
+from tests.conftest import DATA
+
+runner = CliRunner()
+
+
+def _run(data: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--data-dir", str(data), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_import_stats_export_round_trip(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert _run(data, "init")[0] == 0
+    code, out, _ = _run(data, "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"), "--json")
+    assert code == 0
+    reports = json.loads(out)
+    assert [r["kind"] for r in reports] == ["items", "users", "events"]
+    code, out, _ = _run(data, "stats", "--json")
+    stats = json.loads(out)
+    assert stats["events"] == reports[2]["rows_written"]
+    assert stats["events_by_channel"] == {"web": stats["events"]}
+    code, _, err = _run(data, "export", "events", str(tmp_path / "e.parquet"))
+    assert code == 0 and f"wrote {stats['events']:,} events" in err
+
+
+def test_bad_data_exits_1_with_located_message_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,type,timestamp\nu1,i1,view,yesterday\n")
+    code, _, err = _run(tmp_path / "d", "import", "events", str(bad))
+    assert code == 1
+    assert "bad.csv:row 1 [timestamp] value='yesterday': unparseable timestamp" in " ".join(err.split())
+    assert "Traceback" not in err
+    code, _, err = _run(tmp_path / "d", "import", "events", str(bad), "--map", "nonsense")
+    assert code == 2 and "--map expects FIELD=VALUE" in err
+
+
+def test_skip_mode_and_mapping_flags(tmp_path: Path) -> None:
+    src = tmp_path / "orders.csv"
+    src.write_text("customer,sku,when\nc1,s1,2024-01-01 10:00\nc2,s2,oops\n")
+    code, out, _ = _run(
+        tmp_path / "d", "import", "events", str(src), "--map", "user_id=customer", "--map", "item_id=sku",
+        "--map", "timestamp=when", "--const", "type=purchase", "--on-error", "skip", "--json",
+    )  # fmt: skip
+    report = json.loads(out)
+    assert code == 0
+    assert (report["rows_written"], report["rows_rejected"]) == (1, 1)
+    assert Path(report["rejects_file"]).read_text().count("\n") == 2
+
+
+def test_generate_then_import(tmp_path: Path) -> None:
+    code, _, _ = _run(tmp_path / "d", "generate", "--out", str(tmp_path / "g"), "--events", "2000", "--format", "csv")
+    assert code == 0
+    assert _run(tmp_path / "d", "import", "items", str(tmp_path / "g" / "items.csv"))[0] == 0
+    assert _run(tmp_path / "d", "import", "users", str(tmp_path / "g" / "users.csv"), "--extra", "keep")[0] == 0
+    code, out, _ = _run(tmp_path / "d", "import", "events", str(tmp_path / "g" / "events.csv"), "--json")
+    assert code == 0 and json.loads(out)["rows_written"] == 2000
+
+
+def test_installed_entry_point_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "shopsense", "--data-dir", str(tmp_path / "d"), "stats", "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["events"] == 0
