@@ -87,7 +87,9 @@ def main() -> None:
         results.append(row)
         print(row, flush=True)
     if ONLINE_RETAIL.is_dir():
-        row = _import("Online Retail I + II (adapter, 1,067,370 lines)", ["dataset", "online-retail", str(ONLINE_RETAIL)])
+        row = _import(
+            "Online Retail I + II (adapter, 1,067,370 lines)", ["dataset", "online-retail", str(ONLINE_RETAIL)]
+        )
         row["target_events_per_s"] = TARGETS["csv"]
         results.append(row)
         print(row, flush=True)

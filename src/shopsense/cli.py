@@ -27,7 +27,9 @@ from shopsense.ingest.synthetic import GeneratorConfig, generate
 from shopsense.services.data import DataService
 from shopsense.settings import load_settings
 
-app = typer.Typer(help="shopsense: recommendations and precision marketing from one event stream.", no_args_is_help=True)
+app = typer.Typer(
+    help="shopsense: recommendations and precision marketing from one event stream.", no_args_is_help=True
+)
 import_app = typer.Typer(help="Import events, items, users or a public dataset.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 console = Console(stderr=True)
@@ -38,7 +40,9 @@ _STEPS = ["reading", "validating", "checking duplicates", "writing"]
 @app.callback()
 def main(
     ctx: typer.Context,
-    data_dir: Annotated[Path | None, typer.Option(help="data directory (default .shopsense or $SHOPSENSE_DATA_DIR)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="data directory (default .shopsense or $SHOPSENSE_DATA_DIR)")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="settings TOML (default $SHOPSENSE_CONFIG)")] = None,
     store_url: Annotated[str | None, typer.Option(help="store URL, e.g. duckdb:///path/file.duckdb")] = None,
 ) -> None:
@@ -115,8 +119,16 @@ def _print_report(report: ImportReport, as_json: bool) -> None:
         console.print(f"    rejected rows and reasons: {report.rejects_file}", highlight=False)
 
 
-OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="fail: write nothing if any row is bad; skip: write the good rows, reject the rest to a file")]
-DupOpt = Annotated[Duplicates, typer.Option("--duplicates", help="identical event rows without event_id: keep (separate events), drop, or error")]
+OnErrorOpt = Annotated[
+    OnError,
+    typer.Option(
+        "--on-error", help="fail: write nothing if any row is bad; skip: write the good rows, reject the rest to a file"
+    ),
+]
+DupOpt = Annotated[
+    Duplicates,
+    typer.Option("--duplicates", help="identical event rows without event_id: keep (separate events), drop, or error"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")]
 
 
@@ -165,8 +177,12 @@ def _kind_command(kind: RecordKind) -> None:
         file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON Lines file (optionally .gz)")],
         mapping: Annotated[Path | None, typer.Option("--mapping", help="TOML mapping file")] = None,
         map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN (repeatable)")] = None,
-        const: Annotated[list[str] | None, typer.Option("--const", help="FIELD=VALUE for every row (repeatable)")] = None,
-        type_value: Annotated[list[str] | None, typer.Option("--type-value", help="SOURCE=TYPE event-type mapping")] = None,
+        const: Annotated[
+            list[str] | None, typer.Option("--const", help="FIELD=VALUE for every row (repeatable)")
+        ] = None,
+        type_value: Annotated[
+            list[str] | None, typer.Option("--type-value", help="SOURCE=TYPE event-type mapping")
+        ] = None,
         timestamp_format: Annotated[str | None, typer.Option(help="strptime format, unix_s or unix_ms")] = None,
         timezone: Annotated[str | None, typer.Option(help="zone of timestamps without offset (default UTC)")] = None,
         category_separator: Annotated[str | None, typer.Option(help="category path separator (default '>')")] = None,
@@ -195,7 +211,9 @@ for _kind in RecordKind:
 def import_dataset(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help=f"one of: {', '.join(sorted(ADAPTERS))}")],
-    paths: Annotated[list[Path] | None, typer.Argument(help="files or folder (default ../shared/datasets/<name>)")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="files or folder (default ../shared/datasets/<name>)")
+    ] = None,
     on_error: OnErrorOpt = OnError.FAIL,
     duplicates: DupOpt = Duplicates.KEEP,
     as_json: JsonOpt = False,

@@ -219,7 +219,9 @@ class Importer:
         plan: FieldPlan,
     ) -> None:
         raw = [f"{ident(c)} AS {ident('r_' + f)}" for f, c in resolved.items()]
-        raw += [f"{lit(v if isinstance(v, str) else str(v))} AS {ident('r_' + f)}" for f, v in mapping.constants.items()]
+        raw += [
+            f"{lit(v if isinstance(v, str) else str(v))} AS {ident('r_' + f)}" for f, v in mapping.constants.items()
+        ]
         raw += [f"CAST(NULL AS VARCHAR) AS {ident('r_' + f)}" for f in absent]
         if keep:
             pairs = ", ".join(f"{lit(c)}, {ident(c)}" for c in keep)
@@ -244,9 +246,11 @@ class Importer:
             content = f"hash({', '.join(ident(f) for f in fields)})"
         else:  # content is the stored idempotency key: a hash that is stable across versions
             parts = [f"epoch_us({ident(f)})" if f == "timestamp" else ident(f) for f in fields]
-            content = "md5_number(concat_ws('\x1f', " + ", ".join(
-                f"coalesce(CAST({p} AS VARCHAR), '\x00')" for p in parts
-            ) + "))"
+            content = (
+                "md5_number(concat_ws('\x1f', "
+                + ", ".join(f"coalesce(CAST({p} AS VARCHAR), '\x00')" for p in parts)
+                + "))"
+            )
         key = f"coalesce(md5_number('id:' || {ident(id_field)}), _content)" if by_id else "_content"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, {key} AS _key
@@ -282,7 +286,8 @@ class Importer:
             occ = "coalesce(dup_marks.occ, 1)"
             con.execute(
                 f"""CREATE OR REPLACE TEMP VIEW final AS SELECT keyed.*,
-                CASE WHEN {occ} = 1 THEN _key ELSE md5_number(CAST(_key AS VARCHAR) || '#' || {occ}) END AS _k {final}"""
+                CASE WHEN {occ} = 1 THEN _key ELSE md5_number(CAST(_key AS VARCHAR) || '#' || {occ}) END AS _k
+                {final}"""
             )
             users = con.sql("SELECT DISTINCT user_id FROM final").to_arrow_table().column(0)
             items = con.sql("SELECT DISTINCT item_id FROM final").to_arrow_table().column(0)
@@ -294,9 +299,7 @@ class Importer:
             result = self.store.append_events(stream, _combine(users), _combine(items), source)
         else:
             fields = [c for c in _content_fields(kind)]
-            stream = con.sql(
-                f"SELECT {', '.join(ident(f) for f in fields)} {final}"
-            ).to_arrow_reader(_BATCH_ROWS)
+            stream = con.sql(f"SELECT {', '.join(ident(f) for f in fields)} {final}").to_arrow_reader(_BATCH_ROWS)
             upsert = self.store.upsert_items if kind is RecordKind.ITEMS else self.store.upsert_users
             result = upsert(stream, source)
         report.rows_written = result.written

@@ -39,9 +39,7 @@ class Mapping(BaseModel):
     type_values: dict[str, str] = Field(
         default_factory=dict, description="source event-type value -> shopsense event type"
     )
-    timestamp_format: str | None = Field(
-        None, description="strptime format, 'unix_s' or 'unix_ms'; default: ISO 8601"
-    )
+    timestamp_format: str | None = Field(None, description="strptime format, 'unix_s' or 'unix_ms'; default: ISO 8601")
     timezone: str = Field("UTC", description="zone of timestamps that carry no offset")
     category_separator: str = Field(">", min_length=1, description="separator of a category path")
     extra: ExtraColumns = ExtraColumns.ERROR
@@ -53,9 +51,7 @@ class Mapping(BaseModel):
         fields = set(FIELDS[self.kind])
         for name in [*self.columns, *self.constants]:
             if name not in fields:
-                raise ValueError(
-                    f"{name!r} is not a {self.kind.value} field (fields: {', '.join(FIELDS[self.kind])})"
-                )
+                raise ValueError(f"{name!r} is not a {self.kind.value} field (fields: {', '.join(FIELDS[self.kind])})")
         both = set(self.columns) & set(self.constants)
         if both:
             raise ValueError(f"field(s) {sorted(both)} are given both a column and a constant")
@@ -65,12 +61,12 @@ class Mapping(BaseModel):
 
     def resolve(self, source_columns: list[str]) -> dict[str, str]:
         """Field -> source column: the explicit mapping plus columns named like fields."""
-        resolved = {f: c for f, c in self.columns.items()}
+        resolved = dict(self.columns)
         taken = set(resolved.values())
         for field in FIELDS[self.kind]:
-            if field not in resolved and field not in self.constants and field in source_columns:
-                if field not in taken:
-                    resolved[field] = field
+            named_like_field = field in source_columns and field not in taken
+            if named_like_field and field not in resolved and field not in self.constants:
+                resolved[field] = field
         return resolved
 
 

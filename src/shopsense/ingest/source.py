@@ -46,7 +46,9 @@ def detect_format(path: Path) -> Format:
         suffixes.pop()
     if suffixes and suffixes[-1] in _SUFFIXES:
         return _SUFFIXES[suffixes[-1]]
-    raise InputError(str(path), "unknown file type; name it .csv, .parquet or .jsonl (optionally .gz), or pass --format")
+    raise InputError(
+        str(path), "unknown file type; name it .csv, .parquet or .jsonl (optionally .gz), or pass --format"
+    )
 
 
 def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, max_line: int) -> str:
@@ -55,8 +57,7 @@ def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, m
         return f"read_parquet({p})"
     if fmt is Format.JSONL:
         return (
-            f"read_json({p}, format='newline_delimited', records=true, maximum_object_size={max_line}, "
-            "sample_size=-1)"
+            f"read_json({p}, format='newline_delimited', records=true, maximum_object_size={max_line}, sample_size=-1)"
         )
     delim = f", delim={lit(delimiter)}" if delimiter else ""
     return (
@@ -112,7 +113,9 @@ def stage_file(
         raise InputError(name, "the file is empty (0 bytes)")
     con.execute(f"DROP TABLE IF EXISTS {STAGE}")
     try:
-        con.execute(f"CREATE TEMP TABLE {STAGE} AS SELECT * FROM {_reader_sql(path, fmt, delimiter, encoding, max_line_bytes)}")
+        con.execute(
+            f"CREATE TEMP TABLE {STAGE} AS SELECT * FROM {_reader_sql(path, fmt, delimiter, encoding, max_line_bytes)}"
+        )
     except duckdb.Error as exc:
         raise InputError(name, _explain(path, exc)) from exc
     columns = [row[0] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()]

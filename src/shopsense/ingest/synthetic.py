@@ -89,7 +89,8 @@ class _World:
         dept = (self.pref[users].cumsum(axis=1) < u[:, None]).sum(axis=1)
         dept = np.minimum(dept, self.pref.shape[1] - 1)
         pos = np.searchsorted(self.cdf, dept + rng.random(len(users)))
-        return self.order[np.minimum(pos, len(self.order) - 1)]
+        picked: np.ndarray = self.order[np.minimum(pos, len(self.order) - 1)]
+        return picked
 
 
 def _catalogue(cfg: GeneratorConfig, world: _World) -> pa.Table:

@@ -7,7 +7,7 @@ from pathlib import Path
 from shopsense.domain import RecordKind
 from shopsense.errors import ConfigError
 from shopsense.ingest.adapters import ADAPTERS
-from shopsense.ingest.importer import Duplicates, ImportReport, Importer, OnError, Progress
+from shopsense.ingest.importer import Duplicates, Importer, ImportReport, OnError, Progress
 from shopsense.ingest.mapping import Mapping
 from shopsense.ingest.source import Format
 from shopsense.settings import Settings

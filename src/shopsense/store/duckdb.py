@@ -166,8 +166,14 @@ class DuckDBStore:
         finally:
             con.execute("DROP VIEW IF EXISTS incoming_ids")
             con.execute("DROP TABLE IF EXISTS incoming")
-        return WriteResult(batch, received, received, 0, new_users=new if table == "users" else 0,
-                           new_items=new if table == "items" else 0)
+        return WriteResult(
+            batch,
+            received,
+            received,
+            0,
+            new_users=new if table == "users" else 0,
+            new_items=new if table == "items" else 0,
+        )
 
     def _registered(self, **tables: pa.Table) -> _Registered:
         return _Registered(self._con, tables)
@@ -223,7 +229,13 @@ class DuckDBStore:
             ).fetchall()
         ]
         imports = [
-            dict(zip(("batch_id", "kind", "source", "imported_at", "received", "written", "already_stored"), r, strict=True))
+            dict(
+                zip(
+                    ("batch_id", "kind", "source", "imported_at", "received", "written", "already_stored"),
+                    r,
+                    strict=True,
+                )
+            )
             for r in con.execute(
                 "SELECT batch_id, kind, source, strftime(imported_at, '%Y-%m-%dT%H:%M:%SZ'), received, written, "
                 "already_stored FROM imports ORDER BY batch_id"

@@ -27,7 +27,8 @@ def test_online_retail_sample_reconciles_with_the_raw_file(service: DataService)
         """SELECT count(*), count(*) FILTER (WHERE InvoiceNo LIKE 'A%'),
             count(*) FILTER (WHERE InvoiceNo LIKE 'C%' OR Quantity < 0),
             sum(Quantity), sum(Quantity * UnitPrice),
-            sum(Quantity) FILTER (WHERE InvoiceNo LIKE 'A%'), sum(Quantity * UnitPrice) FILTER (WHERE InvoiceNo LIKE 'A%')
+            sum(Quantity) FILTER (WHERE InvoiceNo LIKE 'A%'),
+            sum(Quantity * UnitPrice) FILTER (WHERE InvoiceNo LIKE 'A%')
         FROM SAMPLE"""
     )
     assert adjustments == 3

@@ -17,7 +17,9 @@ from shopsense.services.data import DataService
 from tests.conftest import event_count, load, write
 
 HEADER = "user_id,item_id,type,timestamp\n"
-GOOD = HEADER + "u1,i1,view,2024-01-01T10:00:00Z\nu1,i1,purchase,2024-01-01T10:05:00Z\nu2,i2,cart,2024-01-02T09:00:00Z\n"
+GOOD = (
+    HEADER + "u1,i1,view,2024-01-01T10:00:00Z\nu1,i1,purchase,2024-01-01T10:05:00Z\nu2,i2,cart,2024-01-02T09:00:00Z\n"
+)
 
 
 def test_valid_file_is_written_with_dense_ids_and_utc_times(service: DataService, tmp_path: Path) -> None:
@@ -38,7 +40,11 @@ def test_reimporting_the_same_file_creates_no_duplicates(service: DataService, t
 
 def test_resent_event_id_is_stored_once(service: DataService, tmp_path: Path) -> None:
     first = write(tmp_path, "a.csv", "event_id," + HEADER + "e1,u1,i1,view,2024-01-01T10:00:00Z\n")
-    second = write(tmp_path, "b.csv", "event_id," + HEADER + "e1,u1,i1,view,2024-01-01T10:00:00Z\ne2,u1,i2,view,2024-01-01T11:00:00Z\n")
+    second = write(
+        tmp_path,
+        "b.csv",
+        "event_id," + HEADER + "e1,u1,i1,view,2024-01-01T10:00:00Z\ne2,u1,i2,view,2024-01-01T11:00:00Z\n",
+    )
     load(service, first)
     report = load(service, second)
     assert (report.rows_written, report.already_stored) == (1, 1)
@@ -78,9 +84,14 @@ def test_bad_value_is_located_and_nothing_is_written(
 
 
 def test_numeric_fields_are_checked(service: DataService, tmp_path: Path) -> None:
-    text = HEADER.strip() + ",quantity,value\n" + "u1,i1,purchase,2024-01-01T00:00:00Z,abc,1\n" + (
-        "u1,i1,purchase,2024-01-01T00:00:00Z,-2,1\nu1,i1,purchase,2024-01-01T00:00:00Z,1,-5\n"
-        "u1,i1,purchase,2024-01-01T00:00:00Z,1,1e400\n"
+    text = (
+        HEADER.strip()
+        + ",quantity,value\n"
+        + "u1,i1,purchase,2024-01-01T00:00:00Z,abc,1\n"
+        + (
+            "u1,i1,purchase,2024-01-01T00:00:00Z,-2,1\nu1,i1,purchase,2024-01-01T00:00:00Z,1,-5\n"
+            "u1,i1,purchase,2024-01-01T00:00:00Z,1,1e400\n"
+        )
     )
     error = _fails(service, write(tmp_path, "n.csv", text))
     reasons = {(p.row, p.column, p.reason) for p in error.problems}
@@ -128,7 +139,7 @@ def test_missing_required_column_names_the_field(service: DataService, tmp_path:
 
 def test_extra_columns_are_refused_ignored_or_kept(service: DataService, tmp_path: Path) -> None:
     path = write(tmp_path, "x.csv", HEADER.strip() + ",coupon\nu1,i1,view,2024-01-01T00:00:00Z,SPRING\n")
-    with pytest.raises(InputError, match="unmapped column.*coupon"):
+    with pytest.raises(InputError, match=r"unmapped column.*coupon"):
         load(service, path)
     assert load(service, path, extra="ignore").ignored_columns == ["coupon"]
     other = write(tmp_path, "y.csv", HEADER.strip() + ",coupon\nu2,i1,view,2024-01-01T00:00:00Z,SUMMER\n")
@@ -192,7 +203,7 @@ def test_wrong_delimiter_is_explained(service: DataService, tmp_path: Path) -> N
 def test_wrong_encoding_is_explained_and_latin1_works(service: DataService, tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes("item_id,title\ni1,Caf\xe9 cup\n".encode("latin-1"))
-    with pytest.raises(InputError, match="not valid UTF-8.*latin-1"):
+    with pytest.raises(InputError, match=r"not valid UTF-8.*latin-1"):
         load(service, path, kind=RecordKind.ITEMS)
     assert load(service, path, kind=RecordKind.ITEMS, encoding="latin-1").rows_written == 1
 
@@ -236,15 +247,19 @@ def test_parquet_and_jsonl_sources(service: DataService, tmp_path: Path) -> None
     )
     pq.write_table(table, tmp_path / "e.parquet")
     assert load(service, tmp_path / "e.parquet").rows_written == 2
-    jsonl = write(tmp_path, "e.jsonl", '{"user_id": "u3", "item_id": "i1", "type": "view", "timestamp": "2024-03-01T00:00:00Z"}\n')
+    jsonl = write(
+        tmp_path, "e.jsonl", '{"user_id": "u3", "item_id": "i1", "type": "view", "timestamp": "2024-03-01T00:00:00Z"}\n'
+    )
     assert load(service, jsonl).rows_written == 1
     assert service.stats().net_revenue == 9.5
 
 
 def test_items_upsert_merges_fields_and_attributes(service: DataService, tmp_path: Path) -> None:
-    first = write(tmp_path, "i1.csv", "item_id,title,price,category,attributes\ni1,Cup,3,Home > Kitchen,\"{\"\"color\"\": \"\"red\"\"}\"\n")
+    first = write(
+        tmp_path, "i1.csv", 'item_id,title,price,category,attributes\ni1,Cup,3,Home > Kitchen,"{""color"": ""red""}"\n'
+    )
     load(service, first, kind=RecordKind.ITEMS)
-    second = write(tmp_path, "i2.csv", "item_id,price,attributes\ni1,4,\"{\"\"size\"\": \"\"L\"\"}\"\n")
+    second = write(tmp_path, "i2.csv", 'item_id,price,attributes\ni1,4,"{""size"": ""L""}"\n')
     load(service, second, kind=RecordKind.ITEMS)
     out = tmp_path / "items.parquet"
     service.export(RecordKind.ITEMS, out)

@@ -43,9 +43,11 @@ class MovieLens100K:
         files = {f.name: f for f in find_files(paths, ["u.item", "u.user", "u.data"], self.name)}
         flags = [f"g{i}" for i in range(len(GENRES_100K))]
         item_cols = ["movie_id", "title", "release_date", "video_release_date", "url", *flags]
-        genres = "list_filter([" + ", ".join(
-            f"CASE WHEN {f} = '1' THEN {lit(g)} END" for f, g in zip(flags, GENRES_100K, strict=True)
-        ) + "], lambda x: x IS NOT NULL)"
+        genres = (
+            "list_filter(["
+            + ", ".join(f"CASE WHEN {f} = '1' THEN {lit(g)} END" for f, g in zip(flags, GENRES_100K, strict=True))
+            + "], lambda x: x IS NOT NULL)"
+        )
         steps = []
         if "u.item" in files:
             items = f"""SELECT movie_id AS item_id, title, {genres}[1] AS category,

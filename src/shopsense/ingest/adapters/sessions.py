@@ -12,7 +12,6 @@ from shopsense.domain import RecordKind
 from shopsense.ingest.adapters.base import Step, csv, find_files
 from shopsense.ingest.mapping import Mapping
 
-
 TAB = "\t"
 
 
