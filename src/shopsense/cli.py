@@ -168,7 +168,7 @@ def _import_kind(
             report = service.import_file(file, mapping, fmt, on_error, duplicates, step)
         _print_report(report, as_json)
         if as_json:
-            out.print_json(json.dumps(report.to_dict()))
+            typer.echo(json.dumps(report.to_dict(), indent=2))
 
 
 def _kind_command(kind: RecordKind) -> None:
@@ -225,7 +225,7 @@ def import_dataset(
         for report in reports:
             _print_report(report, as_json)
         if as_json:
-            out.print_json(json.dumps([r.to_dict() for r in reports]))
+            typer.echo(json.dumps([r.to_dict() for r in reports], indent=2))
 
 
 @app.command()
@@ -246,7 +246,7 @@ def stats(
     with _service(ctx) as service:
         summary = service.stats(top)
         if as_json:
-            out.print_json(json.dumps(summary.to_dict()))
+            typer.echo(json.dumps(summary.to_dict(), indent=2))
             return
         table = Table(title=f"shopsense store — {service.store.url}", show_header=False)
         table.add_row("users", f"{summary.users:,} ({summary.guest_users:,} guests)")

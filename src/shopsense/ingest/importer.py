@@ -96,6 +96,7 @@ class Importer:
         spill = self.settings.data_dir / "tmp"
         spill.mkdir(parents=True, exist_ok=True)
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # our own bar goes to stderr; stdout stays JSON-clean
         con.execute(f"SET memory_limit = {lit(self.settings.ingest.memory_limit)}")
         con.execute(f"SET threads = {self.settings.ingest.threads}")
         con.execute(f"SET temp_directory = {lit(str(spill))}")

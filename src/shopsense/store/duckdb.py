@@ -53,6 +53,7 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {url}: {str(exc).splitlines()[0]}") from exc
         self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET enable_progress_bar = false")
         self._con.execute(f"SET memory_limit = '{memory_limit}'")
         self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET preserve_insertion_order = false")
