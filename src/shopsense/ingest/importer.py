@@ -22,7 +22,7 @@ import pyarrow as pa
 from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
 from shopsense.errors import InputError, Problem, ValidationFailed
 from shopsense.ingest.mapping import ExtraColumns, Mapping
-from shopsense.ingest.source import STAGE, Format, column_types, detect_format, stage_file, stage_query
+from shopsense.ingest.source import ROW, STAGE, Format, column_types, detect_format, release, stage_file, stage_query
 from shopsense.ingest.validate import FieldPlan, ident, lit, plan_fields
 from shopsense.settings import Settings
 from shopsense.store.base import EVENT_COLUMNS, Store
@@ -159,9 +159,12 @@ class Importer:
         self._create_views(con, resolved, mapping, absent, keep, plan)
 
         self._progress("validating")
-        report.rows_read, bad_rows, counts = _rule_counts(con, plan)
+        by_id = kind is not RecordKind.EVENTS or "event_id" in resolved or "event_id" in mapping.constants
+        self._key_rows(con, kind, by_id)
+        report.rows_read, bad_rows = _one(con, "SELECT count(*), count(*) FILTER (WHERE NOT _ok) FROM keyed")
+        counts = _rule_counts(con, plan) if bad_rows else {}
         self._progress("checking duplicates")
-        dup_problems = self._mark_duplicates(con, kind, "event_id" in resolved or "event_id" in mapping.constants)
+        dup_problems = self._mark_duplicates(con, kind, by_id)
         n_dup_conflicts = _one(con, "SELECT count(*) FROM dup_marks WHERE conflict")[0]
         if n_dup_conflicts:
             counts[dup_problems] = n_dup_conflicts
@@ -227,21 +230,16 @@ class Importer:
         if keep:
             pairs = ", ".join(f"{lit(c)}, {ident(c)}" for c in keep)
             raw.append(f"json_object({pairs}) AS r__extra")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT rowid + 1 AS _row, {', '.join(raw)} FROM {STAGE}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT {ROW} AS _row, {', '.join(raw)} FROM {STAGE}")
         typed = ", ".join(f"{expr} AS {ident(name)}" for name, expr in plan.typed.items())
         con.execute(f"CREATE OR REPLACE TEMP VIEW typed AS SELECT src.*, {typed} FROM src")
         con.execute(f"CREATE OR REPLACE TEMP VIEW checked AS SELECT *, {plan.ok_condition()} AS _ok FROM typed")
 
-    def _mark_duplicates(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, has_event_id: bool) -> str:
-        """Fill ``dup_marks`` (rows in groups sharing a key) and return the conflict reason.
+    def _key_rows(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, by_id: bool) -> None:
+        """Materialise every row once: typed fields, validity, content hash and idempotency key.
 
-        Rows sharing an id with identical content collapse to one (a re-sent record).
-        Rows sharing an id with different content are a conflict (a problem).
-        Events without an event_id share a key when every field is equal; those are kept
-        as separate events by default (numbered, so re-imports still collapse them).
+        Validation runs in this single pass; later steps read the compact typed table.
         """
-        id_field = ID_FIELD[kind]
-        by_id = kind is not RecordKind.EVENTS or has_event_id
         fields = _content_fields(kind)
         if by_id:  # content only tells repeats of an id apart inside this file: a fast hash will do
             content = f"hash({', '.join(ident(f) for f in fields)})"
@@ -252,36 +250,46 @@ class Importer:
                 + ", ".join(f"coalesce(CAST({p} AS VARCHAR), '\x00')" for p in parts)
                 + "))"
             )
-        key = f"coalesce(md5_number('id:' || {ident(id_field)}), _content)" if by_id else "_content"
+        key = f"coalesce(md5_number('id:' || {ident(ID_FIELD[kind])}), _content)" if by_id else "_content"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, {key} AS _key
-            FROM (SELECT _row, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content
-                  FROM checked WHERE _ok)"""
+            FROM (SELECT _row, _ok, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content
+                  FROM checked)"""
         )
+
+    def _mark_duplicates(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, by_id: bool) -> str:
+        """Fill ``dup_marks`` (valid rows in groups sharing a key) and return the conflict reason.
+
+        Rows sharing an id with identical content collapse to one (a re-sent record).
+        Rows sharing an id with different content are a conflict (a problem).
+        Events without an event_id share a key when every field is equal; those are kept
+        as separate events by default (numbered, so re-imports still collapse them).
+        """
         collapse_same = by_id or self.duplicates is Duplicates.DROP
         conflict_same = (not by_id) and self.duplicates is Duplicates.ERROR
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE dup_marks AS
-            WITH groups AS (SELECT _key FROM keyed GROUP BY _key HAVING count(*) > 1)
+            WITH valid AS (SELECT _row, _key, _content FROM keyed WHERE _ok),
+            groups AS (SELECT _key FROM valid GROUP BY _key HAVING count(*) > 1)
             SELECT _row, occ, first_row,
                    (occ > 1 AND ({lit(conflict_same)} OR n_content > 1)) AS conflict,
                    (occ > 1 AND {lit(collapse_same)}) AS collapse
             FROM (
                 SELECT _row, row_number() OVER w AS occ, min(_row) OVER w AS first_row,
                        count(DISTINCT _content) OVER w AS n_content
-                FROM keyed SEMI JOIN groups USING (_key)
+                FROM valid SEMI JOIN groups USING (_key)
                 WINDOW w AS (PARTITION BY _key ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
             )"""
         )
         if by_id:
-            return f"repeats the {id_field} of an earlier row with different content"
+            return f"repeats the {ID_FIELD[kind]} of an earlier row with different content"
         return "identical to an earlier row (--duplicates error)"
 
     def _write(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, source: str, report: ImportReport) -> None:
-        con.execute(f"DROP TABLE IF EXISTS {STAGE}")  # free the raw text before streaming
+        release(con)  # free the raw text before streaming
         final = (
             "FROM keyed LEFT JOIN dup_marks USING (_row) "
-            "WHERE NOT coalesce(dup_marks.conflict OR dup_marks.collapse, FALSE)"
+            "WHERE _ok AND NOT coalesce(dup_marks.conflict OR dup_marks.collapse, FALSE)"
         )
         if kind is RecordKind.EVENTS:
             occ = "coalesce(dup_marks.occ, 1)"
@@ -353,16 +361,16 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, ...]:
     return tuple(int(v or 0) for v in row)
 
 
-def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> tuple[int, int, dict[str, int]]:
-    """One pass: rows, invalid rows, and rows failing each rule (``column: reason``, zeros left out)."""
-    per_rule = "".join(f", count(*) FILTER (WHERE {r.condition})" for r in plan.rules)
-    rows, bad, *counts = _one(con, f"SELECT count(*), count(*) FILTER (WHERE NOT _ok){per_rule} FROM checked")
+def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> dict[str, int]:
+    """Rows failing each rule (``column: reason``), zeros left out; one pass, run only when rows failed."""
+    per_rule = ", ".join(f"count(*) FILTER (WHERE {r.condition})" for r in plan.rules)
+    counts = _one(con, f"SELECT {per_rule} FROM checked")
     merged: dict[str, int] = {}
     for rule, n in zip(plan.rules, counts, strict=True):
         if n:
             name = f"{rule.column}: {rule.reason}"
             merged[name] = merged.get(name, 0) + n
-    return rows, bad, merged
+    return merged
 
 
 def _problem_union(plan: FieldPlan, dup_reason: str) -> str:

@@ -1,7 +1,9 @@
 """Read a CSV, Parquet or JSON Lines file into a staging table, with clear errors.
 
-The file is read once, by DuckDB, into a temporary table whose row order is the file's,
-so ``rowid + 1`` is the data-row number every problem report points at.
+Text files are read once, by DuckDB, into a temporary table whose row order is the file's,
+so ``rowid + 1`` is the data-row number every problem report points at; Parquet files are
+read in place (they number their rows). Either way ``stage_raw`` is a view with the
+source's columns plus ``__row``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from pathlib import Path
 import duckdb
 
 from shopsense.errors import InputError
-from shopsense.ingest.validate import ident, lit
+from shopsense.ingest.validate import lit
 
 STAGE = "stage_raw"
+ROW = "__row"
+_DATA = "stage_data"
 
 
 class Format(StrEnum):
@@ -54,7 +58,7 @@ def detect_format(path: Path) -> Format:
 def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, max_line: int) -> str:
     p = lit(str(path))
     if fmt is Format.PARQUET:
-        return f"read_parquet({p})"
+        return f"read_parquet({p}, file_row_number=true)"
     if fmt is Format.JSONL:
         return (
             f"read_json({p}, format='newline_delimited', records=true, maximum_object_size={max_line}, sample_size=-1)"
@@ -111,14 +115,19 @@ def stage_file(
         raise InputError(name, "no such file")
     if path.stat().st_size == 0:
         raise InputError(name, "the file is empty (0 bytes)")
-    con.execute(f"DROP TABLE IF EXISTS {STAGE}")
+    reader = _reader_sql(path, fmt, delimiter, encoding, max_line_bytes)
     try:
-        con.execute(
-            f"CREATE TEMP TABLE {STAGE} AS SELECT * FROM {_reader_sql(path, fmt, delimiter, encoding, max_line_bytes)}"
-        )
+        if fmt is Format.PARQUET:
+            _drop(con)
+            con.execute(
+                f"CREATE TEMP VIEW {STAGE} AS SELECT file_row_number + 1 AS {ROW}, * EXCLUDE (file_row_number) "
+                f"FROM {reader}"
+            )
+        else:
+            _materialise(con, f"SELECT * FROM {reader}")
     except duckdb.Error as exc:
         raise InputError(name, _explain(path, exc)) from exc
-    columns = [row[0] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()]
+    columns = list(column_types(con))
     (rows,) = con.execute(f"SELECT count(*) FROM {STAGE}").fetchall()
     if fmt is Format.CSV and len(columns) == 1 and re.search(r"[,;|\t]", columns[0]):
         raise InputError(
@@ -135,17 +144,33 @@ def stage_file(
 
 def stage_query(con: duckdb.DuckDBPyConnection, sql: str, label: str) -> list[str]:
     """Stage the result of an adapter's SQL (which reads its files itself) as ``stage_raw``."""
-    con.execute(f"DROP TABLE IF EXISTS {STAGE}")
     try:
-        con.execute(f"CREATE TEMP TABLE {STAGE} AS {sql}")
+        _materialise(con, sql)
     except duckdb.Error as exc:
         raise InputError(label, _explain(Path(label), exc)) from exc
-    return [row[0] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()]
+    return list(column_types(con))
+
+
+def _drop(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"DROP VIEW IF EXISTS {STAGE}")
+    con.execute(f"DROP TABLE IF EXISTS {_DATA}")
+
+
+def _materialise(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Read a query once into a table (file order kept) and expose it numbered as ``stage_raw``."""
+    _drop(con)
+    con.execute(f"CREATE TEMP TABLE {_DATA} AS {sql}")
+    con.execute(f"CREATE TEMP VIEW {STAGE} AS SELECT rowid + 1 AS {ROW}, * FROM {_DATA}")
+
+
+def release(con: duckdb.DuckDBPyConnection) -> None:
+    """Free the staged raw data once it is no longer needed."""
+    _drop(con)
 
 
 def column_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Source column name -> DuckDB type of the staged table."""
-    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {STAGE}").fetchall()}
+    """Source column name -> DuckDB type of the staged data (the row number left out)."""
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {STAGE}").fetchall() if row[0] != ROW}
 
 
-__all__ = ["STAGE", "Format", "column_types", "detect_format", "ident", "stage_file", "stage_query"]
+__all__ = ["ROW", "STAGE", "Format", "column_types", "detect_format", "release", "stage_file", "stage_query"]

@@ -102,6 +102,10 @@ class DuckDBStore:
                     batch = self._next_batch()
                     new_users = self._add_ids("users", "user_id", "user_idx", "incoming_users")
                     new_items = self._add_ids("items", "item_id", "item_idx", "incoming_items")
+                    # An Arrow stream has no row count, so DuckDB may build its hash tables on the
+                    # (huge) stream instead of the (small) id tables: 3x slower on 10M events.
+                    # Keep the written order: the stream probes, users/items/events build.
+                    self._con.execute("SET disabled_optimizers = 'build_side_probe_side'")
                     written = self._count(
                         f"""INSERT INTO events
                         SELECT e.key_hi, e.key_lo, e.event_id, u.user_idx, i.item_idx, e.type, e.timestamp,
@@ -113,6 +117,7 @@ class DuckDBStore:
                     )
                     self._log(batch, "events", source, counted.rows, written)
             finally:
+                self._con.execute("RESET disabled_optimizers")
                 self._con.unregister("incoming_events")
         return WriteResult(batch, counted.rows, written, counted.rows - written, new_users, new_items)
 
