@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class RecordKind(StrEnum):
@@ -28,6 +28,10 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+"""A timezone-aware time, converted to UTC; naive times are refused rather than guessed."""
+
+
 class Event(BaseModel):
     """One thing a user did with an item: viewed, carted, bought, rated, returned…
 
@@ -41,15 +45,13 @@ class Event(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
     item_id: str = Field(min_length=1, max_length=256)
     type: str = Field(min_length=1)
-    timestamp: datetime
+    timestamp: UtcDatetime
     channel: str | None = None
     session_id: str | None = Field(None, max_length=256)
     quantity: float = Field(1.0, gt=0, allow_inf_nan=False)
     value: float | None = Field(None, ge=0, allow_inf_nan=False)
     rating: float | None = Field(None, allow_inf_nan=False)
     context: dict[str, Any] | None = None
-
-    _utc_timestamp = field_validator("timestamp")(_utc)
 
 
 class Item(BaseModel):
@@ -67,12 +69,7 @@ class Item(BaseModel):
     available: bool | None = None
     stock: int | None = Field(None, ge=0)
     attributes: dict[str, Any] | None = None
-    first_seen: datetime | None = None
-
-    @field_validator("first_seen")
-    @classmethod
-    def _utc_first_seen(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _utc(value)
+    first_seen: UtcDatetime | None = None
 
 
 class User(BaseModel):
@@ -82,12 +79,7 @@ class User(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=256)
     attributes: dict[str, Any] | None = None
-    first_seen: datetime | None = None
-
-    @field_validator("first_seen")
-    @classmethod
-    def _utc_first_seen(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _utc(value)
+    first_seen: UtcDatetime | None = None
 
 
 FIELDS: dict[RecordKind, tuple[str, ...]] = {

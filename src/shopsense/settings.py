@@ -114,15 +114,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         overrides: top-level keys (``data_dir``, ``store_url``) given on the command line;
             ``None`` values are ignored so callers can pass optional flags straight through.
     """
-    values: dict[str, Any] = {}
     path = config_file or (Path(os.environ["SHOPSENSE_CONFIG"]) if os.environ.get("SHOPSENSE_CONFIG") else None)
-    if path is not None:
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    values = read_toml(path, "config file") if path is not None else {}
     for key, env in (("data_dir", "SHOPSENSE_DATA_DIR"), ("store_url", "SHOPSENSE_STORE_URL")):
         if os.environ.get(env):
             values[key] = os.environ[env]
@@ -131,5 +124,19 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings.model_validate(values)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid settings{where}:\n" + "\n".join(lines)) from exc
+        raise ConfigError(f"invalid settings{where}:\n{explain_validation(exc)}") from exc
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file, turning a missing or malformed file into a ConfigError naming it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
+def explain_validation(exc: ValidationError) -> str:
+    """One indented ``key.path: message`` line per pydantic error."""
+    return "\n".join(f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())

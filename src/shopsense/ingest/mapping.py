@@ -7,7 +7,6 @@ shopsense's own vocabulary needs no mapping at all.
 
 from __future__ import annotations
 
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shopsense.domain import FIELDS, RecordKind
 from shopsense.errors import ConfigError
+from shopsense.settings import explain_validation, read_toml
 
 
 class ExtraColumns(StrEnum):
@@ -78,16 +78,9 @@ def load_mapping(path: Path | None, kind: RecordKind, overrides: dict[str, Any])
         kind: the record kind the command imports; a file that says another kind is an error.
         overrides: CLI values; ``columns``/``constants`` merge into the file's tables.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"mapping file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"mapping file {path} is not valid TOML: {exc}") from exc
-        if "kind" in data and data["kind"] != kind.value:
-            raise ConfigError(f"mapping file {path} is for {data['kind']!r}, but {kind.value!r} are imported")
+    data = read_toml(path, "mapping file") if path is not None else {}
+    if data.get("kind", kind.value) != kind.value:
+        raise ConfigError(f"mapping file {path} is for {data['kind']!r}, but {kind.value!r} are imported")
     data["kind"] = kind.value
     for table in ("columns", "constants", "type_values"):
         merged = {**data.get(table, {}), **overrides.pop(table, {})}
@@ -98,8 +91,7 @@ def load_mapping(path: Path | None, kind: RecordKind, overrides: dict[str, Any])
         return Mapping.model_validate(data)
     except ValidationError as exc:
         where = f"mapping file {path}" if path else "mapping options"
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'mapping'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid {where}:\n" + "\n".join(lines)) from exc
+        raise ConfigError(f"invalid {where}:\n{explain_validation(exc)}") from exc
 
 
 def parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
