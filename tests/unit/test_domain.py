@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
@@ -19,7 +19,7 @@ def test_event_times_must_carry_a_zone_and_become_utc() -> None:
 
 
 def test_quantities_prices_and_ids_are_checked() -> None:
-    when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2024, 1, 1, tzinfo=UTC)
     with pytest.raises(ValidationError, match="greater than 0"):
         Event(user_id="u", item_id="i", type="purchase", timestamp=when, quantity=0)
     with pytest.raises(ValidationError, match="at least 1 character"):

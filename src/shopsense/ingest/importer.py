@@ -21,8 +21,19 @@ import pyarrow as pa
 
 from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
 from shopsense.errors import InputError, Problem, ValidationFailed
+from shopsense.ingest.adapters.base import Plan, Step
 from shopsense.ingest.mapping import ExtraColumns, Mapping
-from shopsense.ingest.source import ROW, STAGE, Format, column_types, detect_format, release, stage_file, stage_query
+from shopsense.ingest.source import (
+    ROW,
+    STAGE,
+    Format,
+    column_types,
+    detect_format,
+    release,
+    stage_file,
+    stage_query,
+    stage_table,
+)
 from shopsense.ingest.validate import FieldPlan, ident, lit, plan_fields
 from shopsense.settings import Settings
 from shopsense.store.base import EVENT_COLUMNS, Store
@@ -120,25 +131,28 @@ class Importer:
         finally:
             con.close()
 
-    def import_query(
-        self, sql: str, label: str, mapping: Mapping, exclusions: dict[str, str] | None = None
-    ) -> ImportReport:
-        """Import the rows of an adapter's SQL, whose columns are already field names.
+    def import_plan(self, plan: Plan) -> list[ImportReport]:
+        """Run an adapter's plan: stage its shared tables once, then import each step in order.
 
-        Args:
-            exclusions: reason -> SQL counting the rows the adapter leaves out on purpose;
-                the counts go into the report so no row disappears unexplained.
+        Each step is its own transaction; a failing step stops the plan and leaves the steps
+        before it committed (re-running the plan is safe: imports are idempotent).
         """
         con = self._engine()
         try:
             self._progress("reading")
-            columns = stage_query(con, sql, label)
-            excluded = {reason: _one(con, count)[0] for reason, count in (exclusions or {}).items()}
-            report = self._run(con, label, columns, mapping)
-            report.excluded = {reason: n for reason, n in excluded.items() if n}
-            return report
+            for name, sql in plan.tables.items():
+                stage_table(con, name, sql, plan.label)
+            return [self._step(con, step) for step in plan.steps]
         finally:
             con.close()
+
+    def _step(self, con: duckdb.DuckDBPyConnection, step: Step) -> ImportReport:
+        self._progress("reading")
+        columns = stage_query(con, step.sql, step.label)
+        excluded = {reason: _one(con, count)[0] for reason, count in step.exclusions.items()}
+        report = self._run(con, step.label, columns, step.mapping)
+        report.excluded = {reason: n for reason, n in excluded.items() if n}
+        return report
 
     # -- steps ----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from shopsense.errors import InputError
-from shopsense.ingest.validate import lit
+from shopsense.ingest.validate import ident, lit
 
 STAGE = "stage_raw"
 ROW = "__row"
@@ -151,6 +151,14 @@ def stage_query(con: duckdb.DuckDBPyConnection, sql: str, label: str) -> list[st
     return list(column_types(con))
 
 
+def stage_table(con: duckdb.DuckDBPyConnection, name: str, sql: str, label: str) -> None:
+    """Materialise a table an adapter's steps share (its files are then read only once)."""
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS {sql}")
+    except duckdb.Error as exc:
+        raise InputError(label, _explain(Path(label), exc)) from exc
+
+
 def _drop(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DROP VIEW IF EXISTS {STAGE}")
     con.execute(f"DROP TABLE IF EXISTS {_DATA}")
@@ -173,4 +181,14 @@ def column_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE {STAGE}").fetchall() if row[0] != ROW}
 
 
-__all__ = ["ROW", "STAGE", "Format", "column_types", "detect_format", "release", "stage_file", "stage_query"]
+__all__ = [
+    "ROW",
+    "STAGE",
+    "Format",
+    "column_types",
+    "detect_format",
+    "release",
+    "stage_file",
+    "stage_query",
+    "stage_table",
+]

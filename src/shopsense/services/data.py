@@ -66,11 +66,8 @@ class DataService:
         if name not in ADAPTERS:
             raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(ADAPTERS))}")
         adapter = ADAPTERS[name]
-        importer = self._importer(on_error, duplicates, progress)
-        reports = []
-        for step in adapter.steps(paths or [SHARED_DATASETS / adapter.folder]):
-            reports.append(importer.import_query(step.sql, step.label, step.mapping, step.exclusions))
-        return reports
+        plan = adapter.plan(paths or [SHARED_DATASETS / adapter.folder])
+        return self._importer(on_error, duplicates, progress).import_plan(plan)
 
     def stats(self, top: int = 10) -> StoreSummary:
         """Counts, date range, funnel and top categories of the store."""

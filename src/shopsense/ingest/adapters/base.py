@@ -27,6 +27,15 @@ class Step:
     exclusions: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What importing a dataset takes: tables staged once (name -> SQL), then steps in order."""
+
+    label: str
+    steps: list[Step]
+    tables: dict[str, str] = field(default_factory=dict)
+
+
 class Adapter(Protocol):
     """A public dataset that ``shopsense import dataset NAME`` knows how to read."""
 
@@ -34,8 +43,8 @@ class Adapter(Protocol):
     folder: str  # folder name under ../shared/datasets
     summary: str
 
-    def steps(self, paths: list[Path]) -> list[Step]:
-        """Import steps for the given files or folder (items and users before events)."""
+    def plan(self, paths: list[Path]) -> Plan:
+        """Import plan for the given files or folder (items and users before events)."""
         ...
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shopsense.domain import RecordKind
 from shopsense.errors import InputError
-from shopsense.ingest.adapters.base import Step, csv, find_files
+from shopsense.ingest.adapters.base import Plan, Step, csv, find_files
 from shopsense.ingest.mapping import Mapping
 
 _FILES = ["products.csv", "aisles.csv", "departments.csv", "orders_products_prior_sample.csv.gz"]
@@ -28,7 +28,7 @@ class Instacart:
     folder = "instacart"
     summary = "Instacart sample (orders -> purchases with derived times, department > aisle categories)"
 
-    def steps(self, paths: list[Path]) -> list[Step]:
+    def plan(self, paths: list[Path]) -> Plan:
         """Products (with aisles and departments) first, then the orders' lines."""
         files = {f.name: f for f in find_files(paths, _FILES, self.name)}
         missing = [n for n in _FILES if n not in files]
@@ -57,7 +57,10 @@ class Instacart:
                             'add_to_cart_order', TRY_CAST(l.add_to_cart_order AS INTEGER),
                             'reordered', l.reordered = '1') AS context
             FROM {lines} l JOIN o USING (user_id, order_id) JOIN span USING (user_id)"""
-        return [
-            Step(RecordKind.ITEMS, str(files["products.csv"]), products, Mapping(kind=RecordKind.ITEMS)),
-            Step(RecordKind.EVENTS, str(files["orders_products_prior_sample.csv.gz"]), events, Mapping()),
-        ]
+        return Plan(
+            self.name,
+            [
+                Step(RecordKind.ITEMS, str(files["products.csv"]), products, Mapping(kind=RecordKind.ITEMS)),
+                Step(RecordKind.EVENTS, str(files["orders_products_prior_sample.csv.gz"]), events, Mapping()),
+            ],
+        )

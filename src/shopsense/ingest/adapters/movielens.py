@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shopsense.domain import RecordKind
-from shopsense.ingest.adapters.base import Step, find_files
+from shopsense.ingest.adapters.base import Plan, Step, find_files
 from shopsense.ingest.mapping import Mapping
 from shopsense.ingest.validate import lit
 
@@ -38,7 +38,7 @@ class MovieLens100K:
     folder = "movielens_100k"
     summary = "MovieLens 100K (ratings -> rating events, genres -> categories)"
 
-    def steps(self, paths: list[Path]) -> list[Step]:
+    def plan(self, paths: list[Path]) -> Plan:
         """Movies, users, then ratings."""
         files = {f.name: f for f in find_files(paths, ["u.item", "u.user", "u.data"], self.name)}
         flags = [f"g{i}" for i in range(len(GENRES_100K))]
@@ -64,7 +64,7 @@ class MovieLens100K:
                 FROM {_table(files["u.data"], TAB, ["user_id", "item_id", "rating", "timestamp"])}"""
             mapping = Mapping(timestamp_format="unix_s")
             steps.append(Step(RecordKind.EVENTS, str(files["u.data"]), ratings, mapping))
-        return steps
+        return Plan(self.name, steps)
 
 
 class MovieLens1M:
@@ -74,7 +74,7 @@ class MovieLens1M:
     folder = "movielens_1m"
     summary = "MovieLens 1M pairs (no ratings/times here: rating events at a placeholder time)"
 
-    def steps(self, paths: list[Path]) -> list[Step]:
+    def plan(self, paths: list[Path]) -> Plan:
         """Movies, users, then the user-movie pairs."""
         names = ["movies.dat", "users.dat", "interactions_implicit.csv.gz"]
         files = {f.name: f for f in find_files(paths, names, self.name)}
@@ -97,4 +97,4 @@ class MovieLens1M:
                     '{{"time_unknown": true}}' AS context
                 FROM read_csv({path}, all_varchar=true, header=true, strict_mode=true)"""
             steps.append(Step(RecordKind.EVENTS, str(files["interactions_implicit.csv.gz"]), pairs, Mapping()))
-        return steps
+        return Plan(self.name, steps)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shopsense.domain import RecordKind
-from shopsense.ingest.adapters.base import Step, csv, find_files
+from shopsense.ingest.adapters.base import Plan, Step, csv, find_files
 from shopsense.ingest.mapping import Mapping
 
 SERVICE_CODES = ("POST", "DOT", "M", "C2", "D", "S", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS", "B")
@@ -47,10 +47,11 @@ class OnlineRetail:
     folder = "online_retail"
     summary = "UCI Online Retail I + II (invoices -> purchases, C invoices -> returns)"
 
-    def steps(self, paths: list[Path]) -> list[Step]:
-        """Items and users from all files, then one events step per file (oldest first)."""
+    def plan(self, paths: list[Path]) -> Plan:
+        """Each file staged once; items and users from all files, then one events step per file."""
         files = find_files(paths, _FILES, self.name)
-        union = " UNION ALL ".join(f"({_lines(f)})" for f in files)
+        tables = {f"retail_lines_{n}": _lines(f) for n, f in enumerate(files)}
+        union = " UNION ALL ".join(f"SELECT * FROM {t}" for t in tables)
         kept = f"SELECT * FROM ({union}) WHERE invoice NOT LIKE 'A%'"
         label = ", ".join(str(f) for f in files)
         items = f"""SELECT stock_code AS item_id,
@@ -60,7 +61,7 @@ class OnlineRetail:
                 'GBP' AS currency,
                 CASE WHEN upper(stock_code) IN {SERVICE_CODES} THEN '{{"kind": "service"}}' END AS attributes,
                 min(invoice_date) AS first_seen
-            FROM ({kept}) WHERE nullif(trim(stock_code), '') IS NOT NULL GROUP BY stock_code"""
+            FROM ({kept}) WHERE nullif(stock_code, '') IS NOT NULL GROUP BY stock_code"""
         users = f"""SELECT {_user()} AS user_id,
                 json_object('country', mode(country), 'guest', bool_or(nullif(trim(customer), '') IS NULL))
                     AS attributes,
@@ -71,8 +72,7 @@ class OnlineRetail:
             Step(RecordKind.ITEMS, f"{label} (items)", items, london),
             Step(RecordKind.USERS, f"{label} (users)", users, london.model_copy(update={"kind": RecordKind.USERS})),
         ]
-        for f in files:
-            lines = _lines(f)
+        for f, table in zip(files, tables, strict=True):
             events = f"""SELECT {_user()} AS user_id, stock_code AS item_id,
                     CASE WHEN invoice LIKE 'C%' OR TRY_CAST(quantity AS BIGINT) < 0 THEN 'return' ELSE 'purchase' END
                         AS type,
@@ -81,12 +81,12 @@ class OnlineRetail:
                     CASE WHEN TRY_CAST(quantity AS DOUBLE) IS NULL OR TRY_CAST(price AS DOUBLE) IS NULL THEN price
                         ELSE CAST(round(abs(TRY_CAST(quantity AS DOUBLE)) * TRY_CAST(price AS DOUBLE), 4) AS VARCHAR)
                     END AS value
-                FROM ({lines}) WHERE invoice NOT LIKE 'A%'"""
+                FROM {table} WHERE invoice NOT LIKE 'A%'"""
             excluded = {
                 "bad-debt adjustment (A invoice), not customer behaviour": (
-                    f"SELECT count(*) FROM ({lines}) WHERE invoice LIKE 'A%'"
+                    f"SELECT count(*) FROM {table} WHERE invoice LIKE 'A%'"
                 ),
             }
             mapping = Mapping(kind=RecordKind.EVENTS, timezone="Europe/London")
             steps.append(Step(RecordKind.EVENTS, str(f), events, mapping, excluded))
-        return steps
+        return Plan(label, steps, tables)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shopsense.domain import RecordKind
-from shopsense.ingest.adapters.base import Step, csv, find_files
+from shopsense.ingest.adapters.base import Plan, Step, csv, find_files
 from shopsense.ingest.mapping import Mapping
 
 TAB = "\t"
@@ -22,7 +22,7 @@ class YooChoose:
     folder = "yoochoose_100k"
     summary = "YooChoose click sessions (each session a user, clicks as click events)"
 
-    def steps(self, paths: list[Path]) -> list[Step]:
+    def plan(self, paths: list[Path]) -> Plan:
         """One events step per file."""
         names = ["yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt"]
         steps = []
@@ -31,7 +31,7 @@ class YooChoose:
                     Time AS timestamp, 'web' AS channel, SessionId AS session_id
                 FROM {csv(f, delim=TAB)}"""
             steps.append(Step(RecordKind.EVENTS, str(f), sql, Mapping(timestamp_format="unix_s")))
-        return steps
+        return Plan(self.name, steps)
 
 
 class Diginetica:
@@ -41,7 +41,7 @@ class Diginetica:
     folder = "diginetica_sample"
     summary = "Diginetica item views (anonymous sessions become session users)"
 
-    def steps(self, paths: list[Path]) -> list[Step]:
+    def plan(self, paths: list[Path]) -> Plan:
         """One events step; the view time is the event date plus the in-session offset."""
         steps = []
         for f in find_files(paths, ["sample_train-item-views.csv"], self.name):
@@ -55,4 +55,4 @@ class Diginetica:
                     'web' AS channel, session_id
                 FROM {csv(f, delim=";")}"""
             steps.append(Step(RecordKind.EVENTS, str(f), sql, Mapping()))
-        return steps
+        return Plan(self.name, steps)
