@@ -6,7 +6,8 @@ synthetic set as Parquet and CSV under benchmarks/.work/.
 
     .venv/bin/python benchmarks/ingest.py [--events 10000000]
 
-Writes benchmarks/results/ingest.md and ingest.json.
+Writes benchmarks/results/ingest.md, ingest.json and ingest.png (needs the `bench` extra:
+`pip install -e '.[bench]'`, which `make bench-ingest` does).
 """
 
 from __future__ import annotations
@@ -67,13 +68,22 @@ def _import(name: str, args: list[str]) -> dict[str, object]:
     }
 
 
+def replot() -> None:
+    """Redraw the PNG from the committed JSON (``python benchmarks/ingest.py --replot``)."""
+    plot(json.loads((RESULTS / "ingest.json").read_text())["results"], RESULTS / "ingest.png")
+
+
 def main() -> None:
     """Generate data, run each import in its own process, write the tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--replot", action="store_true", help="only redraw ingest.png from ingest.json")
     ns = parser.parse_args()
+    if ns.replot:
+        replot()
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     results = []
@@ -112,8 +122,33 @@ def main() -> None:
             f"| {r['case']} | {r['events_read']:,} | {r['events_written']:,} | {r['seconds']} | "
             f"{r['events_per_s']:,} | {r['target_events_per_s']:,} | {r['peak_rss_mib']:,} |"
         )
+    lines += ["", "![ingest throughput and memory](ingest.png)"]
     (RESULTS / "ingest.md").write_text("\n".join(lines) + "\n")
+    plot(results, RESULTS / "ingest.png")
     print("\n".join(lines))
+
+
+def plot(results: list[dict[str, object]], path: Path) -> None:
+    """Two bar charts: events/s against its target, and peak memory against the 2 GiB target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(r["case"]).replace(" (adapter, 1,067,370 lines)", "") for r in results]
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(12, 0.9 * len(results) + 1.6), sharey=True)
+    ys = list(range(len(results)))
+    speed.barh(ys, [float(r["events_per_s"]) / 1e3 for r in results], color="#4c78a8")  # type: ignore[arg-type]
+    for y, r in zip(ys, results, strict=True):
+        speed.plot([float(r["target_events_per_s"]) / 1e3] * 2, [y - 0.4, y + 0.4], color="#e45756", lw=2)  # type: ignore[arg-type]
+    speed.set_xlabel("thousand events per second (red: target)")
+    speed.set_yticks(ys, names)
+    memory.barh(ys, [float(r["peak_rss_mib"]) for r in results], color="#72b7b2")  # type: ignore[arg-type]
+    memory.axvline(MEMORY_TARGET_MIB, color="#e45756", lw=2)
+    memory.set_xlabel("peak RSS, MiB (red: 2 GiB target)")
+    fig.suptitle("shopsense ingest, 2 cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
