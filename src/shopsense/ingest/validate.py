@@ -126,6 +126,20 @@ class _Builder:
         cap = limit or self.settings.ingest.max_text_length
         self.rules.append(Rule(field, f"length({ident(field)}) > {cap}", f"longer than {cap} characters"))
 
+    def category(self, field: str, separator: str) -> None:
+        """A category path: a list column as is, or text split on the separator (empty levels dropped)."""
+        raw = _raw(field)
+        if self.raw_types.get(field, "VARCHAR").endswith("[]"):
+            self.typed[field] = f"CAST({raw} AS VARCHAR[])"
+            return
+        self.typed[field] = (
+            f"list_filter(list_transform(string_split({self._string(field)}, {lit(separator)}), "
+            "lambda x: NULLIF(trim(x), '')), lambda x: x IS NOT NULL)"
+        )
+        if self.present(field):
+            cap = self.settings.ingest.max_text_length
+            self.rules.append(Rule(field, f"length({raw}) > {cap}", f"longer than {cap} characters"))
+
     def _parsed(self, field: str, sql_type: str) -> str:
         return f"TRY_CAST({_raw(field)} AS {sql_type})"
 
@@ -231,15 +245,7 @@ def plan_fields(
         b.identifier("item_id", required=True)
         b.text("title")
         b.text("description")
-        b.text("category")
-        sep = lit(mapping.category_separator)
-        if raw_types.get("category", "VARCHAR").endswith("[]"):
-            b.typed["category"] = f"CAST({_raw('category')} AS VARCHAR[])"
-        else:
-            b.typed["category"] = (
-                f"list_filter(list_transform(string_split({b.typed['category']}, {sep}), "
-                "lambda x: NULLIF(trim(x), '')), lambda x: x IS NOT NULL)"
-            )
+        b.category("category", mapping.category_separator)
         b.text("brand", limit=settings.ingest.max_id_length)
         b.number("price", minimum="non_negative")
         b.typed["currency"] = f"upper({b._string('currency')})"

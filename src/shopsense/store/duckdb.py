@@ -51,7 +51,10 @@ class DuckDBStore:
         try:
             self._con = duckdb.connect(path)
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open {url}: {str(exc).splitlines()[0]}") from exc
+            hint = ""
+            if "lock" in str(exc).lower():
+                hint = " (another process — a running import or server — has it open; the embedded store takes one)"
+            raise StoreError(f"cannot open {url}{hint}: {str(exc).splitlines()[0]}") from exc
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute("SET enable_progress_bar = false")
         self._con.execute(f"SET memory_limit = '{memory_limit}'")

@@ -97,3 +97,27 @@ def test_export_round_trip(store: Store, tmp_path: Path) -> None:
     table = pq.read_table(tmp_path / "out" / "events.parquet")
     assert sorted(table.column("event_id").to_pylist()) == sorted(f"e{i}" for i in range(6))
     assert not (tmp_path / "out" / "events.parquet.partial").exists()
+
+
+def test_a_store_held_by_another_process_is_refused_with_a_reason(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "held.duckdb"
+    open_store(f"duckdb:///{path}").close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        with pytest.raises(StoreError, match="another process"):
+            open_store(f"duckdb:///{path}")
+    finally:
+        holder.kill()
+        holder.wait()
