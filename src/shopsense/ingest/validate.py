@@ -138,7 +138,7 @@ class _Builder:
         )
         if self.present(field):
             cap = self.settings.ingest.max_text_length
-            self.rules.append(Rule(field, f"length({raw}) > {cap}", f"longer than {cap} characters"))
+            self.rules.append(Rule(field, f"length(CAST({raw} AS VARCHAR)) > {cap}", f"longer than {cap} characters"))
 
     def _parsed(self, field: str, sql_type: str) -> str:
         return f"TRY_CAST({_raw(field)} AS {sql_type})"

@@ -266,3 +266,20 @@ def test_items_upsert_merges_fields_and_attributes(service: DataService, tmp_pat
     (item,) = pq.read_table(out).to_pylist()
     assert (item["title"], item["price"], item["category"]) == ("Cup", 4.0, ["Home", "Kitchen"])
     assert item["attributes"] == '{"color":"red","size":"L"}'
+
+
+def test_typed_parquet_columns_are_accepted_as_they_are(service: DataService, tmp_path: Path) -> None:
+    items = pa.table({"item_id": [10, 11], "category": [3, 4], "price": [1, 2], "available": [True, False]})
+    pq.write_table(items, tmp_path / "items.parquet")
+    assert load(service, tmp_path / "items.parquet", kind=RecordKind.ITEMS).rows_written == 2
+    events = pa.table(
+        {
+            "user_id": [1, 2],
+            "item_id": [10, 11],
+            "type": ["view", "view"],
+            "timestamp": pa.array([1_700_000_000, 1_700_000_100], pa.int64()),
+        }
+    )
+    pq.write_table(events, tmp_path / "events.parquet")
+    report = load(service, tmp_path / "events.parquet")
+    assert (report.rows_written, report.new_items) == (2, 0), "integer ids match the items' string ids"
