@@ -134,15 +134,16 @@ class Importer:
     def import_plan(self, plan: Plan) -> list[ImportReport]:
         """Run an adapter's plan: stage its shared tables once, then import each step in order.
 
-        Each step is its own transaction; a failing step stops the plan and leaves the steps
-        before it committed (re-running the plan is safe: imports are idempotent).
+        All steps commit together or not at all: a dataset whose last file is bad leaves no
+        items, users or events of its earlier files behind.
         """
         con = self._engine()
         try:
             self._progress("reading")
             for name, sql in plan.tables.items():
                 stage_table(con, name, sql, plan.label)
-            return [self._step(con, step) for step in plan.steps]
+            with self.store.transaction():
+                return [self._step(con, step) for step in plan.steps]
         finally:
             con.close()
 

@@ -8,6 +8,7 @@ store keeps its own dense integer ids internally.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -114,6 +115,10 @@ class Store(EventStore, CatalogStore, UserStore, Protocol):
     """Everything a shopsense deployment keeps, behind one URL."""
 
     url: str
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group several writes into one all-or-nothing unit (writes inside join it)."""
+        ...
 
     def summary(self, top: int = 10) -> StoreSummary:
         """Counts, date range, funnel and top categories."""

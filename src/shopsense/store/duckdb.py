@@ -7,6 +7,8 @@ Dense integer ids (``user_idx``, ``item_idx``) are assigned here and never leave
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,7 @@ class DuckDBStore:
         self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET preserve_insertion_order = false")
         self._con.execute(_DDL)
+        self._depth = 0
         version = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         if not version:
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
@@ -90,8 +93,27 @@ class DuckDBStore:
         rows = self._con.execute(sql, params or []).fetchall()
         return int(rows[0][0]) if rows else 0
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._con)
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """See :class:`shopsense.store.base.Store`. Nested uses join the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._con.execute("BEGIN TRANSACTION")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        else:
+            self._con.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     def append_events(
         self, events: pa.RecordBatchReader, user_ids: pa.Array, item_ids: pa.Array, source: str
@@ -101,7 +123,7 @@ class DuckDBStore:
         with self._registered(incoming_users=pa.table({"id": user_ids}), incoming_items=pa.table({"id": item_ids})):
             self._con.register("incoming_events", counted.reader())
             try:
-                with self._transaction():
+                with self.transaction():
                     batch = self._next_batch()
                     new_users = self._add_ids("users", "user_id", "user_idx", "incoming_users")
                     new_items = self._add_ids("items", "item_id", "item_idx", "incoming_items")
@@ -166,7 +188,7 @@ class DuckDBStore:
             con.unregister("incoming_stream")
         received = self._count("SELECT count(*) FROM incoming")
         try:
-            with self._transaction():
+            with self.transaction():
                 batch = self._next_batch()
                 con.execute(f"CREATE OR REPLACE TEMP VIEW incoming_ids AS SELECT {id_col} AS id FROM incoming")
                 new = self._add_ids(table, id_col, idx_col, "incoming_ids")
@@ -291,22 +313,6 @@ FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)"""
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-class _Transaction:
-    """BEGIN/COMMIT, or ROLLBACK on any error: a failed write leaves nothing behind."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._con = con
-
-    def __enter__(self) -> None:
-        self._con.execute("BEGIN TRANSACTION")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._con.execute("COMMIT")
-        else:
-            self._con.execute("ROLLBACK")
 
 
 class _Registered:

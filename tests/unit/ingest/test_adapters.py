@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from shopsense.errors import ValidationFailed
 from shopsense.services.data import DataService
 from tests.conftest import DATA
 
@@ -101,3 +102,13 @@ def test_session_datasets_make_session_users(service: DataService, tmp_path: Pat
     users = sorted(e["user_id"] for e in service.store.scan_events().to_pylist())
     assert users == ["42", "session:1", "session:1"]
     assert service.stats().events_by_type == {"click": 1, "view": 2}
+
+
+def test_a_dataset_with_one_bad_file_writes_nothing_at_all(service: DataService, tmp_path: Path) -> None:
+    good = SAMPLE.read_text()
+    _gz(tmp_path / "online_retail_ii_2009_2010.csv.gz", good)
+    _gz(tmp_path / "online_retail.csv.gz", good + "999999,85123A,X,1,not a date,2.55,17850,United Kingdom\n")
+    with pytest.raises(ValidationFailed, match="unparseable timestamp"):
+        service.import_dataset("online-retail", [tmp_path])
+    stats = service.stats()
+    assert (stats.items, stats.users, stats.events, stats.imports) == (0, 0, 0, [])
