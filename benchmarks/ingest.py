@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -49,22 +50,31 @@ def _run(args: list[str]) -> tuple[float, float, str]:
     return seconds, peak_kib / 1024, done.stdout
 
 
-def _import(name: str, args: list[str]) -> dict[str, object]:
-    data = WORK / f"store-{name}"
-    shutil.rmtree(data, ignore_errors=True)
-    seconds, peak, stdout = _run(["--data-dir", str(data), "import", *args, "--json"])
-    reports = json.loads(stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    rows = sum(int(r["rows_read"]) for r in reports if r["kind"] == "events")
-    written = sum(int(r["rows_written"]) for r in reports if r["kind"] == "events")
-    shutil.rmtree(data, ignore_errors=True)
+def _import(name: str, args: list[str], repeat: int) -> dict[str, object]:
+    """Import ``repeat`` times, each into a fresh store; report the median time and the worst memory."""
+    times, peaks = [], []
+    rows = written = 0
+    for _ in range(repeat):
+        data = WORK / "store"
+        shutil.rmtree(data, ignore_errors=True)
+        seconds, peak, stdout = _run(["--data-dir", str(data), "import", *args, "--json"])
+        reports = json.loads(stdout)
+        reports = reports if isinstance(reports, list) else [reports]
+        rows = sum(int(r["rows_read"]) for r in reports if r["kind"] == "events")
+        written = sum(int(r["rows_written"]) for r in reports if r["kind"] == "events")
+        times.append(seconds)
+        peaks.append(peak)
+        shutil.rmtree(data, ignore_errors=True)
+    median = statistics.median(times)
     return {
         "case": name,
         "events_read": rows,
         "events_written": written,
-        "seconds": round(seconds, 2),
-        "events_per_s": round(rows / seconds),
-        "peak_rss_mib": round(peak),
+        "runs": repeat,
+        "seconds": round(median, 2),
+        "seconds_min_max": [round(min(times), 2), round(max(times), 2)],
+        "events_per_s": round(rows / median),
+        "peak_rss_mib": round(max(peaks)),
     }
 
 
@@ -79,6 +89,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3, help="imports per case; the median is reported")
     parser.add_argument("--replot", action="store_true", help="only redraw ingest.png from ingest.json")
     ns = parser.parse_args()
     if ns.replot:
@@ -92,13 +103,15 @@ def main() -> None:
         if not (out / f"events.{fmt}").exists():
             _run(["generate", "--out", str(out), "--users", str(ns.users), "--items", str(ns.items),
                   "--events", str(ns.events), "--format", fmt])  # fmt: skip
-        row = _import(f"synthetic {ns.events:,} events ({fmt})", ["events", str(out / f"events.{fmt}")])
+        row = _import(f"synthetic {ns.events:,} events ({fmt})", ["events", str(out / f"events.{fmt}")], ns.repeat)
         row["target_events_per_s"] = TARGETS[fmt]
         results.append(row)
         print(row, flush=True)
     if ONLINE_RETAIL.is_dir():
         row = _import(
-            "Online Retail I + II (adapter, 1,067,370 lines)", ["dataset", "online-retail", str(ONLINE_RETAIL)]
+            "Online Retail I + II (adapter, 1,067,370 lines)",
+            ["dataset", "online-retail", str(ONLINE_RETAIL)],
+            ns.repeat,
         )
         row["target_events_per_s"] = TARGETS["csv"]
         results.append(row)
@@ -112,14 +125,20 @@ def main() -> None:
     lines = [
         "# Ingest benchmark",
         "",
-        f"Command: `{meta['command']}` — {meta['machine']}. Each import runs in a fresh process into an empty store.",
+        f"Command: `{meta['command']}` — {meta['machine']}. Each import runs in a fresh process into an empty "
+        "store; seconds are the median of the runs (fastest and slowest beside it), peak RSS the largest of them.",
         "",
-        "| case | events read | events written | seconds | events/s | target events/s | peak RSS MiB (target ≤ 2048) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | events read | events written | runs | median s (min to max) | events/s | target events/s "
+        "| peak RSS MiB (target ≤ 2048) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        spread = r["seconds_min_max"]
+        assert isinstance(spread, list)
+        fast, slow = spread
         lines.append(
-            f"| {r['case']} | {r['events_read']:,} | {r['events_written']:,} | {r['seconds']} | "
+            f"| {r['case']} | {r['events_read']:,} | {r['events_written']:,} | {r['runs']} | "
+            f"{r['seconds']} ({fast} to {slow}) | "
             f"{r['events_per_s']:,} | {r['target_events_per_s']:,} | {r['peak_rss_mib']:,} |"
         )
     lines += ["", "![ingest throughput and memory](ingest.png)"]
