@@ -322,7 +322,7 @@ class Importer:
             ).to_arrow_reader(_BATCH_ROWS)
             result = self.store.append_events(stream, _combine(users), _combine(items), source)
         else:
-            fields = [c for c in _content_fields(kind)]
+            fields = list(FIELDS[kind])
             stream = con.sql(f"SELECT {', '.join(ident(f) for f in fields)} {final}").to_arrow_reader(_BATCH_ROWS)
             upsert = self.store.upsert_items if kind is RecordKind.ITEMS else self.store.upsert_users
             result = upsert(stream, source)
@@ -348,23 +348,8 @@ class Importer:
 
 
 def _content_fields(kind: RecordKind) -> list[str]:
-    if kind is RecordKind.EVENTS:
-        return ["user_id", "item_id", "type", "timestamp", "channel", "session_id", "quantity", "value", "rating"]
-    if kind is RecordKind.ITEMS:
-        return [
-            "item_id",
-            "title",
-            "description",
-            "category",
-            "brand",
-            "price",
-            "currency",
-            "available",
-            "stock",
-            "attributes",
-            "first_seen",
-        ]
-    return ["user_id", "attributes", "first_seen"]
+    """Fields whose values make two rows "the same record"; an event's own id and context do not."""
+    return [f for f in FIELDS[kind] if not (kind is RecordKind.EVENTS and f in ("event_id", "context"))]
 
 
 def _combine(column: pa.ChunkedArray) -> pa.Array:
