@@ -1,0 +1,1 @@
+"""Offline evaluation: splits that never leak the future, full-ranking metrics with confidence intervals."""
