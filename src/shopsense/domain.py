@@ -104,3 +104,32 @@ ID_FIELD: dict[RecordKind, str] = {
     RecordKind.ITEMS: "item_id",
     RecordKind.USERS: "user_id",
 }
+
+
+class IdIndex:
+    """One vocabulary: external string ids <-> dense integer indices, in first-seen order.
+
+    Models and matrices work on dense indices; callers only ever see external ids.
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        self._ids = list(ids)
+        self._index = {value: i for i, value in enumerate(self._ids)}
+        if len(self._index) != len(self._ids):
+            raise ValueError("ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def index(self, ids: list[str]) -> list[int]:
+        """Dense index of each id, -1 for ids this vocabulary does not know."""
+        return [self._index.get(value, -1) for value in ids]
+
+    def ids(self, indices: list[int]) -> list[str]:
+        """External ids of dense indices."""
+        return [self._ids[i] for i in indices]
+
+    @property
+    def values(self) -> list[str]:
+        """All ids, in index order."""
+        return list(self._ids)

@@ -1,0 +1,58 @@
+"""EASE (Steck 2019): a closed-form item-item linear model, strong on implicit feedback.
+
+It inverts an items x items matrix, so memory grows with items squared: above
+``max_items`` it either keeps the most popular items or refuses, never runs out of memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopsense.errors import ShopsenseError
+from shopsense.models.base import Recommender
+
+
+class EASEConfig(BaseModel):
+    """Regularisation and the catalogue-size guard."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    l2: float = Field(500.0, gt=0, description="L2 penalty on the item-item weights")
+    max_items: int = Field(20_000, ge=1, description="largest catalogue modelled (items² floats in memory)")
+    over_limit: str = Field("top", pattern="^(top|refuse)$", description="above max_items: keep top items or refuse")
+
+
+class EASE(Recommender):
+    """Scores = history @ B, with B the ridge solution that may not use an item to predict itself."""
+
+    config: EASEConfig
+
+    def __init__(self, config: EASEConfig | None = None) -> None:
+        self.config = config or EASEConfig()
+
+    def _fit(self, matrix: sp.csr_matrix) -> None:
+        n_items = matrix.shape[1]
+        kept = np.arange(n_items)
+        if n_items > self.config.max_items:
+            if self.config.over_limit == "refuse":
+                gib = n_items**2 * 8 / 2**30
+                raise ShopsenseError(
+                    f"EASE: {n_items:,} items need ~{gib:.1f} GiB; raise max_items or set over_limit='top'"
+                )
+            popularity = np.asarray((matrix > 0).sum(axis=0)).ravel()
+            kept = np.sort(np.argsort(-popularity, kind="stable")[: self.config.max_items])
+        x = matrix[:, kept]
+        gram = (x.T @ x).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.config.l2
+        inverse = np.linalg.inv(gram)
+        b = inverse / -np.diag(inverse)
+        b[np.diag_indices_from(b)] = 0.0
+        self.kept_ = kept
+        self.weights_ = b
+
+    def _score(self, history: sp.csr_matrix) -> np.ndarray:
+        scores = np.full((history.shape[0], self.n_items_), -np.inf)
+        scores[:, self.kept_] = np.asarray(history[:, self.kept_] @ self.weights_)
+        return scores

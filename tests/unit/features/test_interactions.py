@@ -1,0 +1,53 @@
+"""Interaction weights: event types, time decay, returns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from shopsense.domain import IdIndex
+from shopsense.features.interactions import build_interactions
+
+NOW = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def _events(rows: list[tuple[str, str, str, int]]) -> pa.Table:
+    users, items, types, ages = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "user_id": list(users),
+            "item_id": list(items),
+            "type": list(types),
+            "timestamp": pa.array([NOW - timedelta(days=a) for a in ages], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def test_weights_decay_and_returns() -> None:
+    events = _events(
+        [
+            ("a", "x", "view", 0),
+            ("a", "x", "purchase", 10),  # 10 days old: half weight with a 10-day half-life
+            ("a", "y", "purchase", 0),
+            ("a", "y", "return", 0),  # bought and returned: nothing left
+            ("b", "z", "teleport", 0),  # unknown type counts 0
+        ]
+    )
+    weights = {"view": 1.0, "purchase": 10.0, "return": -10.0}
+    data = build_interactions(events, weights, half_life_days=10, as_of=NOW)
+    dense = data.matrix.toarray()
+    assert data.users.values == ["a", "b"] and data.items.values == ["x", "y", "z"]
+    assert dense[0, 0] == pytest.approx(1 + 5)
+    assert dense[0, 1] == 0 and dense[1, 2] == 0
+    assert data.matrix.nnz == 1
+
+
+def test_a_fixed_catalogue_keeps_its_columns() -> None:
+    catalogue = IdIndex(["y", "x", "w"])
+    data = build_interactions(
+        _events([("a", "x", "view", 0), ("a", "gone", "view", 0)]), {"view": 1.0}, items=catalogue
+    )
+    assert data.matrix.shape == (1, 3)
+    assert data.matrix.toarray().tolist() == [[0.0, 1.0, 0.0]]
