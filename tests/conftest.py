@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from shopsense.domain import RecordKind
@@ -42,6 +44,19 @@ def load(service: DataService, path: Path, kind: RecordKind = RecordKind.EVENTS,
     importer_opts = {k: options.pop(k) for k in ("on_error", "duplicates") if k in options}
     mapping = load_mapping(None, kind, options)
     return service.import_file(path, mapping, **importer_opts)
+
+
+def events_table(rows: list[tuple[str, str, str, datetime]]) -> pa.Table:
+    """A small events table from (user_id, item_id, type, timestamp) tuples."""
+    users, items, types, times = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "user_id": list(users),
+            "item_id": list(items),
+            "type": list(types),
+            "timestamp": pa.array(list(times), pa.timestamp("us", tz="UTC")),
+        }
+    )
 
 
 def event_count(service: DataService) -> int:

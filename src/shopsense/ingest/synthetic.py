@@ -82,6 +82,8 @@ class _World:
         self.activity = rng.pareto(1.5, cfg.users) + 0.2
         self.price_sens = rng.uniform(0.2, 1.5, cfg.users)
         self.channel_pref = rng.dirichlet(np.array([3.0, 2.0, 0.8]), cfg.users)
+        # One staple item per user, drawn once, bought again and again.
+        self.staple = self.pick_items(rng, np.arange(cfg.users))
 
     def pick_items(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
         """One item per entry of ``users``: department by preference, item by popularity."""
@@ -130,9 +132,7 @@ def _chunk_events(
     v_user = np.repeat(users, n_views)
     staples = rng.random(len(v_user)) < cfg.staple_share
     v_item = world.pick_items(rng, v_user)
-    # Staple items: a fixed few per user, derived from the user id so they repeat.
-    staple_item = world.pick_items(np.random.default_rng(cfg.seed + 7919), np.arange(len(world.activity)))
-    v_item[staples] = staple_item[v_user[staples]]
+    v_item[staples] = world.staple[v_user[staples]]
     session_len = 6
     first = np.repeat(np.cumsum(n_views) - n_views, n_views)
     v_session = (np.arange(len(v_user)) - first) // session_len

@@ -8,20 +8,13 @@ import pyarrow as pa
 import pytest
 
 from shopsense.eval.splits import Protocol, SplitConfig, split, validation_split
+from tests.conftest import events_table
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _events(rows: list[tuple[str, str, str, int]]) -> pa.Table:
-    users, items, types, days = zip(*rows, strict=True)
-    return pa.table(
-        {
-            "user_id": list(users),
-            "item_id": list(items),
-            "type": list(types),
-            "timestamp": pa.array([T0 + timedelta(days=d) for d in days], pa.timestamp("us", tz="UTC")),
-        }
-    )
+    return events_table([(u, i, t, T0 + timedelta(days=d)) for u, i, t, d in rows])
 
 
 EVENTS = _events(

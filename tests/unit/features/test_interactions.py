@@ -9,20 +9,13 @@ import pytest
 
 from shopsense.domain import IdIndex
 from shopsense.features.interactions import build_interactions
+from tests.conftest import events_table
 
 NOW = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 def _events(rows: list[tuple[str, str, str, int]]) -> pa.Table:
-    users, items, types, ages = zip(*rows, strict=True)
-    return pa.table(
-        {
-            "user_id": list(users),
-            "item_id": list(items),
-            "type": list(types),
-            "timestamp": pa.array([NOW - timedelta(days=a) for a in ages], pa.timestamp("us", tz="UTC")),
-        }
-    )
+    return events_table([(u, i, t, NOW - timedelta(days=d)) for u, i, t, d in rows])
 
 
 def test_weights_decay_and_returns() -> None:
