@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
 from shopsense.domain import IdIndex
 from shopsense.errors import ShopsenseError
-from shopsense.features.interactions import Interactions
+from shopsense.features.interactions import Interactions, build_interactions
 from shopsense.models import EASE, MODELS, EASEConfig, Recommender
 from shopsense.models.base import NotFitted
+from tests.conftest import events_table
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def checkerboard(users: int = 40, items: int = 20, seed: int = 0) -> Interactions:
-    """Even users like even items, odd users odd items: the right answer is known."""
+    """Even users like even items, odd users odd items: the right answer is known.
+
+    Built from timestamped events (views, then purchases) so sequence models see order and time.
+    """
     rng = np.random.default_rng(seed)
     liked = (np.arange(users)[:, None] % 2) == (np.arange(items)[None, :] % 2)
     taken = liked & (rng.random((users, items)) < 0.5)
-    matrix = sp.csr_matrix(taken.astype(float))
-    return Interactions(matrix, IdIndex([f"u{u}" for u in range(users)]), IdIndex([f"i{i}" for i in range(items)]))
+    rows = []
+    for u, i in zip(*np.nonzero(taken), strict=True):
+        when = START + timedelta(hours=int(rng.integers(0, 24 * 30)))
+        rows.append((f"u{u:02d}", f"i{i:02d}", "view", when))
+        rows.append((f"u{u:02d}", f"i{i:02d}", "purchase", when + timedelta(minutes=5)))
+    catalog = pa.table(
+        {
+            "item_id": [f"i{i:02d}" for i in range(items)],
+            "title": [("even" if i % 2 == 0 else "odd") + f" thing {i}" for i in range(items)],
+            "category": ["even" if i % 2 == 0 else "odd" for i in range(items)],
+        }
+    )
+    vocabulary = IdIndex([f"i{i:02d}" for i in range(items)])
+    return build_interactions(events_table(rows), {"view": 1.0, "purchase": 4.0}, items=vocabulary, catalog=catalog)
 
 
 @pytest.fixture(params=sorted(MODELS))
@@ -37,23 +57,23 @@ def test_unfitted_model_refuses(model: Recommender) -> None:
 def test_single_and_batch_agree_and_runs_repeat(model: Recommender) -> None:
     data = checkerboard()
     model.fit(data)
-    batch_items, batch_scores = model.recommend(data.matrix, 5)
+    batch_items, batch_scores = model.recommend(data, 5)
     for u in (0, 7, 39):
-        items, scores = model.recommend(data.matrix[u], 5)
+        items, scores = model.recommend(data.rows(np.array([u])), 5)
         assert (items[0] == batch_items[u]).all()
         assert scores[0] == pytest.approx(batch_scores[u])
-    again = type(model)(model.config).fit(data).recommend(data.matrix, 5)[0]
+    again = type(model)(model.config).fit(data).recommend(data, 5)[0]
     assert (again == batch_items).all()
 
 
 def test_exclusions_and_candidates_are_obeyed(model: Recommender) -> None:
     data = checkerboard()
     model.fit(data)
-    items, _ = model.recommend(data.matrix, 8, exclude=data.matrix)
+    items, _ = model.recommend(data, 8, exclude=data.matrix)
     seen = data.matrix.toarray() > 0
     assert not seen[np.arange(40)[:, None], np.where(items >= 0, items, 0)][items >= 0].any()
     allowed = np.array([1, 3, 4])
-    only, scores = model.recommend(data.matrix, 5, candidates=allowed)
+    only, scores = model.recommend(data, 5, candidates=allowed)
     assert set(only[only >= 0].ravel()) <= set(allowed)
     assert (only[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
 
@@ -63,7 +83,7 @@ def test_save_and_load_round_trip(model: Recommender, tmp_path: Path) -> None:
     model.fit(data)
     model.save(tmp_path / "m.bin")
     loaded = type(model).load(tmp_path / "m.bin")
-    assert (loaded.recommend(data.matrix, 5)[0] == model.recommend(data.matrix, 5)[0]).all()
+    assert (loaded.recommend(data, 5)[0] == model.recommend(data, 5)[0]).all()
     (tmp_path / "junk.bin").write_bytes(b"nope")
     with pytest.raises(ShopsenseError, match="not a shopsense model"):
         type(model).load(tmp_path / "junk.bin")
@@ -73,7 +93,7 @@ def test_save_and_load_round_trip(model: Recommender, tmp_path: Path) -> None:
 def test_oracle_personal_models_recommend_the_users_parity(name: str) -> None:
     data = checkerboard()
     model = MODELS[name]().fit(data)
-    items, scores = model.recommend(data.matrix, 5, exclude=data.matrix)
+    items, scores = model.recommend(data, 5, exclude=data.matrix)
     right = (items % 2) == (np.arange(40)[:, None] % 2)
     assert right[:, 0].all(), "the best unseen item has the user's parity"
     assert right[scores > 0].all(), "no positive score for the other parity"
@@ -91,5 +111,14 @@ def test_ease_guards_its_memory() -> None:
     with pytest.raises(ShopsenseError, match="raise max_items"):
         EASE(EASEConfig(max_items=10, over_limit="refuse")).fit(data)
     capped = EASE(EASEConfig(max_items=10)).fit(data)
-    items, _ = capped.recommend(data.matrix, 20)
+    items, _ = capped.recommend(data, 20)
     assert len(set(items[items >= 0].ravel())) <= 10
+
+
+def test_similar_items_never_return_the_item_itself(model: Recommender) -> None:
+    data = checkerboard()
+    model.fit(data)
+    items, scores = model.similar_items(np.array([0, 5]), 4)
+    assert items.shape == (2, 4)
+    assert 0 not in items[0] and 5 not in items[1]
+    assert (np.diff(scores, axis=1)[np.isfinite(scores[:, 1:])] <= 1e-12).all(), "best first"

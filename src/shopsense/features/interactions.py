@@ -1,13 +1,17 @@
-"""The user x item interaction matrix every candidate model learns from.
+"""What every candidate model learns from: weighted interactions, ordered sequences, item metadata.
 
-Each event adds its type's weight (settings ``event_types.weights``), optionally decayed
-by age with a half-life, so a purchase last week outweighs a view last year. Returns
-carry negative weight; pairs whose total is not positive are left out.
+Each event adds its type's weight (settings ``event_types.weights``) to a user x item matrix,
+optionally decayed by age with a half-life, so a purchase last week outweighs a view last
+year. Returns carry negative weight; pairs whose total is not positive are left out.
+
+Models that care about order and time (repeat-buy, trending, the sequential model) read the
+same events as per-user sequences; content models read the catalogue text aligned to the
+item vocabulary. All three views share one item index, so any model can score any history.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -19,12 +23,74 @@ from shopsense.domain import IdIndex
 
 
 @dataclass(frozen=True)
+class Sequences:
+    """Every user's events in time order, stored CSR-style: user ``u`` owns ``indptr[u]:indptr[u+1]``.
+
+    ``weights`` is each event's type weight before any time decay (a return is negative).
+    """
+
+    indptr: np.ndarray
+    items: np.ndarray
+    types: np.ndarray
+    times: np.ndarray
+    weights: np.ndarray
+    type_names: tuple[str, ...]
+
+    def rows(self, users: np.ndarray) -> Sequences:
+        """The sequences of the given users, in that order (vectorised gather)."""
+        starts, ends = self.indptr[users], self.indptr[users + 1]
+        lengths = ends - starts
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Sequences(
+            indptr, self.items[take], self.types[take], self.times[take], self.weights[take], self.type_names
+        )
+
+    def type_code(self, name: str) -> int:
+        """Code of an event type, -1 when no event of that type exists."""
+        return self.type_names.index(name) if name in self.type_names else -1
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item metadata aligned with the item vocabulary: searchable text and a category code (-1 unknown)."""
+
+    text: tuple[str, ...]
+    category: np.ndarray
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Interactions:
-    """A CSR matrix (users x items) of interest weights with the vocabularies of its rows and columns."""
+    """Users x items interest weights, with the vocabularies of rows and columns.
+
+    ``sequences`` (events in time order) and ``catalog`` (item text and categories) are there
+    when built from events and a catalogue; ``as_of`` is the epoch second ages are measured from.
+    """
 
     matrix: sp.csr_matrix
     users: IdIndex
     items: IdIndex
+    sequences: Sequences | None = None
+    catalog: Catalog | None = None
+    as_of: int | None = None
+
+    def rows(self, users: np.ndarray) -> Interactions:
+        """The same data restricted to some users (e.g. those with test events), in the order given."""
+        users = np.asarray(users, dtype=np.int64)
+        sequences = self.sequences.rows(users) if self.sequences is not None else None
+        return replace(
+            self, matrix=self.matrix[users], users=IdIndex(self.users.ids(users.tolist())), sequences=sequences
+        )
+
+
+def as_history(history: Interactions | sp.spmatrix | sp.sparray) -> Interactions:
+    """Accept a bare matrix where only weights are known (sequence models then need more)."""
+    if isinstance(history, Interactions):
+        return history
+    matrix = sp.csr_matrix(history)
+    users = IdIndex([str(u) for u in range(matrix.shape[0])])
+    return Interactions(matrix, users, IdIndex([str(i) for i in range(matrix.shape[1])]))
 
 
 def build_interactions(
@@ -34,25 +100,31 @@ def build_interactions(
     half_life_days: float | None = None,
     as_of: datetime | None = None,
     items: IdIndex | None = None,
+    catalog: pa.Table | None = None,
 ) -> Interactions:
-    """Aggregate ``events`` (user_id, item_id, type, timestamp) into weighted interactions.
+    """Aggregate ``events`` (user_id, item_id, type, timestamp) into weighted interactions and sequences.
 
     Args:
-        weights: weight per event type; types absent from it count 0.
+        weights: weight per event type; types absent from it count 0 (they stay in the sequences).
         half_life_days: age at which an event counts half; None means no decay.
         as_of: the time ages are measured from (default: the newest event), never later data.
         items: a fixed item vocabulary (e.g. the catalogue); unknown items are dropped from it.
+        catalog: items table (item_id, title, category, brand, description…) for content models.
     """
     user_ids = events.column("user_id").to_numpy(zero_copy_only=False).astype(str)
     item_ids = events.column("item_id").to_numpy(zero_copy_only=False).astype(str)
     types = events.column("type").to_numpy(zero_copy_only=False).astype(str)
+    ts = pc.cast(events.column("timestamp"), pa.timestamp("s", tz="UTC")).to_numpy(zero_copy_only=False)
+    seconds = ts.astype("datetime64[s]").astype(np.int64)
     kinds, kind_of_event = np.unique(types, return_inverse=True)
-    w = np.array([weights.get(kind, 0.0) for kind in kinds], dtype=float)[kind_of_event]
-    if half_life_days is not None and len(types):
-        ts = pc.cast(events.column("timestamp"), pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False)
-        now = np.datetime64(as_of.replace(tzinfo=None), "us") if as_of else ts.max()
-        age_days = (now - ts).astype("timedelta64[s]").astype(float) / 86_400
-        w = w * np.power(0.5, np.maximum(age_days, 0) / half_life_days)
+    type_weight = np.array([weights.get(kind, 0.0) for kind in kinds], dtype=float)[kind_of_event]
+    w = type_weight
+    now = int(np.datetime64(as_of.replace(tzinfo=None), "s").astype(np.int64)) if as_of else None
+    if now is None and len(seconds):
+        now = int(seconds.max())
+    if half_life_days is not None and now is not None:
+        age_days = np.maximum(now - seconds, 0) / 86_400
+        w = w * np.power(0.5, age_days / half_life_days)
     uniq_users, u_idx = np.unique(user_ids, return_inverse=True)
     if items is None:
         uniq_items, i_idx = np.unique(item_ids, return_inverse=True)
@@ -60,9 +132,44 @@ def build_interactions(
     else:
         i_idx = np.array(items.index(list(item_ids)), dtype=np.int64)
         keep = i_idx >= 0
-        u_idx, i_idx, w = u_idx[keep], i_idx[keep], w[keep]
+        u_idx, i_idx, w, kind_of_event, seconds = u_idx[keep], i_idx[keep], w[keep], kind_of_event[keep], seconds[keep]
+        type_weight = type_weight[keep]
     matrix = sp.csr_matrix((w, (u_idx, i_idx)), shape=(len(uniq_users), len(items)))
     matrix.sum_duplicates()
     matrix.data[matrix.data < 0] = 0
     matrix.eliminate_zeros()
-    return Interactions(matrix, IdIndex(list(uniq_users)), items)
+    order = np.lexsort((i_idx, seconds, u_idx))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u_idx, minlength=len(uniq_users)))]).astype(np.int64)
+    sequences = Sequences(
+        indptr,
+        i_idx[order].astype(np.int32),
+        kind_of_event[order].astype(np.int16),
+        seconds[order],
+        type_weight[order],
+        tuple(str(k) for k in kinds),
+    )
+    item_catalog = _catalog(catalog, items) if catalog is not None else None
+    return Interactions(matrix, IdIndex(list(uniq_users)), items, sequences, item_catalog, now)
+
+
+_TEXT_FIELDS = ("title", "brand", "category", "description")
+
+
+def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
+    """Align catalogue rows to the item index; items missing from the catalogue get empty text."""
+    idx = np.array(items.index(table.column("item_id").to_numpy(zero_copy_only=False).astype(str).tolist()))
+    known = idx >= 0
+    parts = [pc.cast(table.column(name), pa.string()) for name in _TEXT_FIELDS if name in table.column_names]
+    text = np.full(len(items), "", dtype=object)
+    if parts:
+        joined = pc.binary_join_element_wise(*parts, " ", null_handling="skip")
+        text[idx[known]] = joined.to_numpy(zero_copy_only=False)[known]
+    category = np.full(len(items), -1, dtype=np.int32)
+    names: tuple[str, ...] = ()
+    if "category" in table.column_names:
+        raw = pc.fill_null(pc.cast(table.column("category"), pa.string()), "").to_numpy(zero_copy_only=False)
+        present = known & (raw != "")
+        uniq, codes = np.unique(raw[present].astype(str), return_inverse=True)
+        category[idx[present]] = codes
+        names = tuple(str(c) for c in uniq)
+    return Catalog(tuple(str(t) for t in text), category, names)

@@ -1,7 +1,9 @@
 """The contract every candidate model keeps: fit on interactions, recommend top-k per user.
 
-Top-k selection, exclusions, candidate restriction and persistence live here once; a model
-only says how it learns (``_fit``) and how it scores all items for some users (``_score``).
+Top-k selection, exclusions, candidate restriction, item-to-item similarity and persistence
+live here once; a model only says how it learns (``_fit``) and how it scores all items for
+some users' histories (``_score``). A history is an :class:`Interactions` (weights, ordered
+sequences, catalogue), so sequence and content models share the contract with matrix models.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel
 
 from shopsense.errors import ShopsenseError
-from shopsense.features.interactions import Interactions
+from shopsense.features.interactions import Interactions, Sequences, as_history
 
 _FORMAT = b"shopsense-model-1\n"
 
@@ -29,36 +31,39 @@ class Recommender(ABC):
     """Base of all candidate models. Constructors take one typed config; learned state ends in ``_``."""
 
     config: BaseModel
+    needs_sequences = False
+    """True for models that read event order and time, not only the weight matrix."""
 
     def fit(self, interactions: Interactions) -> Self:
-        """Learn from a user x item interaction matrix; returns self."""
+        """Learn from interactions (the training period only); returns self."""
         if interactions.matrix.shape[1] == 0:
             raise ValueError("cannot fit on an empty item catalogue")
+        self._require_sequences(interactions)
         self.n_items_ = interactions.matrix.shape[1]
-        self.history_ = interactions.matrix.tocsr()
-        self._fit(interactions.matrix.tocsr())
+        self._fit(interactions)
         return self
 
     @abstractmethod
-    def _fit(self, matrix: sp.csr_matrix) -> None: ...
+    def _fit(self, data: Interactions) -> None: ...
 
     @abstractmethod
-    def _score(self, history: sp.csr_matrix) -> np.ndarray:
-        """Scores ``(len(rows), n_items)`` for users whose histories are the rows given."""
+    def _score(self, history: Interactions) -> np.ndarray:
+        """Scores ``(users, n_items)`` for the users whose histories are given."""
 
     def recommend(
         self,
-        history: sp.csr_matrix,
+        history: Interactions | sp.csr_matrix,
         k: int,
         *,
         exclude: sp.csr_matrix | None = None,
         candidates: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items and scores for each row of ``history`` (a users x items matrix).
+        """Top-k items and scores for each user of ``history``.
 
         Args:
-            history: what each user did (rows of the training matrix, or a live history).
-            exclude: items not to recommend per row (e.g. already bought); same shape as history.
+            history: what each user did: training interactions (``data.rows(users)``), a live
+                history, or a bare users x items matrix for models that need only weights.
+            exclude: items not to recommend per row (e.g. already bought); same shape as the matrix.
             candidates: restrict every list to these item indices.
 
         Returns:
@@ -66,9 +71,11 @@ class Recommender(ABC):
         """
         if not hasattr(self, "n_items_"):
             raise NotFitted(f"{type(self).__name__} is not fitted: call fit() before recommend()")
-        if history.shape[1] != self.n_items_:
-            raise ValueError(f"history has {history.shape[1]} items, the model {self.n_items_}")
-        scores = np.asarray(self._score(history.tocsr()), dtype=float)
+        data = as_history(history)
+        if data.matrix.shape[1] != self.n_items_:
+            raise ValueError(f"history has {data.matrix.shape[1]} items, the model {self.n_items_}")
+        self._require_sequences(data)
+        scores = np.asarray(self._score(data), dtype=float)
         if candidates is not None:
             allowed = np.zeros(self.n_items_, dtype=bool)
             allowed[candidates] = True
@@ -76,7 +83,34 @@ class Recommender(ABC):
         if exclude is not None:
             rows, cols = exclude.nonzero()
             scores[rows, cols] = -np.inf
-        return _top_k(scores, k)
+        return top_k(scores, k)
+
+    def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items most related to each given item, never the item itself.
+
+        The default asks the model what it would recommend to someone whose whole history is
+        that one item; models with an explicit similarity override this.
+        """
+        if not hasattr(self, "n_items_"):
+            raise NotFitted(f"{type(self).__name__} is not fitted: call fit() before similar_items()")
+        items = np.asarray(items, dtype=np.int64)
+        rows = np.arange(len(items))
+        one_hot = sp.csr_matrix((np.ones(len(items)), (rows, items)), shape=(len(items), self.n_items_))
+        sequences = Sequences(
+            np.arange(len(items) + 1, dtype=np.int64),
+            items.astype(np.int32),
+            np.zeros(len(items), dtype=np.int16),
+            np.zeros(len(items), dtype=np.int64),
+            np.ones(len(items)),
+            ("view",),
+        )
+        ids = as_history(one_hot)
+        history = Interactions(one_hot, ids.users, ids.items, sequences)
+        return self.recommend(history, k, exclude=one_hot)
+
+    def _require_sequences(self, data: Interactions) -> None:
+        if self.needs_sequences and data.sequences is None:
+            raise ValueError(f"{type(self).__name__} needs event sequences: build histories with build_interactions")
 
     def save(self, path: Path) -> None:
         """Write the fitted model (config and learned state) to one file."""
@@ -94,7 +128,7 @@ class Recommender(ABC):
         return model
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Highest k per row, best first; ties broken by the lower item index for determinism."""
     k_eff = min(k, scores.shape[1])
     part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]

@@ -7,10 +7,10 @@ It inverts an items x items matrix, so memory grows with items squared: above
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.errors import ShopsenseError
+from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender
 
 
@@ -32,7 +32,8 @@ class EASE(Recommender):
     def __init__(self, config: EASEConfig | None = None) -> None:
         self.config = config or EASEConfig()
 
-    def _fit(self, matrix: sp.csr_matrix) -> None:
+    def _fit(self, data: Interactions) -> None:
+        matrix = data.matrix
         n_items = matrix.shape[1]
         kept = np.arange(n_items)
         if n_items > self.config.max_items:
@@ -52,7 +53,7 @@ class EASE(Recommender):
         self.kept_ = kept
         self.weights_ = b
 
-    def _score(self, history: sp.csr_matrix) -> np.ndarray:
-        scores = np.full((history.shape[0], self.n_items_), -np.inf)
-        scores[:, self.kept_] = np.asarray(history[:, self.kept_] @ self.weights_)
+    def _score(self, history: Interactions) -> np.ndarray:
+        scores = np.full((history.matrix.shape[0], self.n_items_), -np.inf)
+        scores[:, self.kept_] = np.asarray(history.matrix[:, self.kept_] @ self.weights_)
         return scores

@@ -1,4 +1,10 @@
-"""Item-kNN: items are similar when the same users are interested in both (cosine, shrunk, top-n)."""
+"""Item-kNN: items are similar when the same users are interested in both.
+
+Asymmetric cosine (Aiolli 2013) generalises cosine: ``sim(i, j) = co(i, j) / (|i|^2a * |j|^2(1-a))``
+with ``a = 0.5`` the plain cosine; retail data with a few blockbuster items often prefers
+``a`` above 0.5, which stops popular neighbours from dominating. Shrinkage distrusts
+similarities built on few users; only the top neighbours per item are kept.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,19 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopsense.models.base import Recommender
+from shopsense.features.interactions import Interactions
+from shopsense.models.base import Recommender, top_k
 
 
 class ItemKNNConfig(BaseModel):
-    """Neighbourhood size and the shrinkage that distrusts similarities built on few users."""
+    """Neighbourhood size, similarity shape and shrinkage."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     neighbours: int = Field(100, ge=1, description="similar items kept per item")
-    shrinkage: float = Field(10.0, ge=0, description="co-occurrence count added to the denominator")
+    shrinkage: float = Field(10.0, ge=0, description="added to the denominator: distrust rare co-occurrences")
+    asymmetry: float = Field(0.5, ge=0, le=1, description="asymmetric cosine alpha; 0.5 is plain cosine")
+    binary: bool = Field(False, description="count co-occurring users instead of summing interest weights")
 
 
 class ItemKNN(Recommender):
@@ -26,19 +35,44 @@ class ItemKNN(Recommender):
     def __init__(self, config: ItemKNNConfig | None = None) -> None:
         self.config = config or ItemKNNConfig()
 
-    def _fit(self, matrix: sp.csr_matrix) -> None:
-        x = matrix.tocsc().astype(np.float64)
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
-        co = (x.T @ x).tocsr()
-        co.setdiag(0)
-        co.eliminate_zeros()
-        rows, cols = co.nonzero()
-        denom = norms[rows] * norms[cols] + self.config.shrinkage
-        sim = sp.csr_matrix((np.asarray(co[rows, cols]).ravel() / denom, (rows, cols)), shape=co.shape)
-        self.similarity_ = _keep_top(sim, self.config.neighbours)
+    def _fit(self, data: Interactions) -> None:
+        self.similarity_ = neighbour_similarity(
+            data.matrix.T.tocsr(),
+            self.config.neighbours,
+            self.config.shrinkage,
+            self.config.asymmetry,
+            self.config.binary,
+        )
 
-    def _score(self, history: sp.csr_matrix) -> np.ndarray:
-        return np.asarray((history @ self.similarity_.T).todense())
+    def _score(self, history: Interactions) -> np.ndarray:
+        return np.asarray((history.matrix @ self.similarity_.T).todense())
+
+    def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The learned neighbours themselves, best first."""
+        sim = self.similarity_[np.asarray(items)].toarray()
+        sim[sim <= 0] = -np.inf
+        sim[np.arange(len(items)), items] = -np.inf
+        return top_k(sim, k)
+
+
+def neighbour_similarity(
+    vectors: sp.csr_matrix, neighbours: int, shrinkage: float, asymmetry: float = 0.5, binary: bool = False
+) -> sp.csr_matrix:
+    """Row x row asymmetric-cosine similarity of sparse vectors, top ``neighbours`` per row, no self.
+
+    Shared by item-kNN (rows are items) and user-kNN (rows are users).
+    """
+    x = vectors.tocsr().astype(np.float64)
+    if binary:
+        x.data[:] = 1.0
+    sq = np.asarray(x.multiply(x).sum(axis=1)).ravel()
+    co = (x @ x.T).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
+    denom = np.power(sq[rows], asymmetry) * np.power(sq[co.indices], 1 - asymmetry) + shrinkage
+    sim = sp.csr_matrix((co.data / denom, co.indices, co.indptr), shape=co.shape)
+    return _keep_top(sim, neighbours)
 
 
 def _keep_top(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
