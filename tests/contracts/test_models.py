@@ -13,8 +13,9 @@ import scipy.sparse as sp
 from shopsense.domain import IdIndex
 from shopsense.errors import ShopsenseError
 from shopsense.features.interactions import Interactions, build_interactions
-from shopsense.models import EASE, MODELS, EASEConfig, Recommender
+from shopsense.models import MODELS, Recommender
 from shopsense.models.base import NotFitted
+from shopsense.models.ease import EASE, EASEConfig
 from tests.conftest import events_table
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -89,7 +90,7 @@ def test_save_and_load_round_trip(model: Recommender, tmp_path: Path) -> None:
         type(model).load(tmp_path / "junk.bin")
 
 
-@pytest.mark.parametrize("name", ["item_knn", "ease"])
+@pytest.mark.parametrize("name", ["item_knn", "user_knn", "ease"])
 def test_oracle_personal_models_recommend_the_users_parity(name: str) -> None:
     data = checkerboard()
     model = MODELS[name]().fit(data)
@@ -97,6 +98,12 @@ def test_oracle_personal_models_recommend_the_users_parity(name: str) -> None:
     right = (items % 2) == (np.arange(40)[:, None] % 2)
     assert right[:, 0].all(), "the best unseen item has the user's parity"
     assert right[scores > 0].all(), "no positive score for the other parity"
+
+
+def test_oracle_hybrid_puts_the_users_parity_first() -> None:
+    data = checkerboard()
+    items, _ = MODELS["hybrid"]().fit(data).recommend(data, 3, exclude=data.matrix)
+    assert ((items[:, 0] % 2) == (np.arange(40) % 2)).all()
 
 
 def test_oracle_popular_ranks_by_count() -> None:

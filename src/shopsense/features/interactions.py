@@ -89,7 +89,7 @@ def as_history(history: Interactions | sp.spmatrix | sp.sparray) -> Interactions
     if isinstance(history, Interactions):
         return history
     matrix = sp.csr_matrix(history)
-    users = IdIndex([str(u) for u in range(matrix.shape[0])])
+    users = IdIndex([f"\x00row{u}" for u in range(matrix.shape[0])])  # never a real user id
     return Interactions(matrix, users, IdIndex([str(i) for i in range(matrix.shape[1])]))
 
 

@@ -72,10 +72,10 @@ def neighbour_similarity(
     rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
     denom = np.power(sq[rows], asymmetry) * np.power(sq[co.indices], 1 - asymmetry) + shrinkage
     sim = sp.csr_matrix((co.data / denom, co.indices, co.indptr), shape=co.shape)
-    return _keep_top(sim, neighbours)
+    return keep_top(sim, neighbours)
 
 
-def _keep_top(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
+def keep_top(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
     """Keep the n largest entries of each row (vectorised over the CSR arrays)."""
     sim = sim.tocsr()
     counts = np.diff(sim.indptr)
