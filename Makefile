@@ -34,7 +34,6 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench-ingest: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/ingest.py
 
 clean:

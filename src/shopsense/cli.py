@@ -19,12 +19,17 @@ from rich.table import Table
 
 from shopsense.domain import RecordKind
 from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.eval.harness import EvalConfig, Task
+from shopsense.eval.report import to_markdown, write_report
+from shopsense.eval.splits import Protocol, SplitConfig
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, ImportReport, OnError
 from shopsense.ingest.mapping import ExtraColumns, load_mapping, parse_pairs
 from shopsense.ingest.source import Format
 from shopsense.ingest.synthetic import GeneratorConfig, generate
+from shopsense.models.registry import model_class
 from shopsense.services.data import DataService
+from shopsense.services.evaluation import EvaluationRun
 from shopsense.settings import load_settings
 
 app = typer.Typer(
@@ -310,3 +315,60 @@ def generate_cmd(
         written = generate(config, out_dir, fmt, on_progress=lambda n: bar.update(task, advance=n))
     for name, n in written.items():
         console.print(f"[green]✓[/] {n:,} {name} → {out_dir}", highlight=False)
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    models: Annotated[str, typer.Option(help="comma-separated model names")] = "popular,repeat_buy,item_knn,ease",
+    hybrid: Annotated[str, typer.Option(help="comma-separated models to blend into a tuned hybrid ('' for none)")] = "",
+    protocol: Annotated[Protocol, typer.Option(help="temporal, leave_last or random")] = Protocol.TEMPORAL,
+    test_quantile: Annotated[float, typer.Option(help="temporal: train before this quantile of times")] = 0.8,
+    last_k: Annotated[int, typer.Option(help="leave_last: target events held out per user")] = 1,
+    test_fraction: Annotated[float, typer.Option(help="random: share of (user, item) pairs held out")] = 0.2,
+    target: Annotated[str, typer.Option(help="comma-separated event types to predict")] = "purchase",
+    tasks: Annotated[str, typer.Option(help="all (repeats count) and/or new (unseen items only)")] = "all,new",
+    tune: Annotated[bool, typer.Option(help="tune weights, decay and model parameters on a validation split")] = True,
+    max_users: Annotated[int | None, typer.Option(help="evaluate a seeded sample of test users")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for evaluation.md/.json/.png")] = Path("evaluation"),
+    name: Annotated[str, typer.Option(help="dataset name in the report")] = "store",
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate models on the store's events: full-catalogue ranking on a leak-free split, with CIs."""
+    try:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        blend = [m.strip() for m in hybrid.split(",") if m.strip()]
+        for model in [*names, *blend]:
+            model_class(model)
+        config = EvalConfig(
+            split=SplitConfig(
+                protocol=protocol,
+                test_quantile=test_quantile,
+                last_k=last_k,
+                test_fraction=test_fraction,
+                target_types=tuple(t.strip() for t in target.split(",") if t.strip()),
+            ),
+            tasks=tuple(Task(t.strip()) for t in tasks.split(",") if t.strip()),
+            max_test_users=max_users,
+        )
+    except ValueError as exc:
+        console.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from exc
+    with _service(ctx) as service:
+        events = service.store.scan_events()
+        if events.num_rows == 0:
+            raise ShopsenseError("the store has no events: import some first")
+        config = config.model_copy(update={"weights": service.settings.event_types.weights})
+        run = EvaluationRun(name, events, config, catalog=service.store.scan_items(), tune=tune)
+        for model in names:
+            console.print(f"evaluating {model}…", highlight=False)
+            run.add_model(model)
+        if blend:
+            run.add_hybrid(blend)
+        report = run.report()
+        paths = write_report([report], out_dir, "evaluation")
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, default=str))
+            return
+        typer.echo(to_markdown(report))
+        console.print(f"[green]✓[/] wrote {', '.join(str(p) for p in paths)}", highlight=False)

@@ -75,3 +75,29 @@ def test_installed_entry_point_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["events"] == 0
+
+
+def test_evaluate_any_imported_data(tmp_path: Path) -> None:
+    data, gen = tmp_path / "d", tmp_path / "g"
+    _run(data, "generate", "--out", str(gen), "--users", "300", "--items", "200", "--events", "20000")
+    for kind in ("items", "events"):
+        assert _run(data, "import", kind, str(gen / f"{kind}.parquet"))[0] == 0
+    args = ["evaluate", "--models", "popular,repeat_buy,item_knn", "--hybrid", "repeat_buy,item_knn"]
+    code, out, _ = _run(data, *args, "--out", str(tmp_path / "r"), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert set(report["models"]) == {"popular", "repeat_buy", "item_knn", "hybrid"}
+    assert set(report["tasks"]) == {"all", "new"}
+    for values in report["models"].values():
+        lo, hi = values["ci95_ndcg@10"]
+        assert lo <= values["ndcg@10"] <= hi and 0 <= values["recall@20"] <= 1
+    assert report["tuning"]["item_knn"], "parameters were chosen on the validation split"
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"evaluation.md", "evaluation.json", "evaluation.png"}
+
+
+def test_evaluate_rejects_unknown_model_and_empty_split(tmp_path: Path) -> None:
+    code, _, err = _run(tmp_path / "d", "evaluate", "--models", "nope")
+    assert code == 2 and "unknown model 'nope'" in err
+    _run(tmp_path / "d", "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
+    code, _, err = _run(tmp_path / "d", "evaluate", "--out", str(tmp_path / "r"))
+    assert code == 1 and "no test user with a training history" in err and "Traceback" not in err

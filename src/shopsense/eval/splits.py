@@ -1,11 +1,14 @@
 """Train/test splits that never let the future leak into training.
 
-Two protocols, both over an events table with ``user_id, item_id, type, timestamp``:
+Three protocols, all over an events table with ``user_id, item_id, type, timestamp``:
 
 - **temporal**: one global cut time T at a quantile of event times; training sees every
   event before T, the test holds the target events (e.g. purchases) at or after T.
 - **leave-last-k**: per user, the last k target events are the test; training sees the
   user's events strictly before the first of them (and everyone else's history).
+- **random**: each (user, item) pair goes to the test with a seeded probability, all its
+  events together; only for data without meaningful times (the MovieLens 1M copy here),
+  matching the random-split protocol of published results.
 
 Test users never seen in training are returned apart (``cold``) so they are reported as a
 cold-start slice instead of being dropped. A validation split for tuning is the same
@@ -31,6 +34,7 @@ class Protocol(StrEnum):
 
     TEMPORAL = "temporal"
     LEAVE_LAST = "leave_last"
+    RANDOM = "random"
 
 
 class SplitConfig(BaseModel):
@@ -41,6 +45,8 @@ class SplitConfig(BaseModel):
     protocol: Protocol = Protocol.TEMPORAL
     test_quantile: float = Field(0.8, gt=0, lt=1, description="temporal: T is this quantile of event times")
     last_k: int = Field(1, ge=1, description="leave_last: target events held out per user")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: share of (user, item) pairs held out")
+    seed: int = Field(0, description="random: which pairs are held out")
     target_types: tuple[str, ...] = Field(("purchase",), min_length=1, description="event types to predict")
 
 
@@ -70,6 +76,12 @@ def split(events: pa.Table, config: SplitConfig) -> Split:
             con.execute(f"CREATE TEMP VIEW train AS SELECT * FROM ev WHERE timestamp < {cut}")
             con.execute(f"CREATE TEMP VIEW held AS SELECT * FROM ev WHERE timestamp >= {cut} AND type IN ({targets})")
             how = f"temporal: train before {cutoff:%Y-%m-%d %H:%M} (q={config.test_quantile} of event times)"
+        elif config.protocol is Protocol.RANDOM:
+            cutoff = None
+            pick = f"(hash(user_id, item_id, {int(config.seed)}) % 1000000) < {int(config.test_fraction * 1_000_000)}"
+            con.execute(f"CREATE TEMP VIEW train AS SELECT * FROM ev WHERE NOT {pick}")
+            con.execute(f"CREATE TEMP VIEW held AS SELECT * FROM ev WHERE {pick} AND type IN ({targets})")
+            how = f"random: {config.test_fraction:.0%} of (user, item) pairs held out (seed {config.seed})"
         else:
             cutoff = None
             con.execute(

@@ -159,7 +159,7 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
     """Align catalogue rows to the item index; items missing from the catalogue get empty text."""
     idx = np.array(items.index(table.column("item_id").to_numpy(zero_copy_only=False).astype(str).tolist()))
     known = idx >= 0
-    parts = [pc.cast(table.column(name), pa.string()) for name in _TEXT_FIELDS if name in table.column_names]
+    parts = [_as_text(table.column(name)) for name in _TEXT_FIELDS if name in table.column_names]
     text = np.full(len(items), "", dtype=object)
     if parts:
         joined = pc.binary_join_element_wise(*parts, " ", null_handling="skip")
@@ -167,9 +167,16 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
     category = np.full(len(items), -1, dtype=np.int32)
     names: tuple[str, ...] = ()
     if "category" in table.column_names:
-        raw = pc.fill_null(pc.cast(table.column("category"), pa.string()), "").to_numpy(zero_copy_only=False)
+        raw = pc.fill_null(_as_text(table.column("category")), "").to_numpy(zero_copy_only=False)
         present = known & (raw != "")
         uniq, codes = np.unique(raw[present].astype(str), return_inverse=True)
         category[idx[present]] = codes
         names = tuple(str(c) for c in uniq)
     return Catalog(tuple(str(t) for t in text), category, names)
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text column; a category path (list of levels) reads as "Home > Kitchen"."""
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return pc.binary_join(column, " > ")
+    return pc.cast(column, pa.string())

@@ -100,6 +100,10 @@ class CatalogStore(Protocol):
         """Insert or update items; a NULL field never erases a stored value."""
         ...
 
+    def scan_items(self) -> pa.Table:
+        """The whole catalogue: item_id, title, description, category (path), brand, price, available, stock."""
+        ...
+
 
 @runtime_checkable
 class UserStore(Protocol):

@@ -223,6 +223,12 @@ class DuckDBStore:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._con.sql(f"{_EVENTS_VIEW} {clause} ORDER BY e.ts, e.key_hi", params=params).to_arrow_table()
 
+    def scan_items(self) -> pa.Table:
+        """See :class:`shopsense.store.base.CatalogStore`."""
+        return self._con.sql(
+            "SELECT item_id, title, description, category, brand, price, available, stock FROM items ORDER BY item_idx"
+        ).to_arrow_table()
+
     def summary(self, top: int = 10) -> StoreSummary:
         """See :class:`shopsense.store.base.Store`."""
         con = self._con

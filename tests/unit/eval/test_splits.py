@@ -52,6 +52,20 @@ def test_leave_last_k_split_by_hand() -> None:
     assert result.cold.column("user_id").to_pylist() == ["c"]
 
 
+def test_random_split_keeps_a_pair_on_one_side_and_is_seeded() -> None:
+    rows = [(f"u{u}", f"i{i}", kind, u + i) for u in range(30) for i in range(10) for kind in ("view", "purchase")]
+    events = _events(rows)
+    config = SplitConfig(protocol=Protocol.RANDOM, test_fraction=0.3, seed=1)
+    result = split(events, config)
+    held = {(r["user_id"], r["item_id"]) for r in result.test.to_pylist()}
+    trained = {(r["user_id"], r["item_id"]) for r in result.train.to_pylist()}
+    assert not held & trained, "a pair's view and purchase stay on the same side"
+    assert 0.2 < len(held) / 300 < 0.4
+    assert held == {(r["user_id"], r["item_id"]) for r in split(events, config).test.to_pylist()}
+    other = split(events, config.model_copy(update={"seed": 2}))
+    assert held != {(r["user_id"], r["item_id"]) for r in other.test.to_pylist()}
+
+
 def test_validation_never_sees_the_test_period() -> None:
     config = SplitConfig(test_quantile=0.7)
     outer = split(EVENTS, config)
