@@ -6,8 +6,7 @@ synthetic set as Parquet and CSV under benchmarks/.work/.
 
     .venv/bin/python benchmarks/ingest.py [--events 10000000]
 
-Writes benchmarks/results/ingest.md, ingest.json and ingest.png (needs the `bench` extra:
-`pip install -e '.[bench]'`, which `make bench-ingest` does).
+Writes benchmarks/results/ingest.md, ingest.json and ingest.png (``make bench-ingest``).
 """
 
 from __future__ import annotations

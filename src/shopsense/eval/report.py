@@ -77,7 +77,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['split']}. {report['items']:,} items ranked (full catalogue); "
         f"{report['test_items_unknown_to_training']:,} held-out items never seen in training count as misses. "
-        f"Primary task: `{report['primary_task']}`.",
+        f"Primary task: `{report['primary_task']}`. *fit s* is training time; *peak MB* is the growth of "
+        "resident memory while fitting and ranking.",
     ]
     for task, entry in report["tasks"].items():
         title = "next purchases, repeats included" if task == Task.ALL else "new items only (seen items excluded)"

@@ -67,9 +67,14 @@ def tune_interactions(
     train: pa.Table, config: EvalConfig, task: Task, probe: str = "item_knn", catalog: pa.Table | None = None
 ) -> list[Trial]:
     """Event-type weights x time decay, judged by a fast probe model on the validation split, best first."""
-    trials = []
+    present = set(train.column("type").unique().to_pylist())
+    trials, tried = [], set()
     for scheme, weights in WEIGHT_SCHEMES.items():
         merged = {**config.weights, **weights}
+        effective = tuple(sorted((t, w) for t, w in merged.items() if t in present))
+        if effective in tried:  # e.g. purchases-only data: every scheme weighs it the same way
+            continue
+        tried.add(effective)
         for half_life in HALF_LIVES:
             trial_config = config.model_copy(update={"weights": merged, "half_life_days": half_life})
             result = evaluate_model(validation(train, trial_config, catalog), probe, build_model(probe))

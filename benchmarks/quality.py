@@ -1,0 +1,211 @@
+"""Quality benchmark: every shopsense model and peer libraries on the same leak-free splits.
+
+Each dataset is imported once through its adapter into a DuckDB store under
+``benchmarks/.work/quality/`` (reused on later runs), split by the protocol that suits it,
+and every model is tuned on a validation split carved from the training period, fitted on
+the training period and asked to rank the whole catalogue for every test user.
+
+Peers, labelled as such in every table:
+- ``implicit`` ALS and BPR used directly with their documented defaults (in-process);
+- Cornac 3.0.1 models, tuned on the same validation split, run in their own virtualenv
+  (``benchmarks/.work/cornac-venv``, created on first use) so their dependencies never touch
+  shopsense's; see ``benchmarks/peers/README.md``.
+
+Reads ``../shared/datasets/`` (online_retail, instacart, movielens_1m, movielens_100k,
+yoochoose_100k, diginetica_sample). Writes ``benchmarks/results/quality.md``, ``quality.json``
+and ``quality.png``.
+
+    .venv/bin/python benchmarks/quality.py              # everything (tens of minutes on 2 cores)
+    .venv/bin/python benchmarks/quality.py --quick      # MovieLens 100k only, small grids, < 2 minutes
+    .venv/bin/python benchmarks/quality.py --datasets movielens-100k --no-cornac
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers.implicit_peer import run_implicit  # noqa: E402
+from shopsense.eval.harness import EvalConfig, Task  # noqa: E402
+from shopsense.eval.report import write_report  # noqa: E402
+from shopsense.eval.splits import Protocol, SplitConfig  # noqa: E402
+from shopsense.services.data import DataService  # noqa: E402
+from shopsense.services.evaluation import EvaluationRun  # noqa: E402
+from shopsense.settings import Settings  # noqa: E402
+
+WORK = ROOT / "benchmarks" / ".work" / "quality"
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """How a public dataset is split and which task is its headline."""
+
+    adapter: str
+    split: SplitConfig
+    tasks: tuple[Task, ...]
+    primary: Task
+    max_test_users: int | None = None
+    cornac: tuple[str, ...] = ("EASE", "RecVAE", "LightGCN", "BPR")
+    skip: tuple[str, ...] = field(default_factory=tuple)
+
+
+PURCHASES = SplitConfig(protocol=Protocol.TEMPORAL, test_quantile=0.9, target_types=("purchase",))
+DATASETS: dict[str, Dataset] = {
+    "online-retail": Dataset(
+        "online-retail", PURCHASES, (Task.ALL, Task.NEW), Task.ALL, cornac=("EASE", "RecVAE", "LightGCN", "TIFUKNN")
+    ),
+    "instacart": Dataset(
+        "instacart", PURCHASES, (Task.ALL, Task.NEW), Task.ALL, cornac=("EASE", "RecVAE", "LightGCN", "TIFUKNN")
+    ),
+    "movielens-1m": Dataset(
+        "movielens-1m",
+        SplitConfig(protocol=Protocol.RANDOM, test_fraction=0.2, target_types=("rating",)),
+        (Task.NEW,),
+        Task.NEW,
+        max_test_users=3000,
+        skip=("repeat_buy",),
+    ),
+    "movielens-100k": Dataset(
+        "movielens-100k",
+        SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=10, target_types=("rating",)),
+        (Task.NEW,),
+        Task.NEW,
+        skip=("repeat_buy",),
+    ),
+    "yoochoose": Dataset(
+        "yoochoose",
+        SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=1, target_types=("click",)),
+        (Task.ALL, Task.NEW),
+        Task.ALL,
+        cornac=("EASE", "GRU4Rec", "SASRec"),
+        skip=("content",),
+    ),
+    "diginetica": Dataset(
+        "diginetica",
+        SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=1, target_types=("view",)),
+        (Task.ALL, Task.NEW),
+        Task.ALL,
+        cornac=("EASE", "GRU4Rec", "SASRec"),
+        skip=("content",),
+    ),
+}
+
+MODELS = ("popular", "repeat_buy", "item_knn", "user_knn", "ease", "als", "bpr", "content", "sasrec")
+HYBRID = ("repeat_buy", "item_knn", "popular")
+
+
+def load(name: str, spec: Dataset) -> tuple[Any, Any]:
+    """Events and catalogue of a dataset, imported once into a cached store."""
+    folder = WORK / name
+    marker = folder / "imported"
+    service = DataService(Settings(data_dir=folder))
+    try:
+        if not marker.exists():
+            service.init()
+            service.import_dataset(spec.adapter, [])
+            marker.write_text("ok\n")
+        return service.store.scan_events(), service.store.scan_items()
+    finally:
+        service.close()
+
+
+def run_dataset(name: str, spec: Dataset, args: argparse.Namespace) -> dict[str, Any]:
+    """All models and peers on one dataset."""
+    started = time.perf_counter()
+    events, catalog = load(name, spec)
+    config = EvalConfig(
+        split=spec.split, tasks=spec.tasks, max_test_users=args.max_users or spec.max_test_users, bootstrap=1000
+    )
+    print(f"[{name}] {events.num_rows:,} events; tuning interactions…", file=sys.stderr)
+    run = EvaluationRun(name, events, config, catalog=catalog, primary=spec.primary, tune=not args.no_tune)
+    models = [m for m in (args.models or MODELS) if m not in spec.skip]
+    for model in models:
+        print(f"[{name}] {model}", file=sys.stderr)
+        result = run.add_model(model)
+        if result.error:
+            print(f"[{name}] {model} failed: {result.error}", file=sys.stderr)
+    if not args.models:
+        run.add_hybrid([m for m in HYBRID if m not in spec.skip])
+    if not args.no_peers:
+        for peer, lists, cost in run_implicit(run.prepared):
+            run.add_lists(peer, lists, **cost)
+    if not args.no_cornac and not args.no_peers:
+        from benchmarks.peers.cornac_runner import run_cornac_peers
+
+        for peer, lists, cost in run_cornac_peers(run, spec.cornac, WORK / "cornac", quick=args.quick):
+            run.add_lists(peer, lists, **cost)
+    report = run.report()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def summary(reports: list[dict[str, Any]]) -> str:
+    """The headline: best shopsense model vs best peer per dataset, on the primary task."""
+    lines = [
+        "| dataset | primary task | best shopsense model | NDCG@10 | best peer | NDCG@10 | shopsense vs peer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        ours = {n: m for n, m in report["models"].items() if not m["peer"] and m["ndcg@10"] is not None}
+        theirs = {n: m for n, m in report["models"].items() if m["peer"] and m["ndcg@10"] is not None}
+        if not ours:
+            continue
+        best = max(ours, key=lambda n: ours[n]["ndcg@10"])
+        row = [report["dataset"], report["primary_task"], best, f"{ours[best]['ndcg@10']:.4f}"]
+        if theirs:
+            peer = max(theirs, key=lambda n: theirs[n]["ndcg@10"])
+            gain = ours[best]["ndcg@10"] / theirs[peer]["ndcg@10"] - 1 if theirs[peer]["ndcg@10"] else float("inf")
+            row += [peer, f"{theirs[peer]['ndcg@10']:.4f}", f"{gain:+.1%}"]
+        else:
+            row += ["-", "-", "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="MovieLens 100k only, small budgets: < 2 minutes")
+    parser.add_argument("--datasets", nargs="*", choices=sorted(DATASETS), help="default: all")
+    parser.add_argument("--models", nargs="*", help="shopsense models to run (default: all + hybrid)")
+    parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of test users per dataset")
+    parser.add_argument("--no-tune", action="store_true", help="defaults instead of validation tuning")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--no-cornac", action="store_true", help="skip the Cornac peers (no venv needed)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"{SHARED} not found: the benchmark reads the shared datasets in place")
+    names = ["movielens-100k"] if args.quick else (args.datasets or list(DATASETS))
+    stem = "quality-quick" if args.quick else "quality"
+    started = time.perf_counter()
+    reports = [run_dataset(name, DATASETS[name], args) for name in names]
+    command = "benchmarks/quality.py " + " ".join(sys.argv[1:])
+    preamble = (
+        "# Recommendation quality: shopsense models vs peer libraries\n\n"
+        f"Command: `.venv/bin/python {command.strip()}` on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} cores), {time.perf_counter() - started:,.0f} s in all. Full-catalogue ranking, "
+        "no sampled negatives; every model tuned on a validation split of the training period; "
+        "peers are marked *(peer)*. CIs are 95% bootstrap over users; *p vs best* is a paired t-test "
+        "on per-user NDCG@10 against the task's best model.\n\n## Headline (primary task)\n\n"
+        f"{summary(reports)}\n\n![NDCG@10 per model]({stem}.png)\n\n## Per dataset\n\n"
+    )
+    for path in write_report(reports, args.out, stem, preamble):
+        print(f"wrote {path}", file=sys.stderr)
+    print(summary(reports))
+
+
+if __name__ == "__main__":
+    main()
