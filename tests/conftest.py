@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS; implicit asks for it
+
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path

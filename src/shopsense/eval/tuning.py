@@ -27,6 +27,13 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     ],
     "user_knn": [{"neighbours": 20}, {"neighbours": 100}, {"neighbours": 100, "binary": True}],
     "ease": [{"l2": 50.0}, {"l2": 250.0}, {"l2": 1000.0}],
+    "als": [
+        {"factors": 64, "regularization": 1.0, "alpha": 1.0},
+        {"factors": 128, "regularization": 5.0, "alpha": 1.0},
+        {"factors": 64, "regularization": 1.0, "alpha": 10.0},
+    ],
+    "bpr": [{"factors": 64, "learning_rate": 0.01}, {"factors": 128, "learning_rate": 0.05}],
+    "content": [{"encoder": "tfidf"}, {"encoder": "minilm"}],
 }
 """Candidate parameters per model; a model not listed is run with its defaults."""
 

@@ -159,10 +159,13 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
     """Align catalogue rows to the item index; items missing from the catalogue get empty text."""
     idx = np.array(items.index(table.column("item_id").to_numpy(zero_copy_only=False).astype(str).tolist()))
     known = idx >= 0
-    parts = [_as_text(table.column(name)) for name in _TEXT_FIELDS if name in table.column_names]
+    # Nulls become "" before joining: pyarrow 26's null_handling="skip" drops rows instead.
+    parts = [pc.fill_null(_as_text(table.column(name)), "") for name in _TEXT_FIELDS if name in table.column_names]
     text = np.full(len(items), "", dtype=object)
     if parts:
-        joined = pc.binary_join_element_wise(*parts, " ", null_handling="skip")
+        joined = pc.utf8_trim_whitespace(
+            pc.replace_substring_regex(pc.binary_join_element_wise(*parts, " "), r"\s+", " ")
+        )
         text[idx[known]] = joined.to_numpy(zero_copy_only=False)[known]
     category = np.full(len(items), -1, dtype=np.int32)
     names: tuple[str, ...] = ()
@@ -175,8 +178,9 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
     return Catalog(tuple(str(t) for t in text), category, names)
 
 
-def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A text column; a category path (list of levels) reads as "Home > Kitchen"."""
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        return pc.binary_join(column, " > ")
-    return pc.cast(column, pa.string())
+def _as_text(column: pa.ChunkedArray) -> pa.Array:
+    """A text column as one array; a category path (list of levels) reads as "Home > Kitchen"."""
+    array = column.combine_chunks()
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        return pc.binary_join(array, " > ")
+    return pc.cast(array, pa.string())

@@ -6,7 +6,10 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel
 
+from shopsense.models.als import ALS
 from shopsense.models.base import Recommender
+from shopsense.models.bpr import BPR
+from shopsense.models.content import Content
 from shopsense.models.ease import EASE
 from shopsense.models.hybrid import Hybrid
 from shopsense.models.itemknn import ItemKNN
@@ -20,6 +23,9 @@ MODELS: dict[str, type[Recommender]] = {
     "item_knn": ItemKNN,
     "user_knn": UserKNN,
     "ease": EASE,
+    "als": ALS,
+    "bpr": BPR,
+    "content": Content,
     "hybrid": Hybrid,
 }
 

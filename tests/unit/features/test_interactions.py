@@ -44,3 +44,19 @@ def test_a_fixed_catalogue_keeps_its_columns() -> None:
     )
     assert data.matrix.shape == (1, 3)
     assert data.matrix.toarray().tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_catalogue_text_and_category_paths_align_with_items() -> None:
+    catalog = pa.table(
+        {
+            "item_id": ["y", "x", "q"],
+            "title": ["Yellow mug", None, "Queen bed"],
+            "category": pa.array([["Home", "Kitchen"], None, ["Home", "Bedroom"]], pa.list_(pa.string())),
+            "brand": [None, "Acme", None],
+        }
+    )
+    data = build_interactions(_events([("a", "x", "view", 0), ("a", "y", "view", 0)]), {"view": 1.0}, catalog=catalog)
+    assert data.items.values == ["x", "y"] and data.catalog is not None
+    assert data.catalog.text == ("Acme", "Yellow mug Home > Kitchen")
+    assert data.catalog.categories == ("Home > Kitchen",)  # only categories of items in the vocabulary
+    assert data.catalog.category.tolist() == [-1, 0]
