@@ -62,7 +62,8 @@ def test_single_and_batch_agree_and_runs_repeat(model: Recommender) -> None:
     for u in (0, 7, 39):
         items, scores = model.recommend(data.rows(np.array([u])), 5)
         assert (items[0] == batch_items[u]).all()
-        assert scores[0] == pytest.approx(batch_scores[u])
+        # float32 networks sum in a batch-shape-dependent order: equal to float32 precision.
+        assert scores[0] == pytest.approx(batch_scores[u], rel=1e-5)
     again = type(model)(model.config).fit(data).recommend(data, 5)[0]
     assert (again == batch_items).all()
 
@@ -99,6 +100,7 @@ def test_save_and_load_round_trip(model: Recommender, tmp_path: Path) -> None:
         ("als", {}, False),
         ("bpr", {"factors": 8, "learning_rate": 0.05, "iterations": 200}, False),
         ("content", {}, False),
+        ("sasrec", {"dim": 32, "lr": 0.005, "dropout": 0.1, "patience": 10}, False),
     ],
 )
 def test_oracle_personal_models_recommend_the_users_parity(name: str, params: dict[str, object], strict: bool) -> None:

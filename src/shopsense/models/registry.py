@@ -15,6 +15,7 @@ from shopsense.models.hybrid import Hybrid
 from shopsense.models.itemknn import ItemKNN
 from shopsense.models.popular import Popular
 from shopsense.models.repeat import RepeatBuy
+from shopsense.models.sasrec import SASRec
 from shopsense.models.userknn import UserKNN
 
 MODELS: dict[str, type[Recommender]] = {
@@ -26,6 +27,7 @@ MODELS: dict[str, type[Recommender]] = {
     "als": ALS,
     "bpr": BPR,
     "content": Content,
+    "sasrec": SASRec,
     "hybrid": Hybrid,
 }
 

@@ -25,8 +25,8 @@ from shopsense.eval.harness import (
     prepare,
 )
 from shopsense.eval.report import build_report
-from shopsense.eval.tuning import Trial, tune_interactions, tune_model, validation
-from shopsense.models.registry import build_model
+from shopsense.eval.tuning import GRIDS, Trial, tune_interactions, tune_model, validation
+from shopsense.models.registry import build_model, config_class
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,19 @@ class EvaluationRun:
     def add_model(
         self, name: str, params: dict[str, Any] | None = None, *, grid: list[dict[str, Any]] | None = None
     ) -> ModelResult:
-        """Tune (unless params are given or tuning is off), fit on train and score on test."""
-        chosen = params if params is not None else {}
+        """Tune (unless params are given or tuning is off), fit on train and score on test.
+
+        A model whose config takes ``target_types`` learns to predict the event types the split
+        predicts, unless told otherwise. With a single candidate there is nothing to tune.
+        """
+        points = grid if grid is not None else GRIDS.get(name, [{}])
+        chosen = params if params is not None else points[0]
         try:
-            if params is None and self.tune:
-                trials = tune_model(self.valid, name, self.primary, grid)
+            if params is None and self.tune and len(points) > 1:
+                trials = tune_model(self.valid, name, self.primary, [self._targeted(name, p) for p in points])
                 self.tuning[name] = trials
                 chosen = trials[0].params
+            chosen = self._targeted(name, chosen)
             self.best_params[name] = chosen
             result = evaluate_model(self.prepared, name, build_model(name, chosen))
         except (ShopsenseError, ValueError, MemoryError) as error:
@@ -94,6 +100,12 @@ class EvaluationRun:
             result = ModelResult(name, False, float("nan"), float("nan"), chosen, {}, error=str(error))
         self.results.append(result)
         return result
+
+    def _targeted(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the split's target types where the model takes them and they are not set."""
+        if "target_types" in config_class(name).model_fields and "target_types" not in params:
+            return {**params, "target_types": self.config.split.target_types}
+        return params
 
     def add_hybrid(self, parts: list[str], weights: tuple[float, ...] = (0.3, 1.0)) -> ModelResult:
         """A weighted hybrid of already tuned models; the weights of all but the first are searched."""
