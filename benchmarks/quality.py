@@ -23,6 +23,7 @@ and ``quality.png``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -103,6 +104,10 @@ DATASETS: dict[str, Dataset] = {
     ),
 }
 
+QUICK_CORNAC = ("EASE",)
+PARAMS: dict[str, dict[str, Any]] = {"sasrec": {"max_minutes": 10.0}}
+"""Fixed settings (no grid): SASRec early-stops on its own validation carve-out within a time limit."""
+QUICK_PARAMS: dict[str, dict[str, Any]] = {"sasrec": {"max_minutes": 0.5}}
 MODELS = ("popular", "repeat_buy", "item_knn", "user_knn", "ease", "als", "bpr", "content", "sasrec")
 HYBRID = ("repeat_buy", "item_knn", "popular")
 
@@ -123,7 +128,7 @@ def load(name: str, spec: Dataset) -> tuple[Any, Any]:
 
 
 def run_dataset(name: str, spec: Dataset, args: argparse.Namespace) -> dict[str, Any]:
-    """All models and peers on one dataset."""
+    """All models and peers on one dataset; the report also records the command and the seconds taken."""
     started = time.perf_counter()
     events, catalog = load(name, spec)
     config = EvalConfig(
@@ -134,7 +139,7 @@ def run_dataset(name: str, spec: Dataset, args: argparse.Namespace) -> dict[str,
     models = [m for m in (args.models or MODELS) if m not in spec.skip]
     for model in models:
         print(f"[{name}] {model}", file=sys.stderr)
-        result = run.add_model(model)
+        result = run.add_model(model, (QUICK_PARAMS if args.quick else PARAMS).get(model))
         if result.error:
             print(f"[{name}] {model} failed: {result.error}", file=sys.stderr)
     if not args.models:
@@ -145,10 +150,12 @@ def run_dataset(name: str, spec: Dataset, args: argparse.Namespace) -> dict[str,
     if not args.no_cornac and not args.no_peers:
         from benchmarks.peers.cornac_runner import run_cornac_peers
 
-        for peer, lists, cost in run_cornac_peers(run, spec.cornac, WORK / "cornac", quick=args.quick):
+        cornac = QUICK_CORNAC if args.quick else spec.cornac
+        for peer, lists, cost in run_cornac_peers(run, cornac, WORK.parent, quick=args.quick):
             run.add_lists(peer, lists, **cost)
     report = run.report()
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["command"] = ".venv/bin/python benchmarks/quality.py " + " ".join(sys.argv[1:])
     return report
 
 
@@ -175,6 +182,10 @@ def summary(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cached(name: str) -> Path:
+    return WORK / "reports" / f"{name}.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="MovieLens 100k only, small budgets: < 2 minutes")
@@ -184,22 +195,37 @@ def main() -> None:
     parser.add_argument("--no-tune", action="store_true", help="defaults instead of validation tuning")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-cornac", action="store_true", help="skip the Cornac peers (no venv needed)")
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="also report the other datasets' last full runs (cached under benchmarks/.work), each with its command",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark reads the shared datasets in place")
     names = ["movielens-100k"] if args.quick else (args.datasets or list(DATASETS))
     stem = "quality-quick" if args.quick else "quality"
-    started = time.perf_counter()
-    reports = [run_dataset(name, DATASETS[name], args) for name in names]
-    command = "benchmarks/quality.py " + " ".join(sys.argv[1:])
+    fresh = {}
+    for name in names:
+        fresh[name] = run_dataset(name, DATASETS[name], args)
+        if not args.quick:
+            cached(name).parent.mkdir(parents=True, exist_ok=True)
+            cached(name).write_text(json.dumps(fresh[name], default=str))
+    reports = [
+        fresh[name] if name in fresh else json.loads(cached(name).read_text())
+        for name in DATASETS
+        if name in fresh or (args.keep_others and not args.quick and cached(name).exists())
+    ]
+    commands = "\n".join(f"| {r['dataset']} | `{r['command'].strip()}` | {r['seconds']:,.0f} |" for r in reports)
     preamble = (
         "# Recommendation quality: shopsense models vs peer libraries\n\n"
-        f"Command: `.venv/bin/python {command.strip()}` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} cores), {time.perf_counter() - started:,.0f} s in all. Full-catalogue ranking, "
+        f"Measured on {platform.node() or 'this machine'} ({os.cpu_count()} cores). Full-catalogue ranking, "
         "no sampled negatives; every model tuned on a validation split of the training period; "
         "peers are marked *(peer)*. CIs are 95% bootstrap over users; *p vs best* is a paired t-test "
-        "on per-user NDCG@10 against the task's best model.\n\n## Headline (primary task)\n\n"
+        "on per-user NDCG@10 against the task's best model.\n\n"
+        "| dataset | command | seconds |\n|---|---|---|\n"
+        f"{commands}\n\n## Headline (primary task)\n\n"
         f"{summary(reports)}\n\n![NDCG@10 per model]({stem}.png)\n\n## Per dataset\n\n"
     )
     for path in write_report(reports, args.out, stem, preamble):

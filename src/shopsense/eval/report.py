@@ -94,6 +94,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells += [f"{_fmt(ci[0])} to {_fmt(ci[1])}", _fmt(values.get("p_vs_best"), 3)]
             cells += [_fmt(model["fit_seconds"], 1), _fmt(model["peak_mb"], 0)]
             lines.append("| " + " | ".join(cells) + " |")
+    failed = [f"{name} ({model['error']})" for name, model in report["models"].items() if model.get("error")]
+    if failed:
+        lines += ["", "No result: " + "; ".join(failed) + "."]
     cold = report["cold_start"]
     if cold["users"] and cold["models"]:
         lines += ["", f"Cold-start slice ({cold['users']:,} test users with no training history, task `all`):", ""]

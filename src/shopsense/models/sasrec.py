@@ -75,7 +75,7 @@ class SASRecConfig(BaseModel):
         None, min_length=1, description="event types worth predicting (e.g. purchase); None: every type"
     )
     max_epochs: int = Field(50, ge=1, description="passes over the training windows at most")
-    patience: int = Field(3, ge=1, description="stop after this many epochs without a better validation NDCG@10")
+    patience: int = Field(10, ge=1, description="stop after this many epochs without a better validation NDCG@10")
     max_minutes: float = Field(30.0, gt=0, description="wall-clock limit of training; the best state so far is kept")
     batch_size: int = Field(128, ge=1, description="windows per optimiser step")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate")

@@ -97,7 +97,8 @@ class EvaluationRun:
             result = evaluate_model(self.prepared, name, build_model(name, chosen))
         except (ShopsenseError, ValueError, MemoryError) as error:
             log.warning("%s failed on %s: %s", name, self.dataset, error)
-            result = ModelResult(name, False, float("nan"), float("nan"), chosen, {}, error=str(error))
+            self.add_failure(name, str(error), peer=False, params=chosen)
+            return self.results[-1]
         self.results.append(result)
         return result
 
@@ -125,6 +126,11 @@ class EvaluationRun:
         )
         self.results.append(result)
         return result
+
+    def add_failure(self, name: str, error: str, *, peer: bool, params: dict[str, Any] | None = None) -> None:
+        """A model that produced no lists (crashed, ran out of time): reported with its reason, not dropped."""
+        nan = float("nan")
+        self.results.append(ModelResult(name, peer, nan, nan, params or {}, {}, error=error))
 
     def report(self) -> dict[str, Any]:
         """Paired tests against the best model, then the JSON-ready report (with the tuning trail)."""
