@@ -319,7 +319,10 @@ def run_model(job: Job, name: str) -> dict[str, Any]:
         truth_users, truth_items = truth["user"].to_numpy(), truth["item"].to_numpy()
         for index, params in enumerate(grid):
             elapsed = time.perf_counter() - started
-            if tried and job.time_budget_s is not None and elapsed > job.time_budget_s / 2:
+            # Another configuration may take a few times the slowest so far (more epochs), and the refit on the
+            # full training period must still fit in the budget.
+            slowest = max((entry["fit_seconds"] for entry in tried), default=0.0)
+            if tried and job.time_budget_s is not None and elapsed + 3 * slowest > job.time_budget_s:
                 log(f"{name}: {elapsed:.0f}s of a {job.time_budget_s:.0f}s budget spent tuning, skipping the rest")
                 break
             model, _, fit_seconds = fit(cls, kind, params, valid, job)

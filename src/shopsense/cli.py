@@ -27,9 +27,7 @@ from shopsense.ingest.importer import Duplicates, ImportReport, OnError
 from shopsense.ingest.mapping import ExtraColumns, load_mapping, parse_pairs
 from shopsense.ingest.source import Format
 from shopsense.ingest.synthetic import GeneratorConfig, generate
-from shopsense.models.registry import model_class
 from shopsense.services.data import DataService
-from shopsense.services.evaluation import EvaluationRun
 from shopsense.settings import load_settings
 
 app = typer.Typer(
@@ -335,6 +333,10 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate models on the store's events: full-catalogue ranking on a leak-free split, with CIs."""
+    # Imported here: the models pull in torch, which other commands should not wait for.
+    from shopsense.models.registry import model_class
+    from shopsense.services.evaluation import EvaluationRun
+
     try:
         names = [m.strip() for m in models.split(",") if m.strip()]
         blend = [m.strip() for m in hybrid.split(",") if m.strip()]

@@ -114,8 +114,10 @@ def build_interactions(
     user_ids = events.column("user_id").to_numpy(zero_copy_only=False).astype(str)
     item_ids = events.column("item_id").to_numpy(zero_copy_only=False).astype(str)
     types = events.column("type").to_numpy(zero_copy_only=False).astype(str)
-    ts = pc.cast(events.column("timestamp"), pa.timestamp("s", tz="UTC")).to_numpy(zero_copy_only=False)
-    seconds = ts.astype("datetime64[s]").astype(np.int64)
+    # Microseconds order the sequences (sessions log several events a second); whole seconds are kept.
+    ts = pc.cast(events.column("timestamp"), pa.timestamp("us", tz="UTC"), safe=False)
+    micros = ts.to_numpy(zero_copy_only=False).astype("datetime64[us]").astype(np.int64)
+    seconds = micros // 1_000_000
     kinds, kind_of_event = np.unique(types, return_inverse=True)
     type_weight = np.array([weights.get(kind, 0.0) for kind in kinds], dtype=float)[kind_of_event]
     w = type_weight
@@ -132,13 +134,14 @@ def build_interactions(
     else:
         i_idx = np.array(items.index(list(item_ids)), dtype=np.int64)
         keep = i_idx >= 0
-        u_idx, i_idx, w, kind_of_event, seconds = u_idx[keep], i_idx[keep], w[keep], kind_of_event[keep], seconds[keep]
+        u_idx, i_idx, w, kind_of_event = u_idx[keep], i_idx[keep], w[keep], kind_of_event[keep]
+        seconds, micros = seconds[keep], micros[keep]
         type_weight = type_weight[keep]
     matrix = sp.csr_matrix((w, (u_idx, i_idx)), shape=(len(uniq_users), len(items)))
     matrix.sum_duplicates()
     matrix.data[matrix.data < 0] = 0
     matrix.eliminate_zeros()
-    order = np.lexsort((i_idx, seconds, u_idx))
+    order = np.lexsort((i_idx, micros, u_idx))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(u_idx, minlength=len(uniq_users)))]).astype(np.int64)
     sequences = Sequences(
         indptr,

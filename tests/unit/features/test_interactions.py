@@ -60,3 +60,19 @@ def test_catalogue_text_and_category_paths_align_with_items() -> None:
     assert data.catalog.text == ("Acme", "Yellow mug Home > Kitchen")
     assert data.catalog.categories == ("Home > Kitchen",)  # only categories of items in the vocabulary
     assert data.catalog.category.tolist() == [-1, 0]
+
+
+def test_sub_second_timestamps_order_the_sequence() -> None:
+    # Click streams log several events a second: z (0.2 s) comes before x (0.7 s) although x sorts first.
+    events = events_table(
+        [
+            ("a", "x", "view", NOW + timedelta(milliseconds=700)),
+            ("a", "z", "view", NOW + timedelta(milliseconds=200)),
+            ("a", "y", "view", NOW + timedelta(seconds=1, microseconds=1)),
+        ]
+    )
+    data = build_interactions(events, {"view": 1.0})
+    seq = data.sequences
+    assert seq is not None
+    assert data.items.ids(seq.items.tolist()) == ["z", "x", "y"]
+    assert (seq.times - seq.times[0]).tolist() == [0, 0, 1]
