@@ -198,11 +198,16 @@ def main() -> None:
         action="store_true",
         help="also report the other datasets' last full runs (cached under benchmarks/.work), each with its command",
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing: rewrite the results from the cached full runs"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark reads the shared datasets in place")
     names = ["movielens-100k"] if args.quick else (args.datasets or list(DATASETS))
+    if args.report_only:
+        names, args.keep_others = [], True
     stem = "quality-quick" if args.quick else "quality"
     fresh = {}
     for name in names:
