@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,11 +54,25 @@ class Sequences:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Item metadata aligned with the item vocabulary: searchable text and a category code (-1 unknown)."""
+    """Item metadata aligned with the item vocabulary.
+
+    Codes index into the name tuples (-1 unknown). ``price`` is NaN where unknown; ``available``
+    is False only where the catalogue says unavailable or out of stock; ``group`` ties variants
+    of one product (the item attribute ``group``), -1 where an item has none.
+    """
 
     text: tuple[str, ...]
     category: np.ndarray
     categories: tuple[str, ...]
+    brand: np.ndarray | None = None
+    brands: tuple[str, ...] = ()
+    price: np.ndarray | None = None
+    available: np.ndarray | None = None
+    group: np.ndarray | None = None
+
+    def prices(self) -> np.ndarray:
+        """Price per item, NaN where unknown (all NaN when the catalogue has no prices)."""
+        return self.price if self.price is not None else np.full(len(self.text), np.nan)
 
 
 @dataclass(frozen=True)
@@ -170,15 +185,47 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
             pc.replace_substring_regex(pc.binary_join_element_wise(*parts, " "), r"\s+", " ")
         )
         text[idx[known]] = joined.to_numpy(zero_copy_only=False)[known]
-    category = np.full(len(items), -1, dtype=np.int32)
-    names: tuple[str, ...] = ()
-    if "category" in table.column_names:
-        raw = pc.fill_null(_as_text(table.column("category")), "").to_numpy(zero_copy_only=False)
-        present = known & (raw != "")
-        uniq, codes = np.unique(raw[present].astype(str), return_inverse=True)
-        category[idx[present]] = codes
-        names = tuple(str(c) for c in uniq)
-    return Catalog(tuple(str(t) for t in text), category, names)
+    category, names = _codes(table, "category", idx, known, len(items))
+    brand, brands = _codes(table, "brand", idx, known, len(items))
+    price = np.full(len(items), np.nan)
+    if "price" in table.column_names:
+        price[idx[known]] = pc.cast(table.column("price"), pa.float64()).to_numpy(zero_copy_only=False)[known]
+    available = np.ones(len(items), dtype=bool)
+    for name, test in (("available", lambda c: pc.equal(c, False)), ("stock", lambda c: pc.less_equal(c, 0))):
+        if name in table.column_names:
+            off = pc.fill_null(test(table.column(name)), False).to_numpy(zero_copy_only=False).astype(bool)
+            available[idx[known & off]] = False
+    group = np.full(len(items), -1, dtype=np.int64)
+    if "attributes" in table.column_names:
+        values = _json_field(table.column("attributes"), "group")
+        present = known & (values != "")
+        group[idx[present]] = np.unique(values[present], return_inverse=True)[1]
+    return Catalog(tuple(str(t) for t in text), category, names, brand, brands, price, available, group)
+
+
+def _codes(
+    table: pa.Table, column: str, idx: np.ndarray, known: np.ndarray, n_items: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Dense codes of a text column aligned to the item index (-1 missing) and the names they stand for."""
+    codes = np.full(n_items, -1, dtype=np.int32)
+    if column not in table.column_names:
+        return codes, ()
+    raw = pc.fill_null(_as_text(table.column(column)), "").to_numpy(zero_copy_only=False)
+    present = known & (raw != "")
+    uniq, found = np.unique(raw[present].astype(str), return_inverse=True)
+    codes[idx[present]] = found
+    return codes, tuple(str(c) for c in uniq)
+
+
+def _json_field(column: pa.ChunkedArray, key: str) -> np.ndarray:
+    """One key of a JSON text column as strings ("" where absent), parsed by DuckDB, not row by row."""
+    con = duckdb.connect()
+    try:
+        con.register("attrs", pa.table({"a": pc.cast(column, pa.string())}))
+        rows = con.sql(f"SELECT coalesce(json_extract_string(a, '$.{key}'), '') FROM attrs").to_arrow_table()
+    finally:
+        con.close()
+    return rows.column(0).to_numpy(zero_copy_only=False).astype(str)
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.Array:
