@@ -47,6 +47,18 @@ class Sequences:
             indptr, self.items[take], self.types[take], self.times[take], self.weights[take], self.type_names
         )
 
+    def owners(self) -> np.ndarray:
+        """The user row of every event (the CSR row expanded)."""
+        return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+
+    def where(self, keep: np.ndarray) -> Sequences:
+        """Only the events where ``keep`` is true, every user kept (possibly with no events)."""
+        counts = np.bincount(self.owners()[keep], minlength=len(self.indptr) - 1)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Sequences(
+            indptr, self.items[keep], self.types[keep], self.times[keep], self.weights[keep], self.type_names
+        )
+
     def type_code(self, name: str) -> int:
         """Code of an event type, -1 when no event of that type exists."""
         return self.type_names.index(name) if name in self.type_names else -1
@@ -58,7 +70,8 @@ class Catalog:
 
     Codes index into the name tuples (-1 unknown). ``price`` is NaN where unknown; ``available``
     is False only where the catalogue says unavailable or out of stock; ``group`` ties variants
-    of one product (the item attribute ``group``), -1 where an item has none.
+    of one product (the item attribute ``group``), -1 where an item has none; ``margin`` is the
+    item attribute ``margin`` (profit per unit), NaN where not given.
     """
 
     text: tuple[str, ...]
@@ -69,6 +82,7 @@ class Catalog:
     price: np.ndarray | None = None
     available: np.ndarray | None = None
     group: np.ndarray | None = None
+    margin: np.ndarray | None = None
 
     def prices(self) -> np.ndarray:
         """Price per item, NaN where unknown (all NaN when the catalogue has no prices)."""
@@ -97,6 +111,23 @@ class Interactions:
         return replace(
             self, matrix=self.matrix[users], users=IdIndex(self.users.ids(users.tolist())), sequences=sequences
         )
+
+    def window(self, start: int | None, end: int) -> Interactions:
+        """The events in ``[start, end)`` (epoch seconds) as interactions measured at ``end``.
+
+        The matrix is rebuilt from the events' type weights without time decay, so windows
+        cut from one history are weighted alike whatever decay built the original matrix.
+        """
+        if self.sequences is None:
+            raise ValueError("cutting a time window needs event sequences: build interactions from events")
+        seq = self.sequences
+        keep = seq.times < end if start is None else (seq.times >= start) & (seq.times < end)
+        part = seq.where(keep)
+        matrix = sp.csr_matrix((part.weights, (part.owners(), part.items.astype(np.int64))), shape=self.matrix.shape)
+        matrix.sum_duplicates()
+        matrix.data[matrix.data < 0] = 0
+        matrix.eliminate_zeros()
+        return replace(self, matrix=matrix, sequences=part, as_of=end)
 
 
 def as_history(history: Interactions | sp.spmatrix | sp.sparray) -> Interactions:
@@ -191,16 +222,22 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
     if "price" in table.column_names:
         price[idx[known]] = pc.cast(table.column("price"), pa.float64()).to_numpy(zero_copy_only=False)[known]
     available = np.ones(len(items), dtype=bool)
-    for name, test in (("available", lambda c: pc.equal(c, False)), ("stock", lambda c: pc.less_equal(c, 0))):
-        if name in table.column_names:
-            off = pc.fill_null(test(table.column(name)), False).to_numpy(zero_copy_only=False).astype(bool)
-            available[idx[known & off]] = False
+    unavailable = []
+    if "available" in table.column_names:
+        unavailable.append(pc.equal(table.column("available"), False))
+    if "stock" in table.column_names:
+        unavailable.append(pc.less_equal(table.column("stock"), 0))
+    for flags in unavailable:
+        off = pc.fill_null(flags, False).to_numpy(zero_copy_only=False).astype(bool)
+        available[idx[known & off]] = False
     group = np.full(len(items), -1, dtype=np.int64)
+    margin = np.full(len(items), np.nan)
     if "attributes" in table.column_names:
         values = _json_field(table.column("attributes"), "group")
         present = known & (values != "")
         group[idx[present]] = np.unique(values[present], return_inverse=True)[1]
-    return Catalog(tuple(str(t) for t in text), category, names, brand, brands, price, available, group)
+        margin[idx[known]] = _json_field(table.column("attributes"), "margin", numeric=True)[known]
+    return Catalog(tuple(str(t) for t in text), category, names, brand, brands, price, available, group, margin)
 
 
 def _codes(
@@ -217,15 +254,19 @@ def _codes(
     return codes, tuple(str(c) for c in uniq)
 
 
-def _json_field(column: pa.ChunkedArray, key: str) -> np.ndarray:
-    """One key of a JSON text column as strings ("" where absent), parsed by DuckDB, not row by row."""
+def _json_field(column: pa.ChunkedArray, key: str, *, numeric: bool = False) -> np.ndarray:
+    """One key of a JSON text column, parsed by DuckDB (not row by row): strings with "" where absent,
+    or with ``numeric`` floats with NaN where absent or not a number."""
+    value = f"json_extract_string(a, '$.{key}')"
+    select = f"coalesce(try_cast({value} AS DOUBLE), 'NaN'::DOUBLE)" if numeric else f"coalesce({value}, '')"
     con = duckdb.connect()
     try:
         con.register("attrs", pa.table({"a": pc.cast(column, pa.string())}))
-        rows = con.sql(f"SELECT coalesce(json_extract_string(a, '$.{key}'), '') FROM attrs").to_arrow_table()
+        rows = con.sql(f"SELECT {select} FROM attrs").to_arrow_table()
     finally:
         con.close()
-    return rows.column(0).to_numpy(zero_copy_only=False).astype(str)
+    out: np.ndarray = rows.column(0).to_numpy(zero_copy_only=False).astype(float if numeric else str)
+    return out
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.Array:

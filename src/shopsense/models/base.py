@@ -75,7 +75,7 @@ class Recommender(ABC):
         if data.matrix.shape[1] != self.n_items_:
             raise ValueError(f"history has {data.matrix.shape[1]} items, the model {self.n_items_}")
         self._require_sequences(data)
-        scores = np.asarray(self._score(data), dtype=float)
+        scores = np.asarray(self._score_for(data, exclude), dtype=float)
         if candidates is not None:
             allowed = np.zeros(self.n_items_, dtype=bool)
             allowed[candidates] = True
@@ -84,6 +84,10 @@ class Recommender(ABC):
             rows, cols = exclude.nonzero()
             scores[rows, cols] = -np.inf
         return top_k(scores, k)
+
+    def _score_for(self, history: Interactions, exclude: sp.csr_matrix | None) -> np.ndarray:
+        """Scores knowing what will be excluded; two-stage models override it to pick other candidates."""
+        return self._score(history)
 
     def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items most related to each given item, never the item itself.

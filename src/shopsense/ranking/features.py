@@ -1,0 +1,169 @@
+"""Features of each (user, candidate) pair at an explicit ``as_of``: user, item, user x item and source evidence.
+
+:class:`PairFeatures` is fitted on the interactions that end at ``as_of`` (every user's events,
+for item popularity and co-occurrence); :meth:`PairFeatures.build` then reads only the given
+histories (also ending at ``as_of``), so the same code serves a past training window and a
+live request, and nothing after ``as_of`` can enter. One row per candidate pair, float32,
+NaN where there is no evidence (LightGBM treats it as missing, the neural head as a flag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from shopsense.features.interactions import Catalog, Interactions, Sequences
+from shopsense.features.stats import DAY, item_stats, user_stats
+from shopsense.ranking.candidates import Candidates
+
+CATEGORICAL = ("item_category",)
+"""Columns holding codes, not quantities (LightGBM splits them as categories)."""
+
+
+@dataclass(frozen=True)
+class FeatureFrame:
+    """Pair features: ``values[p]`` describes pair ``(users[p], items[p])``; ``related`` is, per pair, the
+    user's recent item that co-occurs most with the candidate (-1 none), for explanations."""
+
+    names: tuple[str, ...]
+    values: np.ndarray
+    users: np.ndarray
+    items: np.ndarray
+    related: np.ndarray
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, self.names.index(name)]
+
+
+class PairFeatures:
+    """Item statistics and co-occurrence learned at ``as_of``; per-pair features built from histories."""
+
+    def __init__(self, purchase_types: tuple[str, ...], recent: int = 5, max_user_items: int = 200) -> None:
+        self.purchase_types = purchase_types
+        self.recent = recent
+        self.max_user_items = max_user_items
+
+    def fit(self, data: Interactions) -> PairFeatures:
+        """Item popularity, conversion and age, and item-item co-occurrence, from every user's events."""
+        if data.sequences is None or data.as_of is None:
+            raise ValueError("pair features need event sequences with times: build interactions from events")
+        n_items = data.matrix.shape[1]
+        self.as_of_ = data.as_of
+        self.type_names_ = data.sequences.type_names
+        self.catalog_ = data.catalog
+        self.items_ = item_stats(data.sequences, n_items, data.as_of, self.purchase_types, data.catalog)
+        self.cooc_ = _cosine_cooccurrence(data.matrix, self.max_user_items)
+        return self
+
+    def build(self, history: Interactions, candidates: Candidates) -> FeatureFrame:
+        """One feature row per candidate pair of ``history``'s users (row-major, as ``candidates.pairs``)."""
+        seq = history.sequences
+        if seq is None:
+            raise ValueError("pair features need the users' event sequences")
+        as_of = history.as_of if history.as_of is not None else self.as_of_
+        users, items = candidates.pairs()
+        columns: dict[str, np.ndarray] = {}
+        for name, values in user_stats(seq, as_of, self.purchase_types, self.catalog_).items():
+            columns[name] = values[users]
+        for name, values in self.items_.items():
+            columns[name] = values[items]
+        category = self.catalog_.category if self.catalog_ is not None else np.full(len(self.items_["item_events"]), -1)
+        columns["item_category"] = np.where(category[items] >= 0, category[items], np.nan)
+        scores, ranks = candidates.flat(candidates.scores), candidates.flat(candidates.ranks)
+        for index, source in enumerate(candidates.sources):
+            columns[f"score_{source}"] = scores[:, index]
+            columns[f"rank_{source}"] = ranks[:, index]
+        columns["n_sources"] = (~np.isnan(ranks)).sum(axis=1).astype(float)
+        columns.update(self._user_item(seq, history.matrix.shape, users, items, as_of))
+        columns.update(_affinity(seq, users, items, self.catalog_))
+        columns["price_vs_user"] = columns["item_price"] / columns["user_mean_price"]
+        cooc, related = self._recent_cooccurrence(seq, users, items)
+        columns["cooc_recent"] = cooc
+        names = tuple(columns)
+        values = np.column_stack([columns[name] for name in names]).astype(np.float32)
+        return FeatureFrame(names, values, users, items, related)
+
+    def _user_item(
+        self, seq: Sequences, shape: tuple[int, int], users: np.ndarray, items: np.ndarray, as_of: int
+    ) -> dict[str, np.ndarray]:
+        """How often the user did each event type with this very item, and how long ago the last time was."""
+        owners = seq.owners()
+        out = {}
+        for name in self.type_names_:
+            mask = seq.types == seq.type_code(name)
+            counts = sp.csr_matrix((np.ones(int(mask.sum())), (owners[mask], seq.items[mask])), shape=shape)
+            out[f"user_item_{name}s"] = np.asarray(counts[users, items]).ravel()
+        # Sequences are time-ordered per user, so the last occurrence of a (user, item) key is its latest event.
+        keys = owners.astype(np.int64) * shape[1] + seq.items
+        _, last = np.unique(keys[::-1], return_index=True)
+        last = len(keys) - 1 - last
+        age = sp.csr_matrix(
+            ((as_of - seq.times[last]) / DAY + 1.0, (owners[last], seq.items[last])), shape=shape
+        )  # +1 so "today" is not stored as a structural zero
+        found = np.asarray(age[users, items]).ravel()
+        out["user_item_days_since"] = np.where(found > 0, found - 1.0, np.nan)
+        return out
+
+    def _recent_cooccurrence(
+        self, seq: Sequences, users: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sum of co-occurrence between the candidate and the user's last few items, and the strongest of them."""
+        total = np.zeros(len(users))
+        best = np.zeros(len(users))
+        related = np.full(len(users), -1, dtype=np.int64)
+        ends = seq.indptr[1:][users]
+        starts = seq.indptr[:-1][users]
+        for back in range(1, self.recent + 1):
+            position = ends - back
+            present = position >= starts
+            recent_item = np.where(present, seq.items[np.maximum(position, 0)] if len(seq.items) else 0, 0)
+            value = np.where(present, np.asarray(self.cooc_[recent_item, items]).ravel(), 0.0)
+            value = np.where(recent_item == items, 0.0, value)
+            total += value
+            stronger = value > best
+            best = np.where(stronger, value, best)
+            related = np.where(stronger, recent_item, related)
+        return total, related
+
+
+def _affinity(seq: Sequences, users: np.ndarray, items: np.ndarray, catalog: Catalog | None) -> dict[str, np.ndarray]:
+    """Share of the user's events in the candidate's category and brand (NaN where the item has none)."""
+    out = {}
+    owners = seq.owners()
+    n_rows = len(seq.indptr) - 1
+    totals = np.maximum(np.diff(seq.indptr), 1)[users]
+    for field, codes in (
+        ("category", catalog.category if catalog else None),
+        ("brand", catalog.brand if catalog else None),
+    ):
+        if codes is None or not (codes >= 0).any():
+            out[f"user_{field}_share"] = np.full(len(users), np.nan)
+            continue
+        event_codes = codes[seq.items]
+        known = event_codes >= 0
+        counts = sp.csr_matrix(
+            (np.ones(int(known.sum())), (owners[known], event_codes[known])), shape=(n_rows, int(codes.max()) + 1)
+        )
+        item_codes = codes[items]
+        found = np.asarray(counts[users, np.maximum(item_codes, 0)]).ravel()
+        out[f"user_{field}_share"] = np.where(item_codes >= 0, found / totals, np.nan)
+    return out
+
+
+def _cosine_cooccurrence(matrix: sp.csr_matrix, max_user_items: int) -> sp.csr_matrix:
+    """Item x item co-occurrence (users who had both), cosine-normalised.
+
+    Users with more than ``max_user_items`` distinct items (wholesalers, bots) are left out:
+    their pairs are nearly all of the cost and say little about what goes together.
+    """
+    binary = (matrix > 0).astype(np.float32).tocsr()
+    sizes = np.diff(binary.indptr)
+    binary = binary[np.flatnonzero(sizes <= max_user_items)]
+    counts = np.asarray(binary.sum(axis=0)).ravel()
+    cooc = (binary.T @ binary).tocsr()
+    cooc.setdiag(0)
+    cooc.eliminate_zeros()
+    norm = 1.0 / np.sqrt(np.maximum(counts, 1))
+    return sp.csr_matrix(sp.diags(norm) @ cooc @ sp.diags(norm))

@@ -1,0 +1,211 @@
+"""The two-stage recommender: candidate sources, then attention and purchase heads, then fusion.
+
+Training never sees its own future. With training data ending at T, the label window is
+``[T - delta, T)``: candidate models and pair features are fitted on the events before ``T - delta``
+only, and the labels are what each user then viewed or bought in the window. The heads learn
+from a sample of the window's users and stop early on held-out users; when both the LightGBM
+and the DIN head are asked for (``head = "auto"``) the one with the lower validation log-loss
+ranks, and both results are kept in :attr:`TwoStage.heads_report_`. Finally the candidate
+models and item statistics are refitted on everything before T, the state requests are
+answered from.
+
+The model keeps the shared :class:`~shopsense.models.base.Recommender` contract (its score for
+a non-candidate is -inf), so the evaluation harness measures it exactly like a single model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopsense.features.interactions import Interactions, Sequences
+from shopsense.features.stats import DAY, type_mask
+from shopsense.models.base import NotFitted, Recommender
+from shopsense.ranking.candidates import CandidateConfig, CandidateGenerator, Candidates
+from shopsense.ranking.din import DINConfig, DINHead
+from shopsense.ranking.features import FeatureFrame, PairFeatures
+from shopsense.ranking.fusion import FusionConfig, fuse, item_value
+from shopsense.ranking.heads import HEADS, BoostConfig, BoostedHeads, classification_metrics
+
+
+class RankerConfig(BaseModel):
+    """Candidate sources, label window, heads and fusion of the two-stage recommender."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: CandidateConfig = Field(default_factory=CandidateConfig)
+    head: Literal["lightgbm", "din", "auto"] = Field(
+        "lightgbm", description="auto: fit both, the lower validation log-loss ranks (see benchmarks/ranking.py)"
+    )
+    attention_types: tuple[str, ...] = ("view", "click", "cart", "favourite")
+    purchase_types: tuple[str, ...] = ("purchase",)
+    label_days: float | None = Field(None, gt=0, description="label window length; None: label_fraction")
+    label_fraction: float = Field(0.15, gt=0, lt=1, description="label window as a share of the training span")
+    max_train_users: int = Field(20_000, ge=10, description="window users sampled to train the heads")
+    valid_fraction: float = Field(0.2, gt=0, lt=1, description="share of those users held out for early stopping")
+    history_length: int = Field(50, ge=1, description="recent events the DIN head attends over")
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    boost: BoostConfig = Field(default_factory=BoostConfig)
+    din: DINConfig = Field(default_factory=DINConfig)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Each candidate pair's features, [attention, purchase] probabilities and value."""
+
+    candidates: Candidates
+    frame: FeatureFrame
+    probabilities: np.ndarray
+    value: np.ndarray
+
+    def fused(self, alpha: float) -> np.ndarray:
+        return fuse(self.probabilities, self.value, alpha)
+
+
+class TwoStage(Recommender):
+    """Candidates from several models, re-ranked by learned P(attention) and P(purchase), blended by alpha."""
+
+    config: RankerConfig
+    needs_sequences = True
+
+    def __init__(self, config: RankerConfig | None = None) -> None:
+        self.config = config or RankerConfig()
+
+    def _fit(self, data: Interactions) -> None:
+        seq, end = data.sequences, data.as_of
+        if seq is None or end is None or not len(seq.times):
+            raise ValueError("the two-stage ranker needs timed event sequences")
+        cfg = self.config
+        first = int(seq.times.min())
+        delta = cfg.label_days * DAY if cfg.label_days is not None else cfg.label_fraction * (end - first)
+        cut = int(end - delta)
+        if cut <= first:
+            raise ValueError("the training data spans too little time to cut a label window from it")
+        past, window = data.window(None, cut), data.window(cut, end + 1)
+        users = self._window_users(window.sequences)
+        generator = CandidateGenerator(cfg.candidates).fit(past)
+        features = PairFeatures(cfg.purchase_types).fit(past)
+        history = past.rows(users)
+        candidates = generator.generate(history.window(None, cut))
+        frame = features.build(history, candidates)
+        assert window.sequences is not None  # window() always keeps the sequences
+        labels = pair_labels(window.sequences.rows(users), frame.users, frame.items, cfg)
+        if labels[:, 1].sum() == 0 or labels[:, 0].sum() == 0:
+            raise ValueError("no candidate in the label window was viewed or bought: nothing to learn from")
+        rng = np.random.default_rng(cfg.seed)
+        held = rng.random(len(users)) < cfg.valid_fraction
+        valid = held[frame.users]
+        self.boosted_ = BoostedHeads(cfg.boost).fit(frame.values, frame.names, labels, valid)
+        self.heads_report_: dict[str, Any] = {"lightgbm": self.boosted_.validation_}
+        self.din_: DINHead | None = None
+        if cfg.head in ("din", "auto"):
+            recent, types = recent_events(history.sequences, cfg.history_length)
+            din = DINHead(cfg.din).fit(
+                frame.values,
+                frame.items,
+                frame.users,
+                recent,
+                types,
+                labels,
+                n_items=self.n_items_,
+                n_types=len(seq.type_names),
+                valid=valid,
+            )
+            predicted = din.predict(frame.values[valid], frame.items[valid], frame.users[valid], recent, types)
+            self.heads_report_["din"] = {
+                head: classification_metrics(labels[valid, i], predicted[:, i]) for i, head in enumerate(HEADS)
+            }
+            self.din_ = din
+        self.head_ = cfg.head if cfg.head != "auto" else self._better_head()
+        self.heads_report_["chosen"] = self.head_
+        self.training_ = {
+            "label_window": [cut, end],
+            "users": len(users),
+            "pairs": len(labels),
+            "positive_attention": int(labels[:, 0].sum()),
+            "positive_purchase": int(labels[:, 1].sum()),
+            "feature_names": list(frame.names),
+        }
+        full = data.window(None, end + 1)
+        self.generator_ = CandidateGenerator(cfg.candidates).fit(full)
+        self.features_ = PairFeatures(cfg.purchase_types).fit(full)
+        self.value_ = item_value(data.catalog, self.n_items_, cfg.fusion)
+
+    def _window_users(self, window: Sequences | None) -> np.ndarray:
+        """Users who did anything the heads predict in the label window, a seeded sample if too many."""
+        assert window is not None
+        cfg = self.config
+        active = type_mask(window, (*cfg.attention_types, *cfg.purchase_types))
+        users = np.unique(window.owners()[active])
+        if len(users) > cfg.max_train_users:
+            users = np.sort(np.random.default_rng(cfg.seed).choice(users, cfg.max_train_users, replace=False))
+        if not len(users):
+            raise ValueError("nobody viewed or bought anything in the label window")
+        return users
+
+    def _better_head(self) -> str:
+        """The head with the lower mean validation log-loss over attention and purchase."""
+        report = self.heads_report_
+
+        def loss(name: str) -> float:
+            return float(np.mean([report[name][head]["logloss"] for head in HEADS]))
+
+        return "din" if "din" in report and loss("din") < loss("lightgbm") else "lightgbm"
+
+    def score_candidates(self, history: Interactions, exclude: sp.csr_matrix | None = None) -> Scored:
+        """Candidates of each user row of ``history`` with their features, probabilities and value."""
+        if not hasattr(self, "generator_"):
+            raise NotFitted("TwoStage is not fitted: call fit() before scoring")
+        end = (history.as_of if history.as_of is not None else self.features_.as_of_) + 1
+        current = history.window(None, end)
+        candidates = self.generator_.generate(current, exclude=exclude)
+        frame = self.features_.build(current, candidates)
+        if self.head_ == "din" and self.din_ is not None:
+            recent, types = recent_events(current.sequences, self.config.history_length)
+            probabilities = self.din_.predict(frame.values, frame.items, frame.users, recent, types)
+        else:
+            probabilities = self.boosted_.predict(frame.values)
+        return Scored(candidates, frame, probabilities, self.value_[frame.items])
+
+    def _score_for(self, history: Interactions, exclude: sp.csr_matrix | None) -> np.ndarray:
+        scored = self.score_candidates(history, exclude)
+        scores = np.full(history.matrix.shape, -np.inf)
+        scores[scored.frame.users, scored.frame.items] = scored.fused(self.config.fusion.alpha)
+        return scores
+
+    def _score(self, history: Interactions) -> np.ndarray:
+        return self._score_for(history, None)
+
+
+def pair_labels(window: Sequences | None, users: np.ndarray, items: np.ndarray, config: RankerConfig) -> np.ndarray:
+    """(pairs, 2) 0/1: did the user engage with (attention) or buy (purchase) the item in the window.
+
+    A purchase counts as attention too: nobody buys what they did not look at.
+    """
+    assert window is not None
+    n_items = int(max(items.max(initial=0), window.items.max(initial=0))) + 1
+    keys = users.astype(np.int64) * n_items + items
+    owners = window.owners().astype(np.int64) * n_items + window.items
+    bought = type_mask(window, config.purchase_types)
+    engaged = bought | type_mask(window, config.attention_types)
+    return np.column_stack([np.isin(keys, owners[engaged]), np.isin(keys, owners[bought])]).astype(float)
+
+
+def recent_events(sequences: Sequences | None, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last ``length`` items and event types, most recent last, front-padded with -1 (types 0)."""
+    assert sequences is not None
+    n_users = len(sequences.indptr) - 1
+    counts = np.diff(sequences.indptr)
+    owners = sequences.owners()
+    slot = np.arange(len(owners)) - sequences.indptr[owners] - counts[owners] + length
+    keep = slot >= 0
+    items = np.full((n_users, length), -1, dtype=np.int64)
+    types = np.zeros((n_users, length), dtype=np.int64)
+    items[owners[keep], slot[keep]] = sequences.items[keep]
+    types[owners[keep], slot[keep]] = sequences.types[keep]
+    return items, types
