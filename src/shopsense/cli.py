@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,7 +63,7 @@ def _service(ctx: typer.Context) -> Iterator[DataService]:
         service = DataService(settings)
         yield service
     except ConfigError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+        console.print(f"error: {exc}", highlight=False, markup=False, style="bold red")
         raise typer.Exit(2) from exc
     except ShopsenseError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, style="red")
@@ -374,3 +375,95 @@ def evaluate(
             return
         typer.echo(to_markdown(report))
         console.print(f"[green]✓[/] wrote {', '.join(str(p) for p in paths)}", highlight=False)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    pipeline: Annotated[
+        str, typer.Option(help="pipeline name (config/pipelines/NAME.toml) or a .toml path")
+    ] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a recommendation pipeline (candidates, attention and purchase heads) on the store's events."""
+    from shopsense.services.recommendation import RecommendationService  # loads lightgbm and torch
+
+    with _service(ctx) as service:
+        console.print(f"training pipeline {pipeline}…", highlight=False)
+        result = RecommendationService(service).train(pipeline)
+    summary = {
+        "pipeline": result.pipeline,
+        "model": str(result.path),
+        "events": result.events,
+        "users": result.users,
+        "items": result.items,
+        "seconds": round(result.seconds, 1),
+        "heads": result.heads,
+        "training": {k: v for k, v in result.training.items() if k != "feature_names"},
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table(title=f"pipeline {result.pipeline}: held-out users of the label window", highlight=False)
+    for column in ("head", "target", "AUC", "log-loss", "positives"):
+        table.add_column(column)
+    for head, targets in result.heads.items():
+        if not isinstance(targets, dict):
+            continue
+        for target, scores in targets.items():
+            table.add_row(
+                head, target, f"{scores['auc']:.3f}", f"{scores['logloss']:.4f}", f"{scores['positives']:.2%}"
+            )
+    out.print(table)
+    console.print(
+        f"[green]✓[/] {result.events:,} events, {result.users:,} users, {result.items:,} items"
+        f" in {result.seconds:.1f}s; ranking head: {result.heads.get('chosen')}; saved {result.path}",
+        highlight=False,
+    )
+
+
+@app.command()
+def recommend(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="the user id (an unknown user gets trending items)")],
+    k: Annotated[int | None, typer.Option(help="how many items (default: the pipeline's k)")] = None,
+    pipeline: Annotated[str, typer.Option(help="trained pipeline name")] = "default",
+    alpha: Annotated[float | None, typer.Option(help="1 = attention only, 0 = purchase x value only")] = None,
+    diversity: Annotated[float | None, typer.Option(help="MMR lambda: 1 = off, lower = more varied")] = None,
+    category: Annotated[str | None, typer.Option(help="only items in this category (path prefix)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a user's recommendations with scores and the reason for each."""
+    from shopsense.services.recommendation import RecommendationService
+
+    rules = {"include_categories": [category]} if category else None
+    with _service(ctx) as service:
+        recs = RecommendationService(service).recommend(
+            user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity
+        )
+        titles = _titles(service, [r.item_id for r in recs])
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in recs], indent=2, default=str))
+        return
+    table = Table(title=f"recommendations for {user}", highlight=False)
+    for column in ("#", "item", "title", "score", "P(attention)", "P(purchase)", "why"):
+        table.add_column(column, overflow="fold")
+    for rank, rec in enumerate(recs, 1):
+        table.add_row(
+            str(rank),
+            rec.item_id,
+            titles.get(rec.item_id, ""),
+            f"{rec.score:.4f}",
+            f"{rec.p_attention:.3f}",
+            f"{rec.p_purchase:.3f}",
+            rec.explanation.reason,
+        )
+    out.print(table)
+
+
+def _titles(service: DataService, item_ids: list[str]) -> dict[str, str]:
+    items = service.store.scan_items()
+    ids = items.column("item_id").to_pylist()
+    titles = items.column("title").to_pylist()
+    wanted = set(item_ids)
+    return {i: t or "" for i, t in zip(ids, titles, strict=True) if i in wanted}

@@ -83,6 +83,12 @@ class Catalog:
     available: np.ndarray | None = None
     group: np.ndarray | None = None
     margin: np.ndarray | None = None
+    titles: tuple[str, ...] = ()
+
+    @classmethod
+    def empty(cls, n_items: int) -> Catalog:
+        """A catalogue that knows nothing about its items (data imported without one)."""
+        return cls(("",) * n_items, np.full(n_items, -1, dtype=np.int32), (), titles=("",) * n_items)
 
     def prices(self) -> np.ndarray:
         """Price per item, NaN where unknown (all NaN when the catalogue has no prices)."""
@@ -146,7 +152,8 @@ def build_interactions(
     half_life_days: float | None = None,
     as_of: datetime | None = None,
     items: IdIndex | None = None,
-    catalog: pa.Table | None = None,
+    catalog: pa.Table | Catalog | None = None,
+    users: IdIndex | None = None,
 ) -> Interactions:
     """Aggregate ``events`` (user_id, item_id, type, timestamp) into weighted interactions and sequences.
 
@@ -155,7 +162,10 @@ def build_interactions(
         half_life_days: age at which an event counts half; None means no decay.
         as_of: the time ages are measured from (default: the newest event), never later data.
         items: a fixed item vocabulary (e.g. the catalogue); unknown items are dropped from it.
-        catalog: items table (item_id, title, category, brand, description…) for content models.
+        catalog: items table (item_id, title, category, brand, description…) for content models and
+            the ranker, or a :class:`Catalog` already aligned to ``items``.
+        users: fixed user rows in this order (e.g. the users of one request, some with no events);
+            events of other users are dropped.
     """
     user_ids = events.column("user_id").to_numpy(zero_copy_only=False).astype(str)
     item_ids = events.column("item_id").to_numpy(zero_copy_only=False).astype(str)
@@ -173,13 +183,17 @@ def build_interactions(
     if half_life_days is not None and now is not None:
         age_days = np.maximum(now - seconds, 0) / 86_400
         w = w * np.power(0.5, age_days / half_life_days)
-    uniq_users, u_idx = np.unique(user_ids, return_inverse=True)
+    if users is None:
+        uniq_users, u_idx = np.unique(user_ids, return_inverse=True)
+    else:
+        uniq_users, u_idx = np.array(users.values, dtype=object), np.array(users.index(list(user_ids)), dtype=np.int64)
     if items is None:
         uniq_items, i_idx = np.unique(item_ids, return_inverse=True)
         items = IdIndex(list(uniq_items))
     else:
         i_idx = np.array(items.index(list(item_ids)), dtype=np.int64)
-        keep = i_idx >= 0
+    keep = (i_idx >= 0) & (u_idx >= 0)
+    if not keep.all():
         u_idx, i_idx, w, kind_of_event = u_idx[keep], i_idx[keep], w[keep], kind_of_event[keep]
         seconds, micros = seconds[keep], micros[keep]
         type_weight = type_weight[keep]
@@ -197,7 +211,7 @@ def build_interactions(
         type_weight[order],
         tuple(str(k) for k in kinds),
     )
-    item_catalog = _catalog(catalog, items) if catalog is not None else None
+    item_catalog = catalog if isinstance(catalog, Catalog) or catalog is None else _catalog(catalog, items)
     return Interactions(matrix, IdIndex(list(uniq_users)), items, sequences, item_catalog, now)
 
 
@@ -237,7 +251,21 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
         present = known & (values != "")
         group[idx[present]] = np.unique(values[present], return_inverse=True)[1]
         margin[idx[known]] = _json_field(table.column("attributes"), "margin", numeric=True)[known]
-    return Catalog(tuple(str(t) for t in text), category, names, brand, brands, price, available, group, margin)
+    titles = np.full(len(items), "", dtype=object)
+    if "title" in table.column_names:
+        titles[idx[known]] = pc.fill_null(_as_text(table.column("title")), "").to_numpy(zero_copy_only=False)[known]
+    return Catalog(
+        tuple(str(t) for t in text),
+        category,
+        names,
+        brand,
+        brands,
+        price,
+        available,
+        group,
+        margin,
+        tuple(str(t) for t in titles),
+    )
 
 
 def _codes(

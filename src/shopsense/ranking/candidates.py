@@ -29,6 +29,7 @@ class Source(BaseModel):
     model: str
     n: int = Field(50, ge=1, le=10_000)
     params: dict[str, Any] = Field(default_factory=dict)
+    optional: bool = Field(False, description="skip this source when the data cannot feed it (e.g. no item text)")
 
 
 class CandidateConfig(BaseModel):
@@ -39,7 +40,7 @@ class CandidateConfig(BaseModel):
     sources: tuple[Source, ...] = Field(
         (
             Source(name="trending", model="popular", n=30, params={"half_life_days": 7.0}),
-            Source(name="repeat", model="repeat_buy", n=30),
+            Source(name="repeat", model="repeat_buy", n=30, params={"fill_popular": False}),
             Source(name="co_bought", model="item_knn", n=50),
             Source(name="taste", model="als", n=50),
         ),
@@ -81,13 +82,19 @@ class CandidateGenerator:
         self.models_: list[Recommender] = []
 
     def fit(self, data: Interactions) -> CandidateGenerator:
-        """Fit every source model; a source that cannot learn from this data stops the fit with its name."""
+        """Fit every source model; a required source that cannot learn from this data stops the fit with its name,
+        an optional one is skipped and listed in ``skipped_``."""
+        self.sources_: list[Source] = []
+        self.skipped_: dict[str, str] = {}
         models = []
         for source in self.config.sources:
             try:
                 models.append(build_model(source.model, source.params).fit(data))
+                self.sources_.append(source)
             except ValueError as error:
-                raise ValueError(f"candidate source {source.name!r} ({source.model}): {error}") from error
+                if not source.optional:
+                    raise ValueError(f"candidate source {source.name!r} ({source.model}): {error}") from error
+                self.skipped_[source.name] = str(error)
         self.models_ = models
         return self
 
@@ -97,7 +104,7 @@ class CandidateGenerator:
             raise ValueError("candidate generator is not fitted")
         n_rows, n_items = history.matrix.shape
         blocks_items, blocks_scores, blocks_src, blocks_rank = [], [], [], []
-        for index, (source, model) in enumerate(zip(self.config.sources, self.models_, strict=True)):
+        for index, (source, model) in enumerate(zip(self.sources_, self.models_, strict=True)):
             items, scores = model.recommend(history, source.n, exclude=exclude)
             blocks_items.append(items)
             blocks_scores.append(scores)
@@ -115,9 +122,9 @@ class CandidateGenerator:
         width = int(position.max(initial=-1)) + 1
         merged = np.full((n_rows, width), -1, dtype=np.int64)
         merged[key_rows, position] = keys % n_items
-        n_sources = len(self.config.sources)
+        n_sources = len(self.sources_)
         scores_out = np.full((n_rows, width, n_sources), np.nan)
         ranks_out = np.full((n_rows, width, n_sources), np.nan)
         scores_out[key_rows[slot_of], position[slot_of], src] = np.where(np.isfinite(score), score, np.nan)
         ranks_out[key_rows[slot_of], position[slot_of], src] = rank
-        return Candidates(merged, scores_out, ranks_out, tuple(s.name for s in self.config.sources))
+        return Candidates(merged, scores_out, ranks_out, tuple(s.name for s in self.sources_))

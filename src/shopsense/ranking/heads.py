@@ -20,6 +20,8 @@ from shopsense.models.base import NotFitted
 from shopsense.ranking.features import CATEGORICAL
 
 HEADS = ("attention", "purchase")
+FALLBACK_TREES = 50
+"""Trees fitted without early stopping when too few held-out rows exist to stop on."""
 
 
 class BoostConfig(BaseModel):
@@ -64,23 +66,22 @@ class BoostedHeads:
         self.validation_: dict[str, dict[str, float]] = {}
         for index, head in enumerate(HEADS):
             y = labels[:, index]
+            # Early stopping needs held-out rows of both classes; tiny data (a demo slice) trains a fixed
+            # number of trees on everything instead, and says so with NaN validation scores.
+            stoppable = bool(0 < y[valid].sum() < valid.sum())
+            rows = ~valid if stoppable else np.ones(len(y), dtype=bool)
             train = lgb.Dataset(
-                values[~valid],
-                y[~valid],
-                feature_name=list(names),
-                categorical_feature=categorical,
-                free_raw_data=False,
+                values[rows], y[rows], feature_name=list(names), categorical_feature=categorical, free_raw_data=False
             )
-            held = lgb.Dataset(values[valid], y[valid], reference=train)
-            booster = lgb.train(
-                params,
-                train,
-                num_boost_round=cfg.max_trees,
-                valid_sets=[held],
-                callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
-            )
+            if stoppable:
+                held = lgb.Dataset(values[valid], y[valid], reference=train)
+                stop = [lgb.early_stopping(cfg.early_stopping, verbose=False)]
+                booster = lgb.train(params, train, cfg.max_trees, valid_sets=[held], callbacks=stop)
+                self.validation_[head] = classification_metrics(y[valid], self._score_with(booster, values[valid]))
+            else:
+                booster = lgb.train(params, train, min(cfg.max_trees, FALLBACK_TREES))
+                self.validation_[head] = {"auc": float("nan"), "logloss": float("nan"), "positives": float("nan")}
             self.boosters_[head] = booster
-            self.validation_[head] = classification_metrics(y[valid], self._predict_one(head, values[valid]))
         return self
 
     def predict(self, values: np.ndarray) -> np.ndarray:
@@ -92,11 +93,16 @@ class BoostedHeads:
         """SHAP contributions in log-odds, (pairs, features + 1); the last column is the bias."""
         self._check()
         booster = self.boosters_[head]
-        return np.asarray(booster.predict(values, num_iteration=booster.best_iteration, pred_contrib=True))
+        best = booster.best_iteration or None
+        return np.asarray(booster.predict(values, num_iteration=best, pred_contrib=True))
 
     def _predict_one(self, head: str, values: np.ndarray) -> np.ndarray:
-        booster = self.boosters_[head]
-        return np.asarray(booster.predict(values, num_iteration=booster.best_iteration), dtype=float)
+        return self._score_with(self.boosters_[head], values)
+
+    @staticmethod
+    def _score_with(booster: lgb.Booster, values: np.ndarray) -> np.ndarray:
+        best = booster.best_iteration or None  # 0 when trained without early stopping: use every tree
+        return np.asarray(booster.predict(values, num_iteration=best), dtype=float)
 
     def _check(self) -> None:
         if not hasattr(self, "boosters_"):

@@ -44,7 +44,7 @@ class RankerConfig(BaseModel):
     attention_types: tuple[str, ...] = ("view", "click", "cart", "favourite")
     purchase_types: tuple[str, ...] = ("purchase",)
     label_days: float | None = Field(None, gt=0, description="label window length; None: label_fraction")
-    label_fraction: float = Field(0.15, gt=0, lt=1, description="label window as a share of the training span")
+    label_fraction: float = Field(0.15, gt=0, lt=1, description="label window holds this share of the events")
     max_train_users: int = Field(20_000, ge=10, description="window users sampled to train the heads")
     valid_fraction: float = Field(0.2, gt=0, lt=1, description="share of those users held out for early stopping")
     history_length: int = Field(50, ge=1, description="recent events the DIN head attends over")
@@ -81,9 +81,12 @@ class TwoStage(Recommender):
         if seq is None or end is None or not len(seq.times):
             raise ValueError("the two-stage ranker needs timed event sequences")
         cfg = self.config
+        self.type_names_ = seq.type_names
         first = int(seq.times.min())
-        delta = cfg.label_days * DAY if cfg.label_days is not None else cfg.label_fraction * (end - first)
-        cut = int(end - delta)
+        if cfg.label_days is not None:
+            cut = int(end - cfg.label_days * DAY)
+        else:  # by event count, so a few late stragglers (returns) do not stretch the window
+            cut = int(np.quantile(seq.times, 1 - cfg.label_fraction))
         if cut <= first:
             raise ValueError("the training data spans too little time to cut a label window from it")
         past, window = data.window(None, cut), data.window(cut, end + 1)
@@ -99,12 +102,14 @@ class TwoStage(Recommender):
             raise ValueError("no candidate in the label window was viewed or bought: nothing to learn from")
         rng = np.random.default_rng(cfg.seed)
         held = rng.random(len(users)) < cfg.valid_fraction
+        if len(users) > 1 and not held.any():
+            held[rng.integers(len(users))] = True
         valid = held[frame.users]
         self.boosted_ = BoostedHeads(cfg.boost).fit(frame.values, frame.names, labels, valid)
         self.heads_report_: dict[str, Any] = {"lightgbm": self.boosted_.validation_}
         self.din_: DINHead | None = None
         if cfg.head in ("din", "auto"):
-            recent, types = recent_events(history.sequences, cfg.history_length)
+            recent, types = recent_events(history.sequences, cfg.history_length, seq.type_names)
             din = DINHead(cfg.din).fit(
                 frame.values,
                 frame.items,
@@ -166,7 +171,7 @@ class TwoStage(Recommender):
         candidates = self.generator_.generate(current, exclude=exclude)
         frame = self.features_.build(current, candidates)
         if self.head_ == "din" and self.din_ is not None:
-            recent, types = recent_events(current.sequences, self.config.history_length)
+            recent, types = recent_events(current.sequences, self.config.history_length, self.type_names_)
             probabilities = self.din_.predict(frame.values, frame.items, frame.users, recent, types)
         else:
             probabilities = self.boosted_.predict(frame.values)
@@ -196,9 +201,17 @@ def pair_labels(window: Sequences | None, users: np.ndarray, items: np.ndarray, 
     return np.column_stack([np.isin(keys, owners[engaged]), np.isin(keys, owners[bought])]).astype(float)
 
 
-def recent_events(sequences: Sequences | None, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's last ``length`` items and event types, most recent last, front-padded with -1 (types 0)."""
+def recent_events(
+    sequences: Sequences | None, length: int, type_names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last ``length`` items and event types, most recent last, front-padded with -1 (types 0).
+
+    Type codes are positions in ``type_names`` (the training data's), whatever the sequences' own
+    coding; a type training never saw gets ``len(type_names)``, which the DIN head treats as padding.
+    """
     assert sequences is not None
+    names = list(type_names)
+    recode = np.array([names.index(n) if n in names else len(names) for n in sequences.type_names], dtype=np.int64)
     n_users = len(sequences.indptr) - 1
     counts = np.diff(sequences.indptr)
     owners = sequences.owners()
@@ -207,5 +220,6 @@ def recent_events(sequences: Sequences | None, length: int) -> tuple[np.ndarray,
     items = np.full((n_users, length), -1, dtype=np.int64)
     types = np.zeros((n_users, length), dtype=np.int64)
     items[owners[keep], slot[keep]] = sequences.items[keep]
-    types[owners[keep], slot[keep]] = sequences.types[keep]
+    if len(recode):
+        types[owners[keep], slot[keep]] = recode[sequences.types[keep]]
     return items, types

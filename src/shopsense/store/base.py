@@ -87,8 +87,10 @@ class EventStore(Protocol):
         """
         ...
 
-    def scan_events(self, start: str | None = None, end: str | None = None) -> pa.Table:
-        """Events in ``[start, end)`` (ISO times) with external ids, oldest first."""
+    def scan_events(
+        self, start: str | None = None, end: str | None = None, user_ids: list[str] | None = None
+    ) -> pa.Table:
+        """Events in ``[start, end)`` (ISO times) with external ids, oldest first; only ``user_ids``' if given."""
         ...
 
 

@@ -211,9 +211,15 @@ class DuckDBStore:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def scan_events(self, start: str | None = None, end: str | None = None) -> pa.Table:
+    def scan_events(
+        self, start: str | None = None, end: str | None = None, user_ids: list[str] | None = None
+    ) -> pa.Table:
         """See :class:`shopsense.store.base.EventStore`."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
+        if user_ids is not None:
+            where.append("u.user_id IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(list(user_ids))
         if start:
             where.append("e.ts >= CAST(? AS TIMESTAMPTZ)")
             params.append(start)
@@ -226,7 +232,8 @@ class DuckDBStore:
     def scan_items(self) -> pa.Table:
         """See :class:`shopsense.store.base.CatalogStore`."""
         return self._con.sql(
-            "SELECT item_id, title, description, category, brand, price, available, stock FROM items ORDER BY item_idx"
+            "SELECT item_id, title, description, category, brand, price, available, stock,"
+            " attributes::VARCHAR AS attributes FROM items ORDER BY item_idx"
         ).to_arrow_table()
 
     def summary(self, top: int = 10) -> StoreSummary:

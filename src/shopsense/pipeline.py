@@ -1,0 +1,211 @@
+"""A named recommendation pipeline: candidates → attention/purchase ranker → business rules → diversity → reasons.
+
+Pipelines are TOML files (``config/pipelines/<name>.toml``; the built-in ``default`` needs no
+file). Everything a merchandiser tunes per page or campaign (alpha, value, rules, diversity)
+can also be overridden per request without refitting: the heads' probabilities are computed
+once per candidate and the blend, filters and re-ranking happen after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shopsense.domain import IdIndex
+from shopsense.errors import ConfigError
+from shopsense.features.interactions import Catalog, Interactions
+from shopsense.features.stats import type_mask
+from shopsense.ranking.diversity import mmr
+from shopsense.ranking.features import FeatureFrame
+from shopsense.ranking.ranker import RankerConfig, Scored, TwoStage
+from shopsense.ranking.reasons import Explanation, evidence_groups, explain
+from shopsense.ranking.rules import RuleConfig, apply_rules
+from shopsense.settings import explain_validation, read_toml
+
+
+class DiversityConfig(BaseModel):
+    """MMR re-ranking: ``lam`` 1 keeps the ranker's order, lower values trade accuracy for variety."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lam: float = Field(1.0, ge=0, le=1, description="relevance weight in maximal marginal relevance")
+    pool: int = Field(50, ge=1, description="best candidates MMR chooses the k from")
+
+
+class PipelineConfig(BaseModel):
+    """One named pipeline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "default"
+    k: int = Field(10, ge=1, le=1000)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    rules: RuleConfig = Field(default_factory=RuleConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+
+
+def load_pipeline(name_or_path: str, directories: list[Path]) -> PipelineConfig:
+    """A pipeline by file path or by name (``<dir>/<name>.toml``); ``default`` exists without a file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = next((d / f"{name_or_path}.toml" for d in directories if (d / f"{name_or_path}.toml").exists()), path)
+    if not path.exists():
+        if name_or_path == "default":
+            return PipelineConfig()
+        looked = ", ".join(str(d) for d in directories)
+        raise ConfigError(f"pipeline {name_or_path!r} not found (looked in {looked})")
+    values = read_toml(path, "pipeline file")
+    values.setdefault("name", path.stem)
+    try:
+        return PipelineConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {explain_validation(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item with its scores, where it came from and why."""
+
+    item_id: str
+    score: float
+    p_attention: float
+    p_purchase: float
+    value: float
+    pinned: bool
+    sources: tuple[str, ...]
+    explanation: Explanation
+
+
+class Pipeline:
+    """Fits the two-stage ranker on interactions and answers requests with rules, diversity and reasons."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.ranker = TwoStage(self.config.ranker)
+
+    def fit(self, data: Interactions) -> Pipeline:
+        """Fit the ranker (candidate models, heads) on everything in ``data``."""
+        self.ranker.fit(data)
+        self.items_: IdIndex = data.items
+        self.catalog_ = data.catalog if data.catalog is not None else Catalog.empty(len(data.items))
+        return self
+
+    def recommend(
+        self,
+        history: Interactions,
+        k: int | None = None,
+        *,
+        alpha: float | None = None,
+        rules: Mapping[str, Any] | None = None,
+        diversity: float | None = None,
+    ) -> list[list[Recommendation]]:
+        """Recommendations for each user row of ``history`` (built on this pipeline's item index)."""
+        cfg = self.config
+        k = k or cfg.k
+        alpha = cfg.ranker.fusion.alpha if alpha is None else alpha
+        lam = cfg.diversity.lam if diversity is None else diversity
+        if not (0 <= alpha <= 1 and 0 <= lam <= 1):
+            raise ValueError(f"alpha and diversity must be within [0, 1], got alpha={alpha}, diversity={lam}")
+        rule_config = cfg.rules.merged(rules) if rules else cfg.rules
+        scored = self.ranker.score_candidates(history)
+        candidates = scored.candidates
+        scores = np.full(candidates.items.shape, -np.inf)
+        scores[candidates.items >= 0] = scored.fused(alpha)
+        catalog = self.catalog_
+        purchased = self._purchased(history)
+        shared = {"catalog": catalog, "item_ids": self.items_, "purchased": purchased}
+        pool = max(k, cfg.diversity.pool) if lam < 1 else k
+        kept = apply_rules(candidates.items, scores, pool, config=rule_config.model_copy(update={"pins": ()}), **shared)
+        items = mmr(kept.items, kept.scores, k, lam, category=catalog.category)[0] if lam < 1 else kept.items[:, :k]
+        pinned = np.zeros(items.shape, dtype=bool)
+        if rule_config.pins:
+            # Pins go in last, at their positions, over the final order (rank stands in for the score).
+            order = np.where(items >= 0, np.arange(k, 0, -1, dtype=float), -np.inf)
+            placed = apply_rules(items, order, k, config=rule_config.model_copy(update={"boosts": ()}), **shared)
+            items, pinned = placed.items, placed.pinned
+        return self._assemble(scored, items, pinned, alpha, purchased)
+
+    def _assemble(
+        self, scored: Scored, items: np.ndarray, pinned: np.ndarray, alpha: float, purchased: sp.csr_matrix
+    ) -> list[list[Recommendation]]:
+        """Look each chosen pair up in the scored candidates and attach its sources and explanation."""
+        frame, candidates = scored.frame, scored.candidates
+        n_items = len(self.items_)
+        keys = frame.users.astype(np.int64) * n_items + frame.items
+        rows = np.broadcast_to(np.arange(items.shape[0])[:, None], items.shape)
+        wanted = rows.astype(np.int64) * n_items + np.maximum(items, 0)
+        at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        found = (items >= 0) & (len(keys) > 0) & (keys[at] == wanted if len(keys) else False)
+        lookup = iter(self._explanations(frame, at[found], alpha, purchased))
+        fused = scored.fused(alpha)
+        cand_rows, cand_cols = np.nonzero(candidates.items >= 0)
+        item_ids = self.items_.values
+        out: list[list[Recommendation]] = []
+        for row in range(items.shape[0]):
+            recs = []
+            for col in range(items.shape[1]):
+                item = int(items[row, col])
+                if item < 0:
+                    continue
+                if found[row, col]:
+                    p = int(at[row, col])
+                    ranks = candidates.ranks[cand_rows[p], cand_cols[p]]
+                    sources = tuple(name for name, r in zip(candidates.sources, ranks, strict=True) if r == r)
+                    probs = scored.probabilities[p]
+                    recs.append(
+                        Recommendation(
+                            item_ids[item],
+                            float(fused[p]),
+                            float(probs[0]),
+                            float(probs[1]),
+                            float(scored.value[p]),
+                            bool(pinned[row, col]),
+                            sources,
+                            next(lookup),
+                        )
+                    )
+                else:
+                    promoted = Explanation("Promoted", "pinned", None, {})
+                    recs.append(
+                        Recommendation(
+                            item_ids[item], float("nan"), float("nan"), float("nan"), 1.0, True, (), promoted
+                        )
+                    )
+            out.append(recs)
+        return out
+
+    def _explanations(
+        self, frame: FeatureFrame, rows: np.ndarray, alpha: float, purchased: sp.csr_matrix
+    ) -> list[Explanation]:
+        boosted = self.ranker.boosted_
+        values = frame.values[rows]
+        blended = (
+            alpha * boosted.contributions(values, "attention")[:, :-1]
+            + (1 - alpha) * boosted.contributions(values, "purchase")[:, :-1]
+        )
+        models = {source.name: source.model for source in self.config.ranker.candidates.sources}
+        catalog = self.catalog_
+        return explain(
+            frame,
+            rows,
+            blended,
+            evidence_groups(frame.names, models),
+            catalog,
+            self.items_.values,
+            list(catalog.titles),
+        )
+
+    def _purchased(self, history: Interactions) -> sp.csr_matrix:
+        """Users x items: >0 where the user bought the item (rules exclude these unless repeatable)."""
+        seq = history.sequences
+        assert seq is not None
+        bought = type_mask(seq, self.config.ranker.purchase_types)
+        return sp.csr_matrix(
+            (np.ones(int(bought.sum())), (seq.owners()[bought], seq.items[bought])), shape=history.matrix.shape
+        )
