@@ -75,7 +75,7 @@ class BoostedHeads:
             )
             if stoppable:
                 held = lgb.Dataset(values[valid], y[valid], reference=train)
-                stop = [lgb.early_stopping(cfg.early_stopping, verbose=False)]
+                stop: list[Any] = [lgb.early_stopping(cfg.early_stopping, verbose=False)]
                 booster = lgb.train(params, train, cfg.max_trees, valid_sets=[held], callbacks=stop)
                 self.validation_[head] = classification_metrics(y[valid], self._score_with(booster, values[valid]))
             else:
