@@ -16,6 +16,7 @@ from shopsense.features.interactions import Interactions, build_interactions
 from shopsense.models import MODELS, Recommender, build_model
 from shopsense.models.base import NotFitted
 from shopsense.models.ease import EASE, EASEConfig
+from shopsense.ranking.ranker import TwoStage
 from tests.conftest import events_table
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -45,9 +46,13 @@ def checkerboard(users: int = 40, items: int = 20, seed: int = 0) -> Interaction
     return build_interactions(events_table(rows), {"view": 1.0, "purchase": 4.0}, items=vocabulary, catalog=catalog)
 
 
-@pytest.fixture(params=sorted(MODELS))
+CONTRACT: dict[str, type[Recommender]] = {**MODELS, "two_stage": TwoStage}
+"""Every candidate model, and the two-stage ranker, which keeps the same contract."""
+
+
+@pytest.fixture(params=sorted(CONTRACT))
 def model(request: pytest.FixtureRequest) -> Recommender:
-    return MODELS[request.param]()
+    return CONTRACT[request.param]()
 
 
 def test_unfitted_model_refuses(model: Recommender) -> None:
@@ -117,6 +122,14 @@ def test_oracle_hybrid_puts_the_users_parity_first() -> None:
     data = checkerboard()
     items, _ = MODELS["hybrid"]().fit(data).recommend(data, 3, exclude=data.matrix)
     assert ((items[:, 0] % 2) == (np.arange(40) % 2)).all()
+
+
+def test_oracle_two_stage_learns_the_users_parity() -> None:
+    data = checkerboard()
+    items, _ = TwoStage().fit(data).recommend(data, 3, exclude=data.matrix)
+    right = (items[:, 0] % 2) == (np.arange(40) % 2)
+    # Its heads learn from ~20 users' label window here, so one miss is allowed; chance is 50%.
+    assert right.mean() >= 0.9
 
 
 def test_oracle_popular_ranks_by_count() -> None:

@@ -55,6 +55,17 @@ class RankerConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class TrainingExamples:
+    """The heads' training pairs: features as of ``cut``, labels from ``[cut, end]``, and whose they are."""
+
+    frame: FeatureFrame
+    labels: np.ndarray
+    users: np.ndarray
+    history: Interactions
+    cut: int
+
+
+@dataclass(frozen=True)
 class Scored:
     """Each candidate pair's features, [attention, purchase] probabilities and value."""
 
@@ -77,29 +88,17 @@ class TwoStage(Recommender):
         self.config = config or RankerConfig()
 
     def _fit(self, data: Interactions) -> None:
+        examples = self.training_examples(data)
+        cfg, frame, labels, users, history = (
+            self.config,
+            examples.frame,
+            examples.labels,
+            examples.users,
+            examples.history,
+        )
         seq, end = data.sequences, data.as_of
-        if seq is None or end is None or not len(seq.times):
-            raise ValueError("the two-stage ranker needs timed event sequences")
-        cfg = self.config
+        assert seq is not None and end is not None  # training_examples checked
         self.type_names_ = seq.type_names
-        first = int(seq.times.min())
-        if cfg.label_days is not None:
-            cut = int(end - cfg.label_days * DAY)
-        else:  # by event count, so a few late stragglers (returns) do not stretch the window
-            cut = int(np.quantile(seq.times, 1 - cfg.label_fraction))
-        if cut <= first:
-            raise ValueError("the training data spans too little time to cut a label window from it")
-        past, window = data.window(None, cut), data.window(cut, end + 1)
-        users = self._window_users(window.sequences)
-        generator = CandidateGenerator(cfg.candidates).fit(past)
-        features = PairFeatures(cfg.purchase_types).fit(past)
-        history = past.rows(users)
-        candidates = generator.generate(history.window(None, cut))
-        frame = features.build(history, candidates)
-        assert window.sequences is not None  # window() always keeps the sequences
-        labels = pair_labels(window.sequences.rows(users), frame.users, frame.items, cfg)
-        if labels[:, 1].sum() == 0 or labels[:, 0].sum() == 0:
-            raise ValueError("no candidate in the label window was viewed or bought: nothing to learn from")
         rng = np.random.default_rng(cfg.seed)
         held = rng.random(len(users)) < cfg.valid_fraction
         if len(users) > 1 and not held.any():
@@ -129,7 +128,7 @@ class TwoStage(Recommender):
         self.head_ = cfg.head if cfg.head != "auto" else self._better_head()
         self.heads_report_["chosen"] = self.head_
         self.training_ = {
-            "label_window": [cut, end],
+            "label_window": [examples.cut, end],
             "users": len(users),
             "pairs": len(labels),
             "positive_attention": int(labels[:, 0].sum()),
@@ -140,6 +139,30 @@ class TwoStage(Recommender):
         self.generator_ = CandidateGenerator(cfg.candidates).fit(full)
         self.features_ = PairFeatures(cfg.purchase_types).fit(full)
         self.value_ = item_value(data.catalog, self.n_items_, cfg.fusion)
+
+    def training_examples(self, data: Interactions) -> TrainingExamples:
+        """Pairs to learn from: candidates and features at the cut, labels from the window after it."""
+        seq, end = data.sequences, data.as_of
+        if seq is None or end is None or not len(seq.times):
+            raise ValueError("the two-stage ranker needs timed event sequences")
+        cfg = self.config
+        if cfg.label_days is not None:
+            cut = int(end - cfg.label_days * DAY)
+        else:  # by event count, so a few late stragglers (returns) do not stretch the window
+            cut = int(np.quantile(seq.times, 1 - cfg.label_fraction))
+        if cut <= int(seq.times.min()):
+            raise ValueError("the training data spans too little time to cut a label window from it")
+        past, window = data.window(None, cut), data.window(cut, end + 1)
+        assert window.sequences is not None  # window() always keeps the sequences
+        users = self._window_users(window.sequences)
+        generator = CandidateGenerator(cfg.candidates).fit(past)
+        features = PairFeatures(cfg.purchase_types).fit(past)
+        history = past.rows(users)
+        frame = features.build(history, generator.generate(history))
+        labels = pair_labels(window.sequences.rows(users), frame.users, frame.items, cfg)
+        if labels[:, 1].sum() == 0 or labels[:, 0].sum() == 0:
+            raise ValueError("no candidate in the label window was viewed or bought: nothing to learn from")
+        return TrainingExamples(frame, labels, users, history, cut)
 
     def _window_users(self, window: Sequences | None) -> np.ndarray:
         """Users who did anything the heads predict in the label window, a seeded sample if too many."""
