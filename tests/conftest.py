@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from shopsense.domain import RecordKind
+from shopsense.features.interactions import Interactions, build_interactions
 from shopsense.ingest.importer import ImportReport
 from shopsense.ingest.mapping import load_mapping
+from shopsense.ingest.synthetic import GeneratorConfig, generate
 from shopsense.services.data import DataService
-from shopsense.settings import Settings, load_settings
+from shopsense.settings import DEFAULT_EVENT_TYPES, Settings, load_settings
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -65,3 +68,16 @@ def events_table(rows: list[tuple[str, str, str, datetime]]) -> pa.Table:
 
 def event_count(service: DataService) -> int:
     return service.stats().events
+
+
+@pytest.fixture(scope="session")
+def shop_tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, pa.Table]:
+    out: Path = tmp_path_factory.mktemp("shop")
+    generate(GeneratorConfig(users=400, items=120, events=20_000, days=60, seed=3), out)
+    return pq.read_table(out / "events.parquet"), pq.read_table(out / "items.parquet")
+
+
+@pytest.fixture(scope="session")
+def shop(shop_tables: tuple[pa.Table, pa.Table]) -> Interactions:
+    events, items = shop_tables
+    return build_interactions(events, dict(DEFAULT_EVENT_TYPES), catalog=items)

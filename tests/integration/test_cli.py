@@ -101,3 +101,27 @@ def test_evaluate_rejects_unknown_model_and_empty_split(tmp_path: Path) -> None:
     _run(tmp_path / "d", "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
     code, _, err = _run(tmp_path / "d", "evaluate", "--out", str(tmp_path / "r"))
     assert code == 1 and "no test user with a training history" in err and "Traceback" not in err
+
+
+def test_train_then_recommend_with_reasons(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _run(data, "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
+    code, _, err = _run(data, "recommend", "guest:536544")
+    assert code == 2 and "shopsense train" in err, "recommending before training says what to do"
+    code, out, _ = _run(data, "train", "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["pipeline"] == "default" and Path(summary["model"]).exists()
+    assert summary["heads"]["chosen"] == "lightgbm" and summary["training"]["pairs"] > 0
+    code, out, _ = _run(data, "recommend", "guest:536544", "--k", "4", "--json")
+    assert code == 0
+    recs = json.loads(out)
+    assert len(recs) == 4 and all(r["explanation"]["reason"] for r in recs)
+    code, out, _ = _run(data, "recommend", "someone-new", "--k", "3", "--json")
+    assert code == 0 and len(json.loads(out)) == 3, "an unknown user gets trending items"
+    code, out, _ = _run(data, "recommend", "guest:536544", "--k", "3", "--alpha", "1.0")
+    assert code == 0 and "P(attention)" in out
+    code, _, err = _run(data, "recommend", "guest:536544", "--alpha", "2")
+    assert code == 2 and "alpha" in err
+    code, _, err = _run(data, "train", "--pipeline", "nope")
+    assert code == 2 and "not found" in err

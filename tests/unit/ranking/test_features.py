@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from shopsense.domain import IdIndex
+from shopsense.features.interactions import build_interactions
+from shopsense.ranking.candidates import CandidateConfig, CandidateGenerator, Source
+from shopsense.ranking.features import PairFeatures
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def test_pair_features_have_known_values() -> None:
+    rows = [  # (user, item, type, days before as_of)
+        ("a", "x", "view", 10),
+        ("a", "x", "view", 4),
+        ("a", "x", "purchase", 2),
+        ("a", "y", "view", 1),
+        ("b", "x", "view", 3),
+        ("b", "y", "view", 3),
+        ("b", "z", "purchase", 0),
+    ]
+    events = pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "type": [r[2] for r in rows],
+            "timestamp": pa.array([T0 - timedelta(days=r[3]) for r in rows], pa.timestamp("us", "UTC")),
+        }
+    )
+    catalog = pa.table({"item_id": ["x", "y", "z"], "category": ["Home", "Home", "Toys"], "price": [10.0, 30.0, None]})
+    data = build_interactions(events, {"view": 1.0, "purchase": 5.0}, items=IdIndex(["x", "y", "z"]), catalog=catalog)
+    generator = CandidateGenerator(CandidateConfig(sources=(Source(name="pop", model="popular", n=3),))).fit(data)
+    candidates = generator.generate(data)
+    frame = PairFeatures(("purchase",)).fit(data).build(data, candidates)
+    value = {
+        (int(u), int(i)): dict(zip(frame.names, row.tolist(), strict=True))
+        for u, i, row in zip(frame.users, frame.items, frame.values, strict=True)
+    }
+    ax, ay, az, bz = value[(0, 0)], value[(0, 1)], value[(0, 2)], value[(1, 2)]
+    assert (ax["user_item_views"], ax["user_item_purchases"]) == (2, 1)
+    assert ax["user_item_days_since"] == pytest.approx(2.0)
+    assert np.isnan(az["user_item_days_since"]), "never touched: missing, not zero"
+    assert ax["user_events"] == 4 and ax["user_purchases"] == 1 and ax["user_items"] == 2
+    assert ax["user_days_since_last"] == pytest.approx(1.0)
+    assert ax["user_mean_price"] == pytest.approx((10 + 10 + 10 + 30) / 4)
+    assert ax["user_spend"] == pytest.approx(10.0)
+    assert ax["item_events"] == 4 and ax["item_purchases"] == 1 and ax["item_users"] == 2
+    assert ax["item_events_7d"] == 3 and ax["item_conversion"] == pytest.approx(1.1 / 5)
+    assert ax["user_category_share"] == pytest.approx(1.0) and az["user_category_share"] == 0
+    assert ay["price_vs_user"] == pytest.approx(30 / 15)
+    assert np.isnan(bz["price_vs_user"]), "unknown price"
+    # b's last items are z, then y and x (same time); y co-occurs with x (users a and b had both).
+    assert ay["cooc_recent"] > 0 and value[(1, 0)]["cooc_recent"] > 0
+    assert frame.related[list(zip(frame.users, frame.items, strict=True)).index((0, 1))] == 0
+    assert ax["score_pop"] > 0 and ax["rank_pop"] >= 1 and ax["n_sources"] == 1

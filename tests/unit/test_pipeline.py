@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shopsense.errors import ConfigError
+from shopsense.features.interactions import Interactions
+from shopsense.pipeline import Pipeline, PipelineConfig, load_pipeline
+
+FAST = {"ranker": {"boost": {"max_trees": 60}}}
+
+
+@pytest.fixture(scope="module")
+def fitted(shop: Interactions) -> Pipeline:
+    return Pipeline(PipelineConfig.model_validate(FAST)).fit(shop)
+
+
+def _category(shop: Interactions, item_id: str) -> str:
+    assert shop.catalog is not None
+    return shop.catalog.categories[int(shop.catalog.category[shop.items.index([item_id])[0]])]
+
+
+def test_every_recommendation_has_scores_sources_and_a_reason(fitted: Pipeline, shop: Interactions) -> None:
+    recs = fitted.recommend(shop.rows(np.arange(10)), 5)
+    assert [len(row) for row in recs] == [5] * 10
+    for row in recs:
+        assert len({r.item_id for r in row}) == 5
+        assert [r.score for r in row] == sorted((r.score for r in row), reverse=True)
+        for rec in row:
+            assert rec.sources and rec.explanation.reason and rec.explanation.contributions
+            assert 0 <= rec.p_attention <= 1 and 0 <= rec.p_purchase <= 1
+            if rec.explanation.evidence == "goes_with":
+                assert rec.explanation.related_item is not None
+                assert rec.explanation.related_item in rec.explanation.reason or "item" in rec.explanation.reason
+
+
+def test_rules_hold_per_request(fitted: Pipeline, shop: Interactions) -> None:
+    top = _category(shop, fitted.recommend(shop.rows(np.array([0])), 1)[0][0].item_id).split(" > ")[0]
+    recs = fitted.recommend(shop.rows(np.arange(20)), 8, rules={"exclude_categories": [top]})
+    assert all(not _category(shop, r.item_id).startswith(top) for row in recs for r in row)
+    only = fitted.recommend(shop.rows(np.arange(20)), 8, rules={"include_categories": [top]})
+    assert all(_category(shop, r.item_id).startswith(top) for row in only for r in row)
+    assert shop.sequences is not None
+    bought = shop.matrix.shape  # purchased items are excluded by default (no repeatable categories)
+    seq = shop.sequences
+    code = seq.type_code("purchase")
+    for user, row in enumerate(fitted.recommend(shop.rows(np.arange(20)), 8)):
+        mine = seq.items[seq.indptr[user] : seq.indptr[user + 1]][
+            seq.types[seq.indptr[user] : seq.indptr[user + 1]] == code
+        ]
+        assert not {r.item_id for r in row} & set(shop.items.ids(mine.tolist())), bought
+
+
+def test_pins_land_at_their_position(fitted: Pipeline, shop: Interactions) -> None:
+    pinned = shop.items.values[7]
+    recs = fitted.recommend(
+        shop.rows(np.arange(5)), 6, rules={"exclude_purchased": False, "pins": [{"item_id": pinned, "position": 3}]}
+    )
+    for row in recs:
+        assert row[2].item_id == pinned and row[2].pinned
+        assert sum(r.item_id == pinned for r in row) == 1
+
+
+def test_diversity_spreads_categories(fitted: Pipeline, shop: Interactions) -> None:
+    users = shop.rows(np.arange(40))
+
+    def distinct(recs: list) -> float:  # type: ignore[type-arg]
+        return float(np.mean([len({_category(shop, r.item_id) for r in row}) for row in recs]))
+
+    assert distinct(fitted.recommend(users, 10, diversity=0.2)) >= distinct(fitted.recommend(users, 10, diversity=1.0))
+
+
+def test_bad_overrides_are_refused(fitted: Pipeline, shop: Interactions) -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        fitted.recommend(shop.rows(np.array([0])), 5, alpha=1.5)
+    with pytest.raises(ValueError, match="no_such_rule"):
+        fitted.recommend(shop.rows(np.array([0])), 5, rules={"no_such_rule": True})
+
+
+def test_pipeline_files_are_validated(tmp_path: Path) -> None:
+    good = tmp_path / "home.toml"
+    good.write_text("k = 4\n[ranker.fusion]\nalpha = 0.2\n[diversity]\nlam = 0.7\n")
+    config = load_pipeline("home", [tmp_path])
+    assert (config.name, config.k, config.ranker.fusion.alpha, config.diversity.lam) == ("home", 4, 0.2, 0.7)
+    (tmp_path / "bad.toml").write_text("[ranker.fusion]\nalpha = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml.*alpha"):
+        load_pipeline("bad", [tmp_path])
+    with pytest.raises(ConfigError, match="not found"):
+        load_pipeline("missing", [tmp_path])
+    assert load_pipeline("default", [tmp_path]) == PipelineConfig()
+
+
+def test_repository_pipelines_load() -> None:
+    folder = Path(__file__).resolve().parents[2] / "config" / "pipelines"
+    names = {path.stem: load_pipeline(str(path), []) for path in folder.glob("*.toml")}
+    assert {"default", "homepage", "checkout"} <= set(names)
+    assert names["default"] == PipelineConfig(), "config/pipelines/default.toml documents the built-in defaults"
