@@ -33,6 +33,9 @@ class Recommender(ABC):
     config: BaseModel
     needs_sequences = False
     """True for models that read event order and time, not only the weight matrix."""
+    serves_cold_users = False
+    """True for models whose list means something for a user with no history (popularity does;
+    a personal model's scores for an empty history are ties, not a ranking)."""
 
     def fit(self, interactions: Interactions) -> Self:
         """Learn from interactions (the training period only); returns self."""

@@ -55,6 +55,7 @@ class Hybrid(Recommender):
             raise ValueError("a hybrid cannot contain a hybrid")
         self.parts_ = [build_model(part.model, part.params) for part in self.config.parts]
         self.needs_sequences = any(part.needs_sequences for part in self.parts_)
+        self.serves_cold_users = any(part.serves_cold_users for part in self.parts_)
 
     def _fit(self, data: Interactions) -> None:
         for part in self.parts_:

@@ -28,6 +28,7 @@ class Popular(Recommender):
     """Items ranked by total (or recent, decayed) interest."""
 
     config: PopularConfig
+    serves_cold_users = True
 
     def __init__(self, config: PopularConfig | None = None) -> None:
         self.config = config or PopularConfig()

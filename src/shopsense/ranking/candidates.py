@@ -104,8 +104,11 @@ class CandidateGenerator:
             raise ValueError("candidate generator is not fitted")
         n_rows, n_items = history.matrix.shape
         blocks_items, blocks_scores, blocks_src, blocks_rank = [], [], [], []
+        cold = history.matrix.getnnz(axis=1) == 0
         for index, (source, model) in enumerate(zip(self.sources_, self.models_, strict=True)):
             items, scores = model.recommend(history, source.n, exclude=exclude)
+            if not model.serves_cold_users:  # an empty history gets ties from a personal model, not candidates
+                items[cold] = -1
             blocks_items.append(items)
             blocks_scores.append(scores)
             blocks_src.append(np.full(items.shape, index))

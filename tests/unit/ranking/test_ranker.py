@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from shopsense.features.interactions import Interactions, build_interactions
-from shopsense.ranking.ranker import RankerConfig, TwoStage, recent_events
+from shopsense.ranking.ranker import RankerConfig, TwoStage, grouped_ndcg, recent_events
 from shopsense.settings import DEFAULT_EVENT_TYPES
 
 FAST = {"boost": {"max_trees": 60}}
@@ -83,7 +83,7 @@ def test_auto_head_compares_lightgbm_with_din(shop: Interactions) -> None:
     config = {**FAST, "head": "auto", "max_train_users": 150, "din": {"max_epochs": 2, "dim": 8, "hidden": [16]}}
     model = TwoStage(RankerConfig.model_validate(config)).fit(shop)
     report = model.heads_report_
-    assert set(report) == {"lightgbm", "din", "chosen"}
+    assert {"lightgbm", "din", "chosen", "purchase_ndcg_by_alpha"} == set(report)
     assert report["chosen"] in ("lightgbm", "din")
     losses = {
         name: np.mean([report[name][h]["logloss"] for h in ("attention", "purchase")]) for name in ("lightgbm", "din")
@@ -135,3 +135,21 @@ def test_recent_events_front_pads_and_recodes_types() -> None:
     items, types = recent_events(data.sequences, 2, ("cart", "purchase", "view"))
     assert items.tolist() == [[1, 2], [-1, 0]]  # a: y then z (most recent last); b: padded, then x
     assert types.tolist() == [[1, 2], [0, 2]]
+
+
+def test_grouped_ndcg_known_answer() -> None:
+    users = np.array([0, 0, 0, 1, 1, 2])
+    scores = np.array([0.9, 0.5, 0.7, 0.2, 0.8, 0.3])
+    relevant = np.array([0, 1, 0, 1, 0, 0])
+    # user 0: the relevant pair ranks 3rd -> 1/log2(4) = 0.5; user 1: 2nd -> 1/log2(3); user 2 has none.
+    assert grouped_ndcg(users, scores, relevant) == pytest.approx((0.5 + 1 / np.log2(3)) / 2)
+    assert grouped_ndcg(users, scores, relevant, k=2) == pytest.approx((0 + 1 / np.log2(3)) / 2)
+
+
+def test_tune_alpha_ranks_with_the_validation_best(shop: Interactions) -> None:
+    model = TwoStage(RankerConfig.model_validate({**FAST, "tune_alpha": True})).fit(shop)
+    curve = model.heads_report_["purchase_ndcg_by_alpha"]
+    assert len(curve) == 11 and model.alpha_ in {float(a) for a in curve}
+    assert curve[f"{model.alpha_:.1f}"] == max(curve.values())
+    fixed = TwoStage(RankerConfig.model_validate({**FAST, "fusion": {"alpha": 0.3}})).fit(shop)
+    assert fixed.alpha_ == 0.3, "without tune_alpha the configured alpha ranks"
