@@ -1,7 +1,8 @@
 """EASE (Steck 2019): a closed-form item-item linear model, strong on implicit feedback.
 
-It inverts an items x items matrix, so memory grows with items squared: above
-``max_items`` it either keeps the most popular items or refuses, never runs out of memory.
+It inverts an items x items matrix over the items with any interaction, so memory grows with
+those items squared: above ``max_items`` it either keeps the most popular items or refuses,
+never runs out of memory. Items nobody interacted with are never recommended by it.
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ class EASE(Recommender):
 
     def _fit(self, data: Interactions) -> None:
         matrix = data.matrix
-        n_items = matrix.shape[1]
-        kept = np.arange(n_items)
-        if n_items > self.config.max_items:
+        popularity = np.asarray((matrix > 0).sum(axis=0)).ravel()
+        # Items nobody touched have an all-zero Gram row: they cost items² memory and can never score.
+        kept = np.flatnonzero(popularity > 0)
+        if len(kept) > self.config.max_items:
             if self.config.over_limit == "refuse":
-                gib = n_items**2 * 8 / 2**30
+                gib = len(kept) ** 2 * 8 / 2**30
                 raise ShopsenseError(
-                    f"EASE: {n_items:,} items need ~{gib:.1f} GiB; raise max_items or set over_limit='top'"
+                    f"EASE: {len(kept):,} items need ~{gib:.1f} GiB; raise max_items or set over_limit='top'"
                 )
-            popularity = np.asarray((matrix > 0).sum(axis=0)).ravel()
             kept = np.sort(np.argsort(-popularity, kind="stable")[: self.config.max_items])
         x = matrix[:, kept]
         gram = (x.T @ x).toarray().astype(np.float64)
