@@ -109,5 +109,11 @@ def split(events: pa.Table, config: SplitConfig) -> Split:
 
 
 def validation_split(train: pa.Table, config: SplitConfig) -> Split:
-    """The same protocol applied to the training part only: tune on this, never on the test."""
+    """The same protocol applied to the training part only: tune on this, never on the test.
+
+    A random split draws other pairs (the next seed): the test's seed would pick exactly the pairs
+    already held out, leaving nothing to validate on.
+    """
+    if config.protocol is Protocol.RANDOM:
+        config = config.model_copy(update={"seed": config.seed + 1})
     return split(train, config)

@@ -77,3 +77,13 @@ def test_validation_never_sees_the_test_period() -> None:
 def test_empty_input_is_refused() -> None:
     with pytest.raises(ValueError, match="no events"):
         split(EVENTS.slice(0, 0), SplitConfig())
+
+
+def test_random_validation_split_holds_out_other_pairs() -> None:
+    rows = [(f"u{u}", f"i{i}", "rating", u + i) for u in range(30) for i in range(10)]
+    config = SplitConfig(protocol=Protocol.RANDOM, test_fraction=0.2, target_types=("rating",))
+    outer = split(_events(rows), config)
+    inner = validation_split(outer.train, config)
+    assert inner.test.num_rows > 0, "the test's seed would pick only pairs already held out"
+    held = {(r["user_id"], r["item_id"]) for r in outer.test.to_pylist()}
+    assert not held & {(r["user_id"], r["item_id"]) for r in inner.test.to_pylist()}
