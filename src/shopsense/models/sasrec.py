@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from shopsense.features.interactions import Interactions, Sequences
 from shopsense.models.base import Recommender
+from shopsense.models.early_stopping import EarlyStopping
 
 SCORE_CHUNK = 1024
 """Users scored per forward pass: bounds the float32 (users, items) logits of one pass."""
@@ -159,9 +160,8 @@ class SASRec(Recommender):
         negatives = None
         if cfg.loss == "sampled":
             negatives = _Negatives(self.popularity_ + 1.0 if cfg.sampler == "popularity" else np.ones(self.n_items_))
-        deadline = time.monotonic() + 60 * cfg.max_minutes
+        stopping = EarlyStopping(net, patience=cfg.patience, max_minutes=cfg.max_minutes, higher_is_better=True)
         self.history_: list[EpochLog] = []
-        best, best_state, waited = -math.inf, _copy_state(net), 0
         n_batches = -(-len(starts) // cfg.batch_size)
         for epoch in range(1, cfg.max_epochs + 1):
             began = time.monotonic()
@@ -177,20 +177,15 @@ class SASRec(Recommender):
                     losses.append(loss.item())
                     bar.update()
                     bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                    if time.monotonic() > deadline:
+                    if stopping.out_of_time():
                         break
                 ndcg = self._validate(events, *held) if len(held[1]) else math.nan
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}", ndcg10=f"{ndcg:.4f}")
             self.history_.append(EpochLog(epoch, float(np.mean(losses)), ndcg, time.monotonic() - began))
-            # Without validation users every epoch is "better": the last state is kept.
-            if math.isnan(ndcg) or ndcg > best:
-                best, best_state, waited = ndcg, _copy_state(net), 0
-                self.best_epoch_ = epoch
-            else:
-                waited += 1
-            if waited >= cfg.patience or time.monotonic() > deadline:
+            if stopping.update(net, ndcg, epoch):
                 break
-        net.load_state_dict(best_state)
+        stopping.restore(net)
+        self.best_epoch_ = stopping.best_epoch
 
     def _loss(
         self,
@@ -382,10 +377,6 @@ def _sampled_softmax_loss(
     negative = negative.masked_fill(drawn[None, :] == targets[:, None], -math.inf)  # a drawn target is no negative
     logits = torch.cat([positive[:, None], negative], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
-
-
-def _copy_state(net: nn.Module) -> dict[str, Tensor]:
-    return {name: value.detach().clone() for name, value in net.state_dict().items()}
 
 
 def window_slots(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

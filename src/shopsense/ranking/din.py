@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from shopsense.models.base import NotFitted
+from shopsense.models.early_stopping import EarlyStopping
 
 PREDICT_POSITIONS = 1 << 17
 """History positions (rows x history length) per forward pass when scoring: bounds the activation unit's memory."""
@@ -154,9 +155,8 @@ class DINHead:
         net = self.net_
         optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         generator = torch.Generator().manual_seed(cfg.seed)
-        deadline = time.monotonic() + 60 * cfg.max_minutes
+        stopping = EarlyStopping(net, patience=cfg.patience, max_minutes=cfg.max_minutes, higher_is_better=False)
         self.valid_losses_: list[float] = []
-        best, best_state, waited = math.inf, _copy_state(net), 0
         with tqdm(range(1, cfg.max_epochs + 1), desc="DIN", unit="epoch", disable=None) as epochs:
             for epoch in epochs:
                 net.train()
@@ -167,21 +167,16 @@ class DINHead:
                     optimiser.zero_grad()
                     torch.autograd.backward(loss)
                     optimiser.step()
-                    if time.monotonic() > deadline:
+                    if stopping.out_of_time():
                         break
                 net.eval()
                 valid_loss = _log_loss(net, inputs, targets, held) if len(held) else math.nan
                 self.valid_losses_.append(valid_loss)
                 epochs.set_postfix(valid_logloss=f"{valid_loss:.4f}")
-                # Without validation rows every epoch is "better": the last state is kept.
-                if math.isnan(valid_loss) or valid_loss < best:
-                    best, best_state, waited = valid_loss, _copy_state(net), 0
-                    self.best_epoch_ = epoch
-                else:
-                    waited += 1
-                if waited >= cfg.patience or time.monotonic() > deadline:
+                if stopping.update(net, valid_loss, epoch):
                     break
-        net.load_state_dict(best_state)
+        stopping.restore(net)
+        self.best_epoch_ = stopping.best_epoch
 
     def _learn_scaling(self, features: np.ndarray) -> None:
         """Mean and spread of each feature over the present training values, and which ones get a missing flag."""
@@ -312,7 +307,3 @@ def _check_inputs(
 def _or_padding(items: np.ndarray, n_items: int) -> np.ndarray:
     """Item indices with anything outside the catalogue mapped to the padding row ``n_items``."""
     return np.where((items >= 0) & (items < n_items), items, n_items)
-
-
-def _copy_state(net: nn.Module) -> dict[str, Tensor]:
-    return {name: value.detach().clone() for name, value in net.state_dict().items()}
