@@ -81,3 +81,14 @@ def shop_tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, pa.
 def shop(shop_tables: tuple[pa.Table, pa.Table]) -> Interactions:
     events, items = shop_tables
     return build_interactions(events, dict(DEFAULT_EVENT_TYPES), catalog=items)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """Tiny tensors run fastest on one thread, above all on a busy machine (torch imported only when used)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

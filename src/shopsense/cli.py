@@ -441,7 +441,6 @@ def recommend(
         recs = RecommendationService(service).recommend(
             user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity
         )
-        titles = _titles(service, [r.item_id for r in recs])
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in recs], indent=2, default=str))
         return
@@ -452,18 +451,10 @@ def recommend(
         table.add_row(
             str(rank),
             rec.item_id,
-            titles.get(rec.item_id, ""),
+            rec.title,
             f"{rec.score:.4f}",
             f"{rec.p_attention:.3f}",
             f"{rec.p_purchase:.3f}",
             rec.explanation.reason,
         )
     out.print(table)
-
-
-def _titles(service: DataService, item_ids: list[str]) -> dict[str, str]:
-    items = service.store.scan_items()
-    ids = items.column("item_id").to_pylist()
-    titles = items.column("title").to_pylist()
-    wanted = set(item_ids)
-    return {i: t or "" for i, t in zip(ids, titles, strict=True) if i in wanted}

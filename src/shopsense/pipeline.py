@@ -73,6 +73,7 @@ class Recommendation:
     """One recommended item with its scores, where it came from and why."""
 
     item_id: str
+    title: str
     score: float
     p_attention: float
     p_purchase: float
@@ -116,7 +117,8 @@ class Pipeline:
         scored = self.ranker.score_candidates(history)
         candidates = scored.candidates
         scores = np.full(candidates.items.shape, -np.inf)
-        scores[candidates.items >= 0] = scored.fused(alpha)
+        fused = scored.fused(alpha)
+        scores[candidates.items >= 0] = fused
         catalog = self.catalog_
         purchased = self._purchased(history)
         shared = {"catalog": catalog, "item_ids": self.items_, "purchased": purchased}
@@ -129,10 +131,16 @@ class Pipeline:
             order = np.where(items >= 0, np.arange(k, 0, -1, dtype=float), -np.inf)
             placed = apply_rules(items, order, k, config=rule_config.model_copy(update={"boosts": ()}), **shared)
             items, pinned = placed.items, placed.pinned
-        return self._assemble(scored, items, pinned, alpha, purchased)
+        return self._assemble(scored, fused, items, pinned, alpha, purchased)
 
     def _assemble(
-        self, scored: Scored, items: np.ndarray, pinned: np.ndarray, alpha: float, purchased: sp.csr_matrix
+        self,
+        scored: Scored,
+        fused: np.ndarray,
+        items: np.ndarray,
+        pinned: np.ndarray,
+        alpha: float,
+        purchased: sp.csr_matrix,
     ) -> list[list[Recommendation]]:
         """Look each chosen pair up in the scored candidates and attach its sources and explanation."""
         frame, candidates = scored.frame, scored.candidates
@@ -143,9 +151,8 @@ class Pipeline:
         at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
         found = (items >= 0) & (len(keys) > 0) & (keys[at] == wanted if len(keys) else False)
         lookup = iter(self._explanations(frame, at[found], alpha, purchased))
-        fused = scored.fused(alpha)
         cand_rows, cand_cols = np.nonzero(candidates.items >= 0)
-        item_ids = self.items_.values
+        item_ids, titles = self.items_.values, self.catalog_.titles or ("",) * len(self.items_)
         out: list[list[Recommendation]] = []
         for row in range(items.shape[0]):
             recs = []
@@ -161,6 +168,7 @@ class Pipeline:
                     recs.append(
                         Recommendation(
                             item_ids[item],
+                            titles[item],
                             float(fused[p]),
                             float(probs[0]),
                             float(probs[1]),
@@ -174,7 +182,15 @@ class Pipeline:
                     promoted = Explanation("Promoted", "pinned", None, {})
                     recs.append(
                         Recommendation(
-                            item_ids[item], float("nan"), float("nan"), float("nan"), 1.0, True, (), promoted
+                            item_ids[item],
+                            titles[item],
+                            float("nan"),
+                            float("nan"),
+                            float("nan"),
+                            1.0,
+                            True,
+                            (),
+                            promoted,
                         )
                     )
             out.append(recs)

@@ -71,8 +71,8 @@ def user_stats(
     priced = ~np.isnan(price)
     priced_events = np.bincount(owners[priced], minlength=n_users)
     price_sum = np.bincount(owners[priced], weights=price[priced], minlength=n_users)
-    distinct = np.unique(owners.astype(np.int64) * (int(sequences.items.max(initial=0)) + 1) + sequences.items)
     divisor = int(sequences.items.max(initial=0)) + 1
+    distinct = np.unique(owners.astype(np.int64) * divisor + sequences.items)
     seconds_of_day = np.mod(last, DAY)
     return {
         "user_events": counts,

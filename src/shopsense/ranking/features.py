@@ -33,9 +33,6 @@ class FeatureFrame:
     items: np.ndarray
     related: np.ndarray
 
-    def column(self, name: str) -> np.ndarray:
-        return self.values[:, self.names.index(name)]
-
 
 class PairFeatures:
     """Item statistics and co-occurrence learned at ``as_of``; per-pair features built from histories."""

@@ -61,7 +61,6 @@ class BoostedHeads:
             "verbose": -1,
         }
         categorical = [name for name in CATEGORICAL if name in names]
-        self.names_ = names
         self.boosters_: dict[str, lgb.Booster] = {}
         self.validation_: dict[str, dict[str, float]] = {}
         for index, head in enumerate(HEADS):

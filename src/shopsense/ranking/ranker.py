@@ -39,7 +39,7 @@ class RankerConfig(BaseModel):
 
     candidates: CandidateConfig = Field(default_factory=CandidateConfig)
     head: Literal["lightgbm", "din", "auto"] = Field(
-        "lightgbm", description="auto: fit both, the lower validation log-loss ranks (see benchmarks/ranking.py)"
+        "lightgbm", description="auto: fit both, the one with the lower validation log-loss ranks"
     )
     attention_types: tuple[str, ...] = ("view", "click", "cart", "favourite")
     purchase_types: tuple[str, ...] = ("purchase",)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopsense.domain import IdIndex
 from shopsense.errors import ConfigError, ShopsenseError
@@ -127,6 +128,6 @@ class RecommendationService:
     def _as_of(fitted: Pipeline, events: pa.Table) -> datetime:
         end = fitted.ranker.features_.as_of_
         if events.num_rows:
-            latest = events.column("timestamp").to_pylist()[-1]
+            latest = pc.max(events.column("timestamp")).as_py()
             end = max(end, int(latest.timestamp()))
         return datetime.fromtimestamp(end, UTC)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from shopsense.domain import IdIndex
 from shopsense.features.interactions import Interactions, Sequences, build_interactions
@@ -23,13 +21,7 @@ WEIGHTS = {"view": 1.0, "purchase": 3.0, "return": -3.0}
 SMALL = SASRecConfig(dim=16, layers=1, max_len=10, dropout=0.1, lr=1e-2, batch_size=16, max_epochs=40, patience=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def walks(users: int = 60, seed: int = 0, purchase_jumps: bool = False) -> Interactions:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
 from shopsense.models.base import NotFitted
@@ -22,13 +20,7 @@ LENGTH = 8
 SMALL = DINConfig(dim=8, attention_hidden=16, hidden=(32,), dropout=0.0, lr=1e-2, batch_size=256, max_epochs=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @dataclass(frozen=True)
