@@ -1,0 +1,1 @@
+"""Precision marketing: profiles are read, never recomputed; segments, audiences, campaigns, experiments, uplift."""
