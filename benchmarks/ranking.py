@@ -73,7 +73,7 @@ def best_single(name: str) -> dict[str, Any]:
     }
 
 
-def ranker_config(targets: tuple[str, ...], best: dict[str, Any]) -> RankerConfig:
+def ranker_config(targets: tuple[str, ...], best: dict[str, Any], head: str) -> RankerConfig:
     """The default pipeline's sources, plus the dataset's best single model as one more source."""
     sources = list(CandidateConfig().sources)
     if best["name"] not in {s.model for s in sources} and best["name"] != "hybrid":
@@ -84,6 +84,7 @@ def ranker_config(targets: tuple[str, ...], best: dict[str, Any]) -> RankerConfi
         attention_types=tuple(t for t in ATTENTION if t not in targets),
         fusion={"alpha": 0.0, "value": "none"},  # type: ignore[arg-type]
         tune_alpha=True,
+        head=head,  # type: ignore[arg-type]
     )
 
 
@@ -129,7 +130,7 @@ def diversity_sweep(model: TwoStage, prepared: Prepared) -> list[dict[str, float
     return out
 
 
-def compare_dataset(name: str, spec: Dataset, max_users: int | None) -> dict[str, Any]:
+def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) -> dict[str, Any]:
     """Best single model vs the two-stage ranker on one shared dataset."""
     started = time.perf_counter()
     best = best_single(name)
@@ -144,7 +145,7 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None) -> dict[str
     prepared = prepare(events, config, catalog)
     print(f"[{name}] best single model: {best['name']}", file=sys.stderr)
     single = evaluate_model(prepared, best["name"], build_model(best["name"], best["params"]))
-    model = TwoStage(ranker_config(spec.split.target_types, best))
+    model = TwoStage(ranker_config(spec.split.target_types, best, head))
     print(f"[{name}] two-stage ranker", file=sys.stderr)
     two = evaluate_model(prepared, "two_stage", model)
     compare([single, two])
@@ -158,6 +159,7 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None) -> dict[str
         "heads_test_window": test_window_heads(model, prepared),
         "training": {k: v for k, v in model.training_.items() if k != "feature_names"},
         "alpha": model.alpha_,
+        "head": model.head_,
         "diversity": diversity_sweep(model, prepared),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -201,7 +203,9 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
         key=lambda result: result.tasks[Task.ALL].metrics["ndcg@10"],
     )
     best_name = single.name
-    model = TwoStage(RankerConfig(fusion={"alpha": 0.0, "value": "none"}, tune_alpha=True))  # type: ignore[arg-type]
+    model = TwoStage(
+        RankerConfig(fusion={"alpha": 0.0, "value": "none"}, tune_alpha=True, head=args.head)  # type: ignore[arg-type]
+    )
     two = evaluate_model(purchase, "two_stage", model)
     compare([single, two])
     sweep = alpha_sweep(model, purchase, attention, catalog)
@@ -216,6 +220,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
         "heads_test_window": test_window_heads(model, purchase),
         "training": {k: v for k, v in model.training_.items() if k != "feature_names"},
         "alpha": model.alpha_,
+        "head": model.head_,
         "diversity": diversity_sweep(model, purchase),
         "alpha_sweep": sweep,
         "seconds": round(time.perf_counter() - started, 1),
@@ -299,18 +304,20 @@ def plots(reports: list[dict[str, Any]], folder: Path) -> list[Path]:
     return paths
 
 
-def markdown(reports: list[dict[str, Any]], command: str) -> str:
+def markdown(reports: list[dict[str, Any]]) -> str:
     """The tables of ranking.md."""
+    commands = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in reports))
     lines = [
         "# Two-stage ranking: pipeline vs the best single model\n",
-        f"Command: `{command}` (per-dataset seconds below). The single model is the best shopsense model of",
+        f"Commands (each dataset's report is cached and kept until its next run):\n{commands}\n",
+        "Per-dataset seconds below. The single model is the best shopsense model of",
         "`benchmarks/results/quality.md` on that dataset, refitted here on the same split, weights and decay;",
         "the pipeline ranks without a value term, with the alpha that ranked purchases best on its own",
         "validation users",
         "(never the test period; shown per dataset). p: paired t-test on per-user NDCG@10.\n",
         "| dataset | task | best single model | NDCG@10 [95% CI] | two-stage NDCG@10 [95% CI] | change | p |"
-        " Recall@20 single / two-stage | alpha | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " Recall@20 single / two-stage | alpha | head | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         single, two = r["models"][r["single"]]["tasks"], r["models"]["two_stage"]["tasks"]
@@ -323,7 +330,7 @@ def markdown(reports: list[dict[str, Any]], command: str) -> str:
                 f"{a['ndcg@10']:.4f} [{a['ci95_ndcg@10'][0]:.4f}, {a['ci95_ndcg@10'][1]:.4f}] | "
                 f"{b['ndcg@10']:.4f} [{b['ci95_ndcg@10'][0]:.4f}, {b['ci95_ndcg@10'][1]:.4f}] | {change:+.1%} | "
                 f"{p if p is not None else '-'} | {a['recall@20']:.4f} / {b['recall@20']:.4f} | "
-                f"{r.get('alpha', '-')} | "
+                f"{r.get('alpha', '-')} | {r.get('head', 'lightgbm')} | "
                 f"{r['seconds']:,.0f} |"
             )
     lines += [
@@ -382,13 +389,21 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", choices=["synthetic", *sorted(DATASETS)], help="default: all")
     parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of test users per dataset")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--head",
+        choices=["lightgbm", "din", "auto"],
+        default="lightgbm",
+        help="auto: both, keep the better on validation",
+    )
     args = parser.parse_args()
     names = args.datasets or ["synthetic", *DATASETS]
     cache = WORK.parent / "ranking" / "reports"
     cache.mkdir(parents=True, exist_ok=True)
     command = ".venv/bin/python benchmarks/ranking.py " + " ".join(sys.argv[1:])
     for name in names:
-        report = synthetic(args) if name == "synthetic" else compare_dataset(name, DATASETS[name], args.max_users)
+        report = (
+            synthetic(args) if name == "synthetic" else compare_dataset(name, DATASETS[name], args.max_users, args.head)
+        )
         report["command"] = command
         (cache / f"{name}.json").write_text(json.dumps(report, default=str))
     reports = [
@@ -398,7 +413,7 @@ def main() -> None:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ranking.json").write_text(json.dumps(reports, indent=2, default=str))
-    (args.out / "ranking.md").write_text(markdown(reports, command))
+    (args.out / "ranking.md").write_text(markdown(reports))
     for path in plots(reports, args.out):
         print(f"wrote {path}", file=sys.stderr)
     print((args.out / "ranking.md").read_text())

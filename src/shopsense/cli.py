@@ -29,13 +29,19 @@ from shopsense.ingest.mapping import ExtraColumns, load_mapping, parse_pairs
 from shopsense.ingest.source import Format
 from shopsense.ingest.synthetic import GeneratorConfig, generate
 from shopsense.services.data import DataService
-from shopsense.settings import load_settings
+from shopsense.settings import Settings, load_settings
 
 app = typer.Typer(
     help="shopsense: recommendations and precision marketing from one event stream.", no_args_is_help=True
 )
 import_app = typer.Typer(help="Import events, items, users or a public dataset.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+keys_app = typer.Typer(
+    help="API keys for the REST service (stored hashed in <data_dir>/keys.json).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 out = Console()
 _STEPS = ["reading", "validating", "checking duplicates", "writing"]
@@ -55,21 +61,26 @@ def main(
 
 
 @contextmanager
-def _service(ctx: typer.Context) -> Iterator[DataService]:
-    """Build settings and the data service, and turn shopsense errors into clean exits."""
-    service = None
+def _settings(ctx: typer.Context) -> Iterator[Settings]:
+    """Build settings, and turn shopsense errors raised inside the block into clean exits."""
     try:
-        settings = load_settings(ctx.obj["config"], data_dir=ctx.obj["data_dir"], store_url=ctx.obj["store_url"])
-        service = DataService(settings)
-        yield service
+        yield load_settings(ctx.obj["config"], data_dir=ctx.obj["data_dir"], store_url=ctx.obj["store_url"])
     except ConfigError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, style="bold red")
         raise typer.Exit(2) from exc
     except ShopsenseError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, style="red")
         raise typer.Exit(1) from exc
-    finally:
-        if service is not None:
+
+
+@contextmanager
+def _service(ctx: typer.Context) -> Iterator[DataService]:
+    """Settings and the data service (its store closed afterwards), with clean exits on errors."""
+    with _settings(ctx) as settings:
+        service = DataService(settings)
+        try:
+            yield service
+        finally:
             service.close()
 
 
@@ -391,12 +402,14 @@ def train(
     with _service(ctx) as service:
         console.print(f"training pipeline {pipeline}…", highlight=False)
         result = RecommendationService(service).train(pipeline)
+    bundle = result.bundle
     summary = {
-        "pipeline": result.pipeline,
+        "pipeline": bundle.pipeline,
+        "version": bundle.version,
         "model": str(result.path),
-        "events": result.events,
-        "users": result.users,
-        "items": result.items,
+        "events": bundle.events,
+        "users": bundle.users,
+        "items": bundle.items,
         "seconds": round(result.seconds, 1),
         "heads": result.heads,
         "training": {k: v for k, v in result.training.items() if k != "feature_names"},
@@ -404,7 +417,7 @@ def train(
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    table = Table(title=f"pipeline {result.pipeline}: held-out users of the label window", highlight=False)
+    table = Table(title=f"pipeline {bundle.pipeline}: held-out users of the label window", highlight=False)
     for column in ("head", "target", "AUC", "log-loss", "positives"):
         table.add_column(column)
     for head, targets in result.heads.items():
@@ -416,8 +429,9 @@ def train(
             )
     out.print(table)
     console.print(
-        f"[green]✓[/] {result.events:,} events, {result.users:,} users, {result.items:,} items"
-        f" in {result.seconds:.1f}s; ranking head: {result.heads.get('chosen')}; saved {result.path}",
+        f"[green]✓[/] {bundle.events:,} events, {bundle.users:,} users, {bundle.items:,} items"
+        f" in {result.seconds:.1f}s; ranking head: {result.heads.get('chosen')};"
+        f" bundle {bundle.version} at {result.path}",
         highlight=False,
     )
 
@@ -458,3 +472,122 @@ def recommend(
             rec.explanation.reason,
         )
     out.print(table)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="listen address (default serve.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default serve.port, 8000)")] = None,
+) -> None:
+    """Run the REST API (docs at /docs) over the store and the newest trained bundle."""
+    import uvicorn
+
+    from shopsense.api.app import create_app
+
+    with _settings(ctx) as settings:
+        app_ = create_app(settings)
+        host, port = host or settings.serve.host, port or settings.serve.port
+        console.print(f"serving http://{host}:{port} (docs: http://{host}:{port}/docs)", highlight=False)
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="who or what uses the key, e.g. web-frontend")],
+    scope: Annotated[list[str], typer.Option("--scope", help="events:write, recommend:read or admin (repeatable)")],
+) -> None:
+    """Create an API key; the key is printed once and only its hash is kept."""
+    from shopsense.services.keys import KeyRing
+
+    with _settings(ctx) as settings:
+        key, record = KeyRing(settings.data_dir / "keys.json").create(name, scope)
+    console.print(f"created key {record.key_id} ({', '.join(record.scopes)}); store it now, it is not shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List keys (ids, names, scopes, created, revoked); never the secrets."""
+    from shopsense.services.keys import KeyRing
+
+    with _settings(ctx) as settings:
+        records = [r.public() for r in KeyRing(settings.data_dir / "keys.json").list()]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    table = Table(title="API keys", highlight=False)
+    for column in ("id", "name", "scopes", "created", "revoked"):
+        table.add_column(column)
+    for r in records:
+        scopes = r["scopes"]
+        assert isinstance(scopes, tuple)
+        table.add_row(
+            str(r["key_id"]), str(r["name"]), ", ".join(scopes), str(r["created_at"]), str(r["revoked_at"] or "")
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="the key's id")]) -> None:
+    """Revoke a key; a running server refuses it from its next request."""
+    from shopsense.services.keys import KeyRing
+
+    with _settings(ctx) as settings:
+        record = KeyRing(settings.data_dir / "keys.json").revoke(key_id)
+    console.print(f"revoked key {record.key_id} ({record.name})", highlight=False)
+
+
+def _bundles(settings: Settings) -> Any:
+    from shopsense.services.bundles import Bundles
+
+    return Bundles(settings.data_dir / "models")
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    pipeline: Annotated[str, typer.Option(help="pipeline name")] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Every bundle of a pipeline, newest first, with the one served marked."""
+    with _settings(ctx) as settings:
+        bundles = _bundles(settings)
+        versions, current = bundles.versions(pipeline), bundles.current(pipeline)
+    if as_json:
+        typer.echo(json.dumps([v.to_dict() for v in versions], indent=2, default=str))
+        return
+    table = Table(title=f"bundles of pipeline {pipeline}", highlight=False)
+    for column in ("served", "version", "created", "data to", "events", "users", "items"):
+        table.add_column(column)
+    for v in versions:
+        mark = "*" if current is not None and v.version == current.version else ""
+        table.add_row(mark, v.version, v.created_at, str(v.data_to), f"{v.events:,}", f"{v.users:,}", f"{v.items:,}")
+    out.print(table)
+
+
+@models_app.command("pin")
+def models_pin(
+    ctx: typer.Context,
+    version: Annotated[str | None, typer.Argument(help="the version to serve")] = None,
+    pipeline: Annotated[str, typer.Option(help="pipeline name")] = "default",
+    latest: Annotated[bool, typer.Option("--latest", help="unpin: serve the newest bundle again")] = False,
+) -> None:
+    """Serve one version from now on (a running server picks it up within serve.reload_seconds)."""
+    if (version is None) == (not latest):
+        console.print("error: give a VERSION or --latest", style="bold red")
+        raise typer.Exit(2)
+    with _settings(ctx) as settings:
+        info = _bundles(settings).pin(pipeline, None if latest else version)
+    console.print(f"pipeline {pipeline} now serves {info.version if info else 'nothing (no bundle)'}", highlight=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    ctx: typer.Context, pipeline: Annotated[str, typer.Option(help="pipeline name")] = "default"
+) -> None:
+    """Pin the version before the one served now."""
+    with _settings(ctx) as settings:
+        info = _bundles(settings).rollback(pipeline)
+    console.print(f"pipeline {pipeline} rolled back to {info.version}", highlight=False)

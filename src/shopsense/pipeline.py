@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -83,6 +86,10 @@ class Recommendation:
     explanation: Explanation
 
 
+SIMILARITY_PREFERENCE = {"item_knn": 0, "ease": 1, "als": 2, "bpr": 3, "content": 4, "sasrec": 5}
+"""Models whose item-to-item relation answers "similar items", best first."""
+
+
 class Pipeline:
     """Fits the two-stage ranker on interactions and answers requests with rules, diversity and reasons."""
 
@@ -96,6 +103,36 @@ class Pipeline:
         self.items_: IdIndex = data.items
         self.catalog_ = data.catalog if data.catalog is not None else Catalog.empty(len(data.items))
         return self
+
+    def request_time(self, events: pa.Table) -> datetime:
+        """The as_of of a live request: the later of the training data's end and the user's newest event,
+        so time features never count from before what the model has seen."""
+        end = self.ranker.features_.as_of_
+        if events.num_rows:
+            end = max(end, int(pc.max(events.column("timestamp")).as_py().timestamp()))
+        return datetime.fromtimestamp(end, UTC)
+
+    def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
+        """Items related to one item ("customers also bought"), from the first candidate source that
+        models item-to-item relations: co-occurrence first, then factors, never plain popularity.
+
+        Raises:
+            KeyError: the item is not in this pipeline's vocabulary.
+        """
+        index = self.items_.index([item_id])[0]
+        if index < 0:
+            raise KeyError(item_id)
+        generator = self.ranker.generator_
+        ranked = sorted(
+            zip(generator.sources_, generator.models_, strict=True),
+            key=lambda pair: SIMILARITY_PREFERENCE.get(pair[0].model, len(SIMILARITY_PREFERENCE)),
+        )
+        for source, model in ranked:
+            if source.model in SIMILARITY_PREFERENCE:
+                items, scores = model.similar_items(np.array([index]), k)
+                keep = items[0] >= 0
+                return [(self.items_.values[i], float(v)) for i, v in zip(items[0][keep], scores[0][keep], strict=True)]
+        return []
 
     def recommend(
         self,

@@ -86,6 +86,22 @@ class IngestSettings(_Strict):
     max_line_bytes: int = Field(2_097_152, ge=1024, description="longest CSV/JSON line read")
 
 
+class ServeSettings(_Strict):
+    """How ``shopsense serve`` listens, whom it lets in and how hard it may be pushed."""
+
+    host: str = Field("127.0.0.1", description="listen address; 127.0.0.1 keeps it on this machine")
+    port: int = Field(8000, ge=1, le=65535)
+    pipeline: str = Field("default", description="the pipeline whose newest (or pinned) bundle is served")
+    max_batch: int = Field(10_000, ge=1, description="most events (or items/users) one request may carry")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    rate_per_second: float = Field(2_000.0, gt=0, description="requests per second allowed per API key")
+    rate_burst: int = Field(4_000, ge=1, description="requests a key may make at once before the rate applies")
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
+    commit_wait_ms: float = Field(2.0, ge=0, description="how long a write waits to share a commit with others")
+    reload_seconds: float = Field(30.0, ge=0, description="how often to look for a newer model bundle (0: never)")
+    attribution_hours: float = Field(24.0, gt=0, description="clicks/purchases this soon after an impression count")
+
+
 class Settings(_Strict):
     """Everything configurable in shopsense; see ``config/default.toml`` for the commented file."""
 
@@ -94,6 +110,7 @@ class Settings(_Strict):
     channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
     event_types: EventTypeSettings = Field(default_factory=EventTypeSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @field_validator("channels")
     @classmethod

@@ -256,16 +256,10 @@ class Importer:
         Validation runs in this single pass; later steps read the compact typed table.
         """
         fields = _content_fields(kind)
-        if by_id:  # content only tells repeats of an id apart inside this file: a fast hash will do
-            content = f"hash({', '.join(ident(f) for f in fields)})"
-        else:  # content is the stored idempotency key: a hash that is stable across versions
-            parts = [f"epoch_us({ident(f)})" if f == "timestamp" else ident(f) for f in fields]
-            content = (
-                "md5_number(concat_ws('\x1f', "
-                + ", ".join(f"coalesce(CAST({p} AS VARCHAR), '\x00')" for p in parts)
-                + "))"
-            )
-        key = f"coalesce(md5_number('id:' || {ident(ID_FIELD[kind])}), _content)" if by_id else "_content"
+        # With ids, content only tells repeats of an id apart inside this file: a fast hash will do.
+        # Without, content is the stored idempotency key: a hash that is stable across versions.
+        content = f"hash({', '.join(ident(f) for f in fields)})" if by_id else content_key_sql(kind)
+        key = f"coalesce({id_key_sql(kind)}, _content)" if by_id else "_content"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, {key} AS _key
             FROM (SELECT _row, _ok, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content
@@ -345,6 +339,21 @@ class Importer:
             ) TO {lit(str(out))} (HEADER, DELIMITER ',')"""
         )
         return out
+
+
+def content_key_sql(kind: RecordKind) -> str:
+    """SQL for a record's content key: the idempotency key of an event without an id.
+
+    Stable across versions and shared by every write path (file import, HTTP), so the same
+    event sent twice by different routes is stored once.
+    """
+    parts = [f"epoch_us({ident(f)})" if f == "timestamp" else ident(f) for f in _content_fields(kind)]
+    return "md5_number(concat_ws('\x1f', " + ", ".join(f"coalesce(CAST({p} AS VARCHAR), '\x00')" for p in parts) + "))"
+
+
+def id_key_sql(kind: RecordKind) -> str:
+    """SQL for the idempotency key of a record that carries its own id (NULL when it has none)."""
+    return f"md5_number('id:' || {ident(ID_FIELD[kind])})"
 
 
 def _content_fields(kind: RecordKind) -> list[str]:

@@ -117,7 +117,30 @@ class UserStore(Protocol):
 
 
 @runtime_checkable
-class Store(EventStore, CatalogStore, UserStore, Protocol):
+class ServingStore(Protocol):
+    """What the online service records besides events: impressions, erasure and export."""
+
+    def append_impressions(self, rows: pa.Table) -> list[str]:
+        """Record shown items (recommendation_id, user_id, item_id, position, model_version, timestamp);
+        rows naming an item the catalogue does not know are not stored: their ids are returned."""
+        ...
+
+    def impression_report(self, hours: float, click_types: list[str], purchase_types: list[str]) -> pa.Table:
+        """Per model version: impressions, recommendations, clicks and purchases of the shown item by the
+        shown user within ``hours`` after the impression, and their revenue."""
+        ...
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """Delete the user's events, impressions and record in one transaction; rows deleted per table."""
+        ...
+
+    def user_record(self, user_id: str) -> dict[str, Any] | None:
+        """The stored user row (attributes as JSON text), or None for an unknown user."""
+        ...
+
+
+@runtime_checkable
+class Store(EventStore, CatalogStore, UserStore, ServingStore, Protocol):
     """Everything a shopsense deployment keeps, behind one URL."""
 
     url: str

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS events (
     user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL, type VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL, channel VARCHAR, session_id VARCHAR, quantity DOUBLE NOT NULL,
     value DOUBLE, rating DOUBLE, context JSON, batch_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS impressions (
+    recommendation_id VARCHAR NOT NULL, user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL,
+    position INTEGER NOT NULL, model_version VARCHAR, ts TIMESTAMPTZ NOT NULL);
 """
 
 _ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency", "available", "stock")
@@ -313,6 +316,67 @@ class DuckDBStore:
         self._con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
         tmp.replace(path)
         return self._count(f"SELECT count(*) FROM read_parquet('{_sql_path(path)}')")
+
+    # -- serving: impressions, erasure, export -----------------------------------------------
+
+    def append_impressions(self, rows: pa.Table) -> list[str]:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        with self._registered(incoming_impressions=rows), self.transaction():
+            unknown = self._con.execute(
+                "SELECT DISTINCT n.item_id FROM incoming_impressions n ANTI JOIN items i ON i.item_id = n.item_id"
+            ).fetchall()
+            new_users = pa.table({"id": pa.array(sorted(set(rows.column("user_id").to_pylist())), pa.string())})
+            with self._registered(incoming_users=new_users):
+                self._add_ids("users", "user_id", "user_idx", "incoming_users")
+            self._con.execute(
+                """INSERT INTO impressions
+                SELECT n.recommendation_id, u.user_idx, i.item_idx, n.position, n.model_version, n.timestamp
+                FROM incoming_impressions n
+                JOIN users u ON u.user_id = n.user_id JOIN items i ON i.item_id = n.item_id"""
+            )
+            return [row[0] for row in unknown]
+
+    def impression_report(self, hours: float, click_types: list[str], purchase_types: list[str]) -> pa.Table:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        return self._con.sql(
+            """WITH hits AS (
+                SELECT m.recommendation_id, m.item_idx, m.model_version,
+                       bool_or(e.type IN (SELECT unnest($1::VARCHAR[]))) AS clicked,
+                       bool_or(e.type IN (SELECT unnest($2::VARCHAR[]))) AS bought,
+                       coalesce(sum(e.value) FILTER (WHERE e.type IN (SELECT unnest($2::VARCHAR[]))), 0) AS revenue
+                FROM impressions m LEFT JOIN events e
+                  ON e.user_idx = m.user_idx AND e.item_idx = m.item_idx
+                 AND e.ts >= m.ts AND e.ts < m.ts + to_microseconds(CAST($3 * 3600e6 AS BIGINT))
+                GROUP BY ALL)
+            SELECT coalesce(model_version, 'unknown') AS model_version, count(*) AS impressions,
+                   count(DISTINCT recommendation_id) AS recommendations,
+                   count(*) FILTER (WHERE clicked) AS clicks, count(*) FILTER (WHERE bought) AS purchases,
+                   sum(revenue) AS revenue
+            FROM hits GROUP BY ALL ORDER BY model_version""",
+            params=[click_types, purchase_types, hours],
+        ).to_arrow_table()
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        with self.transaction():
+            found = self._con.execute("SELECT user_idx FROM users WHERE user_id = ?", [user_id]).fetchall()
+            if not found:
+                return {"events": 0, "impressions": 0, "users": 0}
+            return {table: self._deleted(table, found[0][0]) for table in ("events", "impressions", "users")}
+
+    def _deleted(self, table: str, user_idx: int) -> int:
+        sql = f"DELETE FROM {table} WHERE user_idx = ? RETURNING user_idx"
+        return len(self._con.execute(sql, [user_idx]).fetchall())
+
+    def user_record(self, user_id: str) -> dict[str, Any] | None:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        rows = self._con.execute(
+            "SELECT user_id, attributes::VARCHAR, first_seen, updated_at FROM users WHERE user_id = ?", [user_id]
+        ).fetchall()
+        if not rows:
+            return None
+        _, attributes, first_seen, updated_at = rows[0]
+        return {"user_id": user_id, "attributes": attributes, "first_seen": first_seen, "updated_at": updated_at}
 
     def close(self) -> None:
         """See :class:`shopsense.store.base.Store`."""

@@ -1,0 +1,225 @@
+"""The FastAPI application factory: routers, authentication, limits, structured errors, metrics.
+
+``create_app(settings)`` builds an app; the store is opened and the model bundle loaded when the
+app starts (lifespan), so one process owns the embedded store for its whole life.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shopsense import __version__
+from shopsense.api.deps import ApiError, RateLimiter
+from shopsense.api.routes import admin, catalog, events, impressions, ops, recommendations, users
+from shopsense.domain import Event, Item, User
+from shopsense.errors import ShopsenseError
+from shopsense.services.keys import KeyRing
+from shopsense.services.serving import ServingService
+from shopsense.settings import Settings
+from shopsense.store import open_store
+
+log = logging.getLogger("shopsense.serve")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Metrics:
+    """Prometheus series of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "shopsense_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "shopsense_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.accepted = Counter("shopsense_events_accepted_total", "events committed", registry=self.registry)
+        self.rejected = Counter("shopsense_events_rejected_total", "events rejected", registry=self.registry)
+        self.recs = Counter(
+            "shopsense_recommendations_total", "recommendation answers", ["fallback", "cached"], registry=self.registry
+        )
+
+    def events(self, accepted: int, rejected: int) -> None:
+        self.accepted.inc(accepted)
+        self.rejected.inc(rejected)
+
+    def recommendation(self, fallback: bool, cached: bool) -> None:
+        self.recs.labels(str(fallback).lower(), str(cached).lower()).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming, before parsing."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, "body_too_large", f"request body over {self.limit:,} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = JSONResponse(
+        _error_body("body_too_large", f"request body over {limit:,} bytes (serve.max_body_bytes)"), status_code=413
+    )
+    await body({"type": "http"}, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+def _error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The shopsense REST API over the store and model bundles named by ``settings``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings.resolved_store_url)
+        service = ServingService(settings, store)
+        app.state.service = service
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch_bundles, args=(service, settings, stop), daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            service.close()
+            store.close()
+
+    app = FastAPI(
+        title="shopsense",
+        version=__version__,
+        summary="Recommendations and precision marketing from one event stream.",
+        description=(
+            "Authenticate with an API key (`shopsense keys create`) as `Authorization: Bearer <key>` or "
+            "`X-API-Key: <key>`. Scopes: `events:write`, `recommend:read`, `admin` (everything). Errors "
+            "always have the body `{error: {code, message, details}}`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.keys = KeyRing(settings.data_dir / "keys.json")
+    app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)
+    app.state.metrics = Metrics()
+    for router in (events, catalog, recommendations, users, impressions, admin, ops):
+        app.include_router(router.router)
+    _errors(app)
+    _observe(app)
+    if settings.serve.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.serve.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, limit=settings.serve.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _watch_bundles(service: ServingService, settings: Settings, stop: threading.Event) -> None:
+    """Hot-swap to a newer (or newly pinned) bundle every ``serve.reload_seconds``."""
+    every = settings.serve.reload_seconds
+    while every > 0 and not stop.wait(every):
+        service.reload()
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_error_body(exc.code, exc.message, exc.details), exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
+        return JSONResponse(jsonable_encoder(_error_body("invalid_request", message, details)), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(_error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ShopsenseError)
+    async def domain_error(request: Request, exc: ShopsenseError) -> JSONResponse:
+        return JSONResponse(_error_body("invalid_request", str(exc)), 400)
+
+
+def _observe(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics: Metrics = request.app.state.metrics
+            metrics.requests.labels(path, request.method, str(status)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, plus the record models the write routes validate item by item."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Event, Item, User):
+        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(definition.pop("$defs", {}))
+        components[model.__name__] = definition
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,97 @@
+"""Request dependencies: the service, and API-key authentication with scopes and a per-key rate limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+
+from shopsense.services.keys import KeyRecord, KeyRing, Scope
+from shopsense.services.serving import ServingService
+
+
+class ApiError(Exception):
+    """An HTTP error with a structured body (see :class:`shopsense.api.schemas.ErrorBody`)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or []
+        self.headers = headers
+
+
+class RateLimiter:
+    """Token bucket per key: ``rate`` requests per second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when the request may go ahead, else the seconds until it could."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+def service(request: Request) -> ServingService:
+    served: ServingService = request.app.state.service
+    return served
+
+
+def require(scope: Scope) -> Callable[[Request], KeyRecord]:
+    """A dependency that admits a request only with a valid key holding ``scope`` (or admin)."""
+
+    def check(request: Request) -> KeyRecord:
+        keys: KeyRing = request.app.state.keys
+        presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
+        if not presented:
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        record = keys.verify(presented)
+        if record is None:
+            raise ApiError(401, "unauthenticated", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        if not record.allows(scope):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"key {record.key_id!r} lacks scope {scope.value!r} (it has: {', '.join(record.scopes)})",
+            )
+        wait = request.app.state.limiter.take(record.key_id)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"key {record.key_id!r} is over its rate limit; retry in {wait:.2f}s",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        return record
+
+    return check
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None

@@ -1,0 +1,25 @@
+"""What every protected route may answer besides success, for the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shopsense.api.schemas import ErrorResponse
+
+_DESCRIPTIONS = {
+    400: "the request is well-formed but cannot be done (e.g. a rule names an unknown field)",
+    401: "no API key, or an unknown or revoked one",
+    403: "the key lacks the scope this route needs",
+    404: "no such user, item or model",
+    409: "the request conflicts with the current state",
+    413: "the body is larger than serve.max_body_bytes or the batch larger than serve.max_batch",
+    422: "a parameter or the body is invalid; details say which field",
+    429: "the key is over its rate limit; see Retry-After",
+    503: "the service is not ready (no model to answer with)",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error statuses, plus the ones every keyed route can give."""
+    wanted = sorted({401, 403, 413, 422, 429, *codes})
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in wanted}

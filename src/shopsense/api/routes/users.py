@@ -1,0 +1,61 @@
+"""A user's history, export and erasure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from shopsense.api.deps import ApiError, require, service
+from shopsense.api.routes.common import errors
+from shopsense.api.schemas import EraseResponse, ExportResponse, HistoryResponse
+from shopsense.services.keys import Scope
+from shopsense.services.serving import ServingService
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+UserId = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+@router.get("/{user_id}/history", response_model=HistoryResponse, responses=errors(404))
+async def history(
+    user_id: UserId,
+    _: Annotated[Any, Depends(require(Scope.RECOMMEND_READ))],
+    svc: Annotated[ServingService, Depends(service)],
+    limit: Annotated[int, Query(ge=1, le=10_000, description="newest events first")] = 100,
+) -> HistoryResponse:
+    """The user's most recent events, newest first."""
+    events = await asyncio.wrap_future(svc.writer.call(lambda store: store.scan_events(user_ids=[user_id])))
+    if events.num_rows == 0 and await asyncio.wrap_future(svc.writer.call(lambda s: s.user_record(user_id))) is None:
+        raise ApiError(404, "not_found", f"no user {user_id!r}")
+    rows = events.slice(max(events.num_rows - limit, 0)).to_pylist()[::-1]
+    return HistoryResponse(user_id=user_id, events=rows)
+
+
+@router.get("/{user_id}/export", response_model=ExportResponse, responses=errors(404))
+async def export(
+    user_id: UserId,
+    _: Annotated[Any, Depends(require(Scope.ADMIN))],
+    svc: Annotated[ServingService, Depends(service)],
+) -> ExportResponse:
+    """Everything stored about a user (their record and every event): a data-subject access request."""
+    record = await asyncio.wrap_future(svc.writer.call(lambda s: s.user_record(user_id)))
+    if record is None:
+        raise ApiError(404, "not_found", f"no user {user_id!r}")
+    events = await asyncio.wrap_future(svc.writer.call(lambda s: s.scan_events(user_ids=[user_id])))
+    return ExportResponse(user=record, events=events.to_pylist())
+
+
+@router.delete("/{user_id}", response_model=EraseResponse, responses=errors(404))
+async def erase(
+    user_id: UserId,
+    _: Annotated[Any, Depends(require(Scope.ADMIN))],
+    svc: Annotated[ServingService, Depends(service)],
+) -> EraseResponse:
+    """Erase a user: events, impressions and record in the store, and all in-memory and cached state.
+    Writes queued before this request are erased too; the user never appears in later answers."""
+    deleted = await asyncio.to_thread(svc.erase, user_id)
+    if not deleted["users"]:
+        raise ApiError(404, "not_found", f"no user {user_id!r}")
+    return EraseResponse(user_id=user_id, deleted=deleted)

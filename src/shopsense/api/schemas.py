@@ -1,0 +1,158 @@
+"""Request and response bodies, as documented in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shopsense.domain import UtcDatetime
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = Field(None, description="where: e.g. query.k, body.events.3.timestamp")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    code: str = Field(description="machine-readable: unauthenticated, forbidden, rate_limited, invalid_request…")
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class RejectedItem(BaseModel):
+    index: int = Field(description="position of the item in the request (0 for a single object)")
+    field: str | None = None
+    reason: str
+
+
+class WriteResponse(BaseModel):
+    """Accepted items are committed (durable) before this response is sent; rejected ones were not written."""
+
+    accepted: int
+    rejected: list[RejectedItem]
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str | None = None
+    score: float | None = None
+    p_attention: float | None = Field(None, description="P(the user views/clicks it in the next window)")
+    p_purchase: float | None = Field(None, description="P(the user buys it in the next window)")
+    value: float | None = None
+    pinned: bool = False
+    sources: list[str] = Field(default_factory=list, description="candidate sources that proposed it")
+    reason: str = Field(description="readable explanation from the strongest evidence")
+    evidence: str | None = None
+    related_item: str | None = None
+    contributions: dict[str, float] = Field(default_factory=dict, description="score contribution per evidence")
+
+
+class RecommendationResponse(BaseModel):
+    recommendation_id: str = Field(description="send it back with POST /v1/impressions to attribute outcomes")
+    user_id: str
+    model_version: str | None = Field(description="the bundle that answered; null when a fallback did")
+    fallback: str | None = Field(None, description="why the answer is trending items instead of the model's")
+    cached: bool = False
+    items: list[RecommendedItem]
+
+
+class SimilarItem(BaseModel):
+    item_id: str
+    title: str | None = None
+    score: float
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    model_version: str | None
+    items: list[SimilarItem]
+
+
+class HistoryEvent(BaseModel):
+    event_id: str | None = None
+    item_id: str
+    type: str
+    timestamp: UtcDatetime
+    channel: str | None = None
+    session_id: str | None = None
+    quantity: float
+    value: float | None = None
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    events: list[HistoryEvent]
+
+
+class ImpressionIn(BaseModel):
+    """What was shown to a user: the items of one recommendation response, in display order."""
+
+    model_config = {"extra": "forbid"}
+
+    recommendation_id: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=256)
+    item_ids: list[str] = Field(min_length=1, max_length=1000)
+    timestamp: UtcDatetime | None = Field(None, description="default: now")
+    model_version: str | None = Field(None, max_length=64, description="default: the version that answered")
+
+
+class ImpressionReportRow(BaseModel):
+    model_version: str
+    impressions: int
+    recommendations: int
+    clicks: int
+    purchases: int
+    revenue: float
+    ctr: float | None
+    conversion: float | None
+
+
+class ImpressionReport(BaseModel):
+    window_hours: float
+    versions: list[ImpressionReportRow]
+
+
+class EraseResponse(BaseModel):
+    user_id: str
+    deleted: dict[str, int]
+
+
+class ExportResponse(BaseModel):
+    user: dict[str, Any]
+    events: list[HistoryEvent]
+
+
+class BundleOut(BaseModel):
+    pipeline: str
+    version: str
+    created_at: str
+    data_from: str | None
+    data_to: str | None
+    events: int
+    users: int
+    items: int
+    metrics: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    serving: str | None
+    pinned: str | None
+    error: str | None
+    versions: list[BundleOut]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    model_version: str | None
+    detail: str | None = None

@@ -1,0 +1,491 @@
+"""ServingService: what the HTTP API does, without HTTP.
+
+It owns the store (through one writer thread), the served model bundle (swapped atomically:
+a request keeps the pipeline object it started with), the in-memory user histories and a
+per-user cache of answers that any new event of that user or any model swap invalidates.
+Recommendations never fail for want of a model: a missing or failing bundle degrades to
+trending items and the answer says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import TypeAdapter, ValidationError
+
+from shopsense.domain import Event, IdIndex, Item, RecordKind, User
+from shopsense.errors import ConfigError
+from shopsense.features.interactions import build_interactions
+from shopsense.ingest.importer import content_key_sql, id_key_sql
+from shopsense.pipeline import Pipeline, Recommendation
+from shopsense.services.bundles import BundleInfo, Bundles
+from shopsense.services.live import LiveHistories
+from shopsense.services.writer import StoreWriter
+from shopsense.settings import Settings
+from shopsense.store.base import EVENT_COLUMNS, Store, WriteResult
+
+log = logging.getLogger("shopsense.serve")
+
+CACHE_USERS = 50_000
+"""Users whose latest answers are kept; the least recently asked are dropped first."""
+TRENDING_DAYS = 7
+ANSWERS_KEPT = 200_000
+"""Recent answers remembered for attributing impressions to the model version that produced them."""
+_TS = pa.timestamp("us", tz="UTC")
+_EVENTS = TypeAdapter(list[Event])
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One item of a batch that was not accepted, and why."""
+
+    index: int
+    reason: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of a write request: accepted rows are committed; rejected ones were not written."""
+
+    accepted: int
+    rejected: list[Rejected]
+    already_stored: int = 0
+
+
+@dataclass(frozen=True)
+class Served:
+    """A bundle in service: its manifest and the fitted pipeline."""
+
+    info: BundleInfo
+    pipeline: Pipeline
+
+
+@dataclass
+class RecAnswer:
+    """One recommendation response."""
+
+    recommendation_id: str
+    user_id: str
+    model_version: str | None
+    items: list[dict[str, Any]]
+    fallback: str | None = None
+    cached: bool = False
+
+
+@dataclass
+class _Cache:
+    """Answers per user, keyed by (history version, model version, query)."""
+
+    entries: OrderedDict[str, dict[tuple[Any, ...], RecAnswer]] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, user: str, key: tuple[Any, ...]) -> RecAnswer | None:
+        with self.lock:
+            answers = self.entries.get(user)
+            if answers is None:
+                return None
+            self.entries.move_to_end(user)
+            return answers.get(key)
+
+    def put(self, user: str, key: tuple[Any, ...], answer: RecAnswer) -> None:
+        with self.lock:
+            answers = self.entries.setdefault(user, {})
+            if answers and next(iter(answers))[:2] != key[:2]:
+                answers.clear()  # the history or the model moved on: older answers are stale
+            answers[key] = answer
+            self.entries.move_to_end(user)
+            while len(self.entries) > CACHE_USERS:
+                self.entries.popitem(last=False)
+
+    def drop(self, user: str) -> None:
+        with self.lock:
+            self.entries.pop(user, None)
+
+
+class ServingService:
+    """The online service: ingest, recommendations, impressions, erasure, model swaps."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.bundles = Bundles(settings.data_dir / "models")
+        self.live = LiveHistories(store.scan_events())
+        self.writer = StoreWriter(store, settings.serve.commit_wait_ms / 1000, on_commit=self.live.append)
+        self._served: Served | None = None
+        self._model_error: str | None = None
+        self._swap_lock = threading.Lock()
+        self._cache = _Cache()
+        self._keys = threading.local()
+        self._types = settings.event_types.canonical()
+        self._channels = set(settings.channels)
+        self._trending: tuple[float, list[str]] = (0.0, [])
+        self._answers: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
+        self._log_lock = threading.Lock()
+        self.reload()
+
+    # -- models --------------------------------------------------------------------------------
+
+    @property
+    def served(self) -> Served | None:
+        return self._served
+
+    def reload(self, version: str | None = None) -> BundleInfo | None:
+        """Serve the pinned/newest bundle (or ``version``); the swap is one reference assignment."""
+        name = self.settings.serve.pipeline
+        with self._swap_lock:
+            try:
+                info = self.bundles.current(name) if version is None else self._version(name, version)
+                if info is None:
+                    self._model_error = f"pipeline {name!r} has no trained bundle yet (run `shopsense train`)"
+                    return None
+                if self._served is None or self._served.info.version != info.version:
+                    self._served = Served(info, self.bundles.load(info))
+                    log.info("serving %s bundle %s", name, info.version)
+                self._model_error = None
+                return info
+            except (ConfigError, OSError, ValueError, EOFError) as exc:  # keep serving what we had
+                self._model_error = f"bundle could not be loaded: {exc}"
+                log.error(self._model_error)
+                return self._served.info if self._served else None
+
+    def rollback(self) -> BundleInfo:
+        """Pin the bundle before the one served now and serve it."""
+        info = self.bundles.rollback(self.settings.serve.pipeline)
+        self.reload()
+        return info
+
+    def _version(self, name: str, version: str) -> BundleInfo:
+        found = [v for v in self.bundles.versions(name) if v.version == version]
+        if not found:
+            raise ConfigError(f"pipeline {name!r} has no bundle {version!r}")
+        return found[0]
+
+    @property
+    def model_error(self) -> str | None:
+        return self._model_error
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def validate_events(self, raw: list[Any]) -> tuple[pa.Table, list[Rejected]]:
+        """Check each event; return the accepted ones as keyed store rows and the rejected with reasons."""
+        rejected: dict[int, Rejected] = {}
+        try:
+            events = _EVENTS.validate_python(raw)
+            kept = list(range(len(raw)))
+        except ValidationError as exc:
+            for error in exc.errors():
+                index = error["loc"][0] if error["loc"] and isinstance(error["loc"][0], int) else -1
+                where = ".".join(str(p) for p in error["loc"][1:]) or None
+                if isinstance(index, int) and index >= 0 and index not in rejected:
+                    rejected[index] = Rejected(index, error["msg"], where)
+            kept = [i for i in range(len(raw)) if i not in rejected]
+            events = _EVENTS.validate_python([raw[i] for i in kept])
+        now = datetime.now(UTC)
+        earliest = datetime.fromisoformat(self.settings.ingest.min_timestamp)
+        latest = now + timedelta(seconds=self.settings.ingest.max_future_seconds)
+        rows: list[Event] = []
+        for index, event in zip(kept, events, strict=True):
+            reason = self._event_problem(event, earliest, latest)
+            if reason is not None:
+                rejected[index] = Rejected(index, reason[1], reason[0])
+                continue
+            rows.append(event.model_copy(update={"type": self._types[event.type.strip().lower()]}))
+        table = self._keyed(rows)
+        return table, sorted(rejected.values(), key=lambda r: r.index)
+
+    def _event_problem(self, event: Event, earliest: datetime, latest: datetime) -> tuple[str, str] | None:
+        if event.type.strip().lower() not in self._types:
+            return "type", f"unknown event type {event.type!r} (known: {', '.join(sorted(self._types))})"
+        if event.channel is not None and event.channel.strip().lower() not in self._channels:
+            return "channel", f"unknown channel {event.channel!r} (known: {', '.join(sorted(self._channels))})"
+        if not earliest <= event.timestamp <= latest:
+            return "timestamp", f"timestamp {event.timestamp.isoformat()} is outside [{earliest}, now + max_future]"
+        return None
+
+    def _keyed(self, events: list[Event]) -> pa.Table:
+        """Store rows with the same idempotency keys the file importer gives (re-sent events collapse)."""
+        columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS[2:]}
+        for event in events:
+            for name in columns:
+                value = getattr(event, name)
+                if name == "context" and value is not None:
+                    value = json.dumps(value)
+                elif name == "channel" and value is not None:
+                    value = value.strip().lower()
+                columns[name].append(value)
+        table = pa.table(
+            {
+                **{n: pa.array(columns[n], pa.string()) for n in ("event_id", "user_id", "item_id", "type")},
+                "timestamp": pa.array(columns["timestamp"], pa.timestamp("us", tz="UTC")),
+                **{n: pa.array(columns[n], pa.string()) for n in ("channel", "session_id")},
+                **{n: pa.array(columns[n], pa.float64()) for n in ("quantity", "value", "rating")},
+                "context": pa.array(columns["context"], pa.string()),
+            }
+        )
+        con = self._duck()
+        con.register("incoming", table)
+        try:
+            keyed = con.sql(
+                f"""SELECT CAST(k >> 64 AS UBIGINT) AS key_hi, CAST(k & 18446744073709551615 AS UBIGINT) AS key_lo, *
+                EXCLUDE (k, n) FROM (
+                    SELECT *, row_number() OVER (PARTITION BY k ORDER BY r) AS n FROM (
+                        SELECT *, coalesce({id_key_sql(RecordKind.EVENTS)}, {content_key_sql(RecordKind.EVENTS)}) AS k,
+                               row_number() OVER () AS r
+                        FROM incoming)
+                ) ORDER BY r"""
+            ).to_arrow_table()
+        finally:
+            con.unregister("incoming")
+        # Identical id-less events in one request are separate events (two views of one page), as in files.
+        return keyed.select(list(EVENT_COLUMNS))
+
+    def _duck(self) -> duckdb.DuckDBPyConnection:
+        con = getattr(self._keys, "con", None)
+        if con is None:
+            con = duckdb.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            self._keys.con = con
+        return con
+
+    def submit_events(self, table: pa.Table) -> Future[Any]:
+        """Queue validated rows; the future resolves when they are committed (and visible to recommendations)."""
+        return self.writer.append(table)
+
+    def upsert(self, kind: RecordKind, raw: list[Any]) -> tuple[Future[Any] | None, list[Rejected]]:
+        """Validate items or users; queue the valid ones for one upsert."""
+        model = Item if kind is RecordKind.ITEMS else User
+        valid, rejected = [], []
+        for index, record in enumerate(raw):
+            try:
+                valid.append(model.model_validate(record))
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                rejected.append(Rejected(index, error["msg"], ".".join(str(p) for p in error["loc"]) or None))
+        if not valid:
+            return None, rejected
+        table = _records_table(kind, valid)
+        if kind is RecordKind.ITEMS:
+            future = self.writer.call(lambda store: _then(store.upsert_items(table.to_reader(), "api"), self, table))
+        else:
+            future = self.writer.call(lambda store: store.upsert_users(table.to_reader(), "api"))
+        return future, rejected
+
+    def refresh_availability(self, items: pa.Table) -> None:
+        """Apply stock and availability changes to the served catalogue at once (rules read it)."""
+        served = self._served
+        if served is None or "available" not in items.column_names:
+            return
+        catalog = served.pipeline.catalog_
+        if catalog.available is None:
+            return
+        index = served.pipeline.items_.index(items.column("item_id").to_pylist())
+        flags = items.column("available").to_pylist()
+        stock = items.column("stock").to_pylist()
+        for i, flag, units in zip(index, flags, stock, strict=True):
+            if i >= 0 and (flag is not None or units is not None):
+                catalog.available[i] = bool(flag if flag is not None else True) and (units is None or units > 0)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        alpha: float | None = None,
+        diversity: float | None = None,
+        rules: Mapping[str, Any] | None = None,
+    ) -> RecAnswer:
+        """The served pipeline's answer for one user, or trending items when no model can answer."""
+        served = self._served
+        version = served.info.version if served else None
+        key = (self.live.version(user_id), version, k, alpha, diversity, json.dumps(rules, sort_keys=True))
+        hit = self._cache.get(user_id, key)
+        if hit is not None:
+            return RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, hit.fallback, cached=True)
+        answer = self._answer(served, user_id, k, alpha, diversity, rules)
+        self._cache.put(user_id, key, answer)
+        return answer
+
+    def _answer(
+        self,
+        served: Served | None,
+        user_id: str,
+        k: int,
+        alpha: float | None,
+        diversity: float | None,
+        rules: Mapping[str, Any] | None,
+    ) -> RecAnswer:
+        rid = uuid.uuid4().hex
+        if served is None:
+            return RecAnswer(rid, user_id, None, self._trending_items(k), self._model_error or "no model loaded")
+        pipeline = served.pipeline
+        events = self.live.history(user_id)
+        try:
+            history = build_interactions(
+                events,
+                self.settings.event_types.weights,
+                items=pipeline.items_,
+                catalog=pipeline.catalog_,
+                users=IdIndex([user_id]),
+                as_of=pipeline.request_time(events),
+            )
+            recs = pipeline.recommend(history, k, alpha=alpha, rules=rules, diversity=diversity)[0]
+        except ValueError as exc:  # a bad request value (alpha, rule) the pipeline refused
+            raise ConfigError(str(exc)) from exc
+        except Exception as exc:  # the model failed: degrade, never 500
+            log.exception("pipeline %s failed for user %s", served.info.version, user_id)
+            return RecAnswer(rid, user_id, None, self._trending_items(k), f"the model failed ({exc!r}): trending items")
+        return RecAnswer(rid, user_id, served.info.version, [_rec_dict(r) for r in recs])
+
+    def _trending_items(self, k: int) -> list[dict[str, Any]]:
+        made, items = self._trending
+        if time.monotonic() - made > 60 or len(items) < k:
+            latest = datetime.now(UTC) - timedelta(days=TRENDING_DAYS)
+            items = self.live.popular(pa.scalar(latest, pa.timestamp("us", tz="UTC")), max(k, 100))
+            if len(items) < k:
+                items = self.live.popular(None, max(k, 100))
+            self._trending = (time.monotonic(), items)
+        return [
+            {"item_id": item, "score": float(len(items) - rank), "reason": "Trending now", "sources": ["trending"]}
+            for rank, item in enumerate(items[:k])
+        ]
+
+    def similar(self, item_id: str, k: int) -> list[dict[str, Any]]:
+        """Items related to ``item_id``; KeyError for an item the model does not know."""
+        served = self._served
+        if served is None:
+            raise LookupError(self._model_error or "no model loaded")
+        titles = served.pipeline.catalog_.titles
+        index = served.pipeline.items_
+        return [
+            {"item_id": other, "score": score, "title": titles[index.index([other])[0]] if titles else None}
+            for other, score in served.pipeline.similar(item_id, k)
+        ]
+
+    def remember(self, answer: RecAnswer, channel: str | None) -> None:
+        """Keep what was answered, so impressions of it are attributed to the version that chose the items."""
+        with self._log_lock:
+            self._answers[answer.recommendation_id] = (answer.model_version, channel)
+            while len(self._answers) > ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+
+    def record_impressions(self, shown: Mapping[str, Any]) -> Future[Any]:
+        """Store shown items (positions from 1); resolves to (written, rejected items unknown to the catalogue)."""
+        with self._log_lock:
+            version = self._answers.get(shown["recommendation_id"], (None, None))[0]
+        items = list(shown["item_ids"])
+        rows = pa.table(
+            {
+                "recommendation_id": pa.array([shown["recommendation_id"]] * len(items), pa.string()),
+                "user_id": pa.array([shown["user_id"]] * len(items), pa.string()),
+                "item_id": pa.array(items, pa.string()),
+                "position": pa.array(range(1, len(items) + 1), pa.int32()),
+                "model_version": pa.array([shown.get("model_version") or version] * len(items), pa.string()),
+                "timestamp": pa.array([shown.get("timestamp") or datetime.now(UTC)] * len(items), _TS),
+            }
+        )
+
+        def write(store: Store) -> tuple[int, list[Rejected]]:
+            unknown = set(store.append_impressions(rows))
+            rejected = [Rejected(i, f"unknown item {x!r}", "item_ids") for i, x in enumerate(items) if x in unknown]
+            return len(items) - len(rejected), rejected
+
+        return self.writer.call(write)
+
+    def impression_report(self, hours: float) -> Future[Any]:
+        """Resolves to one dict per model version: counts, revenue, CTR and conversion of shown items."""
+        purchase = [t for t in ("purchase",) if t in self._types.values()]
+        clicks = [t for t in ("click", "view", "cart", "favourite") if t in self._types.values()]
+
+        def read(store: Store) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = store.impression_report(hours, clicks, purchase).to_pylist()
+            for row in rows:
+                shown = row["impressions"]
+                row["ctr"] = row["clicks"] / shown if shown else None
+                row["conversion"] = row["purchases"] / shown if shown else None
+            return rows
+
+        return self.writer.call(read)
+
+    def erase(self, user_id: str) -> dict[str, int]:
+        """Delete a user's data everywhere (store, memory, cache); ordered after queued writes."""
+        counts: dict[str, int] = self.writer.call(lambda store: store.erase_user(user_id)).result()
+        self.live.erase(user_id)
+        self._cache.drop(user_id)
+        return counts
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _then(result: WriteResult, service: ServingService, table: pa.Table) -> WriteResult:
+    service.refresh_availability(table)
+    return result
+
+
+def _records_table(kind: RecordKind, records: list[Item] | list[User] | list[Any]) -> pa.Table:
+    """Arrow rows for the store's upserts (category as a list, attributes as JSON text)."""
+    rows = [r.model_dump() for r in records]
+    if kind is RecordKind.USERS:
+        return pa.table(
+            {
+                "user_id": pa.array([r["user_id"] for r in rows], pa.string()),
+                "attributes": pa.array([_json(r.get("attributes")) for r in rows], pa.string()),
+                "first_seen": pa.array([r.get("first_seen") for r in rows], pa.timestamp("us", tz="UTC")),
+            }
+        )
+    return pa.table(
+        {
+            "item_id": pa.array([r["item_id"] for r in rows], pa.string()),
+            "title": pa.array([r["title"] for r in rows], pa.string()),
+            "description": pa.array([r["description"] for r in rows], pa.string()),
+            "category": pa.array([r["category"] for r in rows], pa.list_(pa.string())),
+            "brand": pa.array([r["brand"] for r in rows], pa.string()),
+            "price": pa.array([r["price"] for r in rows], pa.float64()),
+            "currency": pa.array([r["currency"] for r in rows], pa.string()),
+            "available": pa.array([r["available"] for r in rows], pa.bool_()),
+            "stock": pa.array([r["stock"] for r in rows], pa.int64()),
+            "attributes": pa.array([_json(r["attributes"]) for r in rows], pa.string()),
+            "first_seen": pa.array([r["first_seen"] for r in rows], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _rec_dict(rec: Recommendation) -> dict[str, Any]:
+    explanation = rec.explanation
+    return {
+        "item_id": rec.item_id,
+        "title": rec.title or None,
+        "score": _finite(rec.score),
+        "p_attention": _finite(rec.p_attention),
+        "p_purchase": _finite(rec.p_purchase),
+        "value": _finite(rec.value),
+        "pinned": rec.pinned,
+        "sources": list(rec.sources),
+        "reason": explanation.reason,
+        "evidence": explanation.evidence,
+        "related_item": explanation.related_item,
+        "contributions": {k: round(float(v), 6) for k, v in explanation.contributions.items()},
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if value == value and abs(value) != float("inf") else None
