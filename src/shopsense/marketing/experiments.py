@@ -376,20 +376,9 @@ def decision(readout: Readout, metric: str = "conversion") -> str:
     winners = sorted((lift for lift in lifts if lift.significant and lift.diff > 0), key=lambda lift: -lift.diff)
     if winners:
         return f"Ship {winners[0].treatment}: {_describe(winners[0], readout.alpha)}."
-    losers = [lift for lift in lifts if lift.significant]
-    if losers:
-        return (
-            "Keep "
-            + readout.control
-            + ": "
-            + "; ".join(f"{lift.treatment} {_describe(lift, readout.alpha)}" for lift in losers)
-            + "."
-        )
-    return (
-        "No detectable difference: "
-        + "; ".join(f"{lift.treatment} {_describe(lift, readout.alpha)}" for lift in lifts)
-        + "."
-    )
+    verdicts = [lift for lift in lifts if lift.significant] or lifts  # significant here means significantly worse
+    details = "; ".join(f"{lift.treatment} {_describe(lift, readout.alpha)}" for lift in verdicts)
+    return f"Keep {readout.control}: {details}." if verdicts[0].significant else f"No detectable difference: {details}."
 
 
 def _describe(lift: Lift, alpha: float) -> str:
