@@ -236,6 +236,8 @@ class Pipeline:
     def _explanations(
         self, frame: FeatureFrame, rows: np.ndarray, alpha: float, purchased: sp.csr_matrix
     ) -> list[Explanation]:
+        if not len(rows):  # e.g. a category filter no candidate passes
+            return []
         boosted = self.ranker.boosted_
         values = frame.values[rows]
         blended = (

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from shopsense.api.deps import require, service
 from shopsense.api.routes.common import errors
+from shopsense.api.routes.events import write_response
 from shopsense.api.schemas import ImpressionIn, ImpressionReport, ImpressionReportRow, WriteResponse
 from shopsense.services.keys import Scope
 from shopsense.services.serving import ServingService
@@ -26,7 +27,7 @@ async def post_impressions(
     those items by that user within ``serve.attribution_hours`` are attributed to its model version.
     Items the catalogue does not know are listed as rejected."""
     written, rejected = await asyncio.wrap_future(svc.record_impressions(body.model_dump()))
-    return WriteResponse(accepted=written, rejected=rejected)
+    return write_response(written, rejected)
 
 
 @router.get("/report", response_model=ImpressionReport, responses=errors())
