@@ -92,3 +92,20 @@ def torch_one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, shop_tables: tuple[pa.Table, pa.Table]) -> Path:
+    """A data directory with the synthetic shop imported and the default pipeline trained once."""
+    root = tmp_path_factory.mktemp("served")
+    events, items = shop_tables
+    pq.write_table(events, root / "events.parquet")
+    pq.write_table(items, root / "items.parquet")
+    service = DataService(load_settings(None, data_dir=root / "data"))
+    load(service, root / "items.parquet", RecordKind.ITEMS)
+    load(service, root / "events.parquet")
+    from shopsense.services.recommendation import RecommendationService  # lightgbm, only when used
+
+    RecommendationService(service).train("default")
+    service.close()
+    return root / "data"

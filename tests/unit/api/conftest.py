@@ -7,33 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from shopsense.api.app import create_app
-from shopsense.domain import RecordKind
-from shopsense.services.data import DataService
 from shopsense.services.keys import KeyRing
-from shopsense.services.recommendation import RecommendationService
-from shopsense.settings import Settings, load_settings
-from tests.conftest import load
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, shop_tables: tuple[pa.Table, pa.Table]) -> Path:
-    """A data directory with the synthetic shop imported and the default pipeline trained once."""
-    root = tmp_path_factory.mktemp("served")
-    events, items = shop_tables
-    pq.write_table(events, root / "events.parquet")
-    pq.write_table(items, root / "items.parquet")
-    service = DataService(load_settings(None, data_dir=root / "data"))
-    load(service, root / "items.parquet", RecordKind.ITEMS)
-    load(service, root / "events.parquet")
-    RecommendationService(service).train("default")
-    service.close()
-    return root / "data"
+from shopsense.settings import Settings
 
 
 @dataclass

@@ -1,0 +1,141 @@
+"""The real server: `shopsense serve` in its own process, driven over HTTP, killed with SIGKILL mid-ingest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shopsense.services.keys import KeyRing
+from shopsense.store import open_store
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`shopsense serve` as a child process on a free port."""
+
+    def __init__(self, data: Path) -> None:
+        self.data, self.port = data, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        env = {**os.environ, "SHOPSENSE_DATA_DIR": str(self.data)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shopsense", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("server did not start within 120 s")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def server_data(trained: Path, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    key, _ = KeyRing(data / "keys.json").create("integration", ["admin"])
+    yield data, key
+
+
+def test_real_process_serves_and_survives_sigkill_without_losing_acknowledged_events(
+    server_data: tuple[Path, str],
+) -> None:
+    data, key = server_data
+    headers = {"Authorization": f"Bearer {key}"}
+    server = Server(data).start()
+    try:
+        answer = httpx.get(f"{server.url}/v1/recommendations", params={"user_id": "user-2", "k": 5}, headers=headers)
+        assert answer.status_code == 200 and len(answer.json()["items"]) == 5
+        acknowledged: list[str] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def writer(worker: int) -> None:
+            with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+                n = 0
+                while not stop.is_set():
+                    ids = [f"w{worker}-{n}-{j}" for j in range(20)]
+                    n += 1
+                    now = datetime.now(UTC).isoformat()
+                    batch = [
+                        {
+                            "event_id": i,
+                            "user_id": f"user-{worker}",
+                            "item_id": "item-1",
+                            "type": "view",
+                            "timestamp": now,
+                        }
+                        for i in ids
+                    ]
+                    try:
+                        response = client.post("/v1/events", json=batch)
+                    except httpx.HTTPError:
+                        return  # the server died mid-request: that batch was never acknowledged
+                    if response.status_code == 200 and response.json()["accepted"] == len(ids):
+                        with lock:
+                            acknowledged.extend(ids)
+
+        workers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 2_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.kill()
+        stop.set()
+        for worker in workers:
+            worker.join()
+    finally:
+        server.stop()
+    assert len(acknowledged) >= 2_000
+    store = open_store(f"duckdb:///{data / 'shopsense.duckdb'}")
+    try:
+        stored = set(store.scan_events(user_ids=[f"user-{w}" for w in range(4)]).column("event_id").to_pylist())
+    finally:
+        store.close()
+    missing = set(acknowledged) - stored
+    assert not missing, f"{len(missing)} acknowledged events lost after SIGKILL"
+    restarted = Server(data).start()
+    try:
+        history = httpx.get(f"{restarted.url}/v1/users/user-0/history", params={"limit": 5}, headers=headers)
+        assert history.status_code == 200 and history.json()["events"][0]["event_id"].startswith("w0-")
+    finally:
+        restarted.stop()
