@@ -58,7 +58,7 @@ class UpliftConfig(BaseModel):
     learning_rate: float = Field(0.05, gt=0, le=1)
     num_leaves: int = Field(15, ge=2, description="leaves per tree; uplift signals are weak, keep trees small")
     min_child_samples: int = Field(100, ge=1, description="rows per leaf; large values smooth noisy effects")
-    seed: int = Field(0, description="LightGBM seed; with n_jobs the only source of variation")
+    seed: int = Field(0, description="LightGBM seed: the same seed and data give the same uplift")
     n_jobs: int = Field(1, ge=1)
 
 
@@ -83,12 +83,13 @@ class UpliftModel:
         Returns:
             self, fitted.
         """
-        self.encoder_ = _Encoder.fit(x)
-        values = self.encoder_.transform(x)
+        encoder = _Encoder.fit(x)
+        values = encoder.transform(x)
         treated, outcome = _experiment(t, y, len(values))
         _require_both_outcomes(treated, outcome)
-        self.learner_: _MetaLearner = _LEARNERS[self.config.approach](self.config)
-        self.learner_.fit(values, treated, outcome)
+        learner = _LEARNERS[self.config.approach](self.config)
+        learner.fit(values, treated, outcome)
+        self.encoder_, self.learner_ = encoder, learner  # only now, so a failed refit leaves the old model whole
         return self
 
     def predict_uplift(self, x: Features) -> npt.NDArray[np.float64]:
@@ -332,6 +333,8 @@ class _Encoder:
         if isinstance(x, np.ndarray):
             return cls(None, {}, _matrix(x).shape[1])
         table = _table(x)
+        if table.num_columns == 0:
+            raise ConfigError("features: the table has no columns")
         categories = {
             name: pc.unique(column.drop_null()).sort()
             for name, column in zip(table.column_names, table.columns, strict=True)
