@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["catalogue"])
 
 def _body(model: str) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{model}"}
-    schema = {"oneOf": [ref, {"type": "array", "items": ref}]}
+    schema = {"oneOf": [ref, {"type": "array", "minItems": 1, "items": ref}]}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 

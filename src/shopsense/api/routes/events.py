@@ -24,7 +24,7 @@ EVENTS_BODY = {
                 "schema": {
                     "oneOf": [
                         {"$ref": "#/components/schemas/Event"},
-                        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                        {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Event"}},
                     ]
                 }
             }
