@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= .shopsense-demo
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint typecheck unit bench-ingest bench-quality bench-quality-quick bench-ranking clean
+.PHONY: demo test lint typecheck unit bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,14 +14,24 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Loads the bundled Online Retail slice (CC BY 4.0) into the embedded store, shows what is there, trains the
-# default recommendation pipeline and recommends for one customer. Re-running it is safe: the import is idempotent.
+# default recommendation pipeline, recommends for one customer, then serves the REST API on 127.0.0.1:8000
+# (Ctrl-C stops it). Re-running it is safe: the import is idempotent and the demo key is reused.
 demo: $(STAMP)
 	$(BIN)/shopsense --data-dir $(DATA_DIR) init
 	$(BIN)/shopsense --data-dir $(DATA_DIR) import dataset online-retail tests/data/online_retail_sample.csv
 	$(BIN)/shopsense --data-dir $(DATA_DIR) stats
 	$(BIN)/shopsense --data-dir $(DATA_DIR) train
 	$(BIN)/shopsense --data-dir $(DATA_DIR) recommend 17850 --k 5
-	@echo "Store: $(DATA_DIR)/shopsense.duckdb — try: $(BIN)/shopsense --data-dir $(DATA_DIR) recommend 13047 --alpha 0.8"
+	@test -s $(DATA_DIR)/demo.key || $(BIN)/shopsense --data-dir $(DATA_DIR) keys create demo --scope admin > $(DATA_DIR)/demo.key
+	@echo ""
+	@echo "REST API on http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs); admin key in $(DATA_DIR)/demo.key."
+	@echo "Try, from another terminal:"
+	@echo "  KEY=\$$(cat $(DATA_DIR)/demo.key)"
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/recommendations?user_id=17850&k=5'"
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" -H 'Content-Type: application/json' -X POST http://127.0.0.1:8000/v1/events \\"
+	@echo "       -d '{\"user_id\": \"17850\", \"item_id\": \"22423\", \"type\": \"cart\", \"timestamp\": \"'\$$(date -u +%FT%TZ)'\"}'"
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/items/22423/similar?k=5'"
+	$(BIN)/shopsense --data-dir $(DATA_DIR) serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -47,6 +57,9 @@ bench-quality-quick: $(STAMP)
 # Needs the quality benchmark's cached reports for the shared datasets (it refits their best model).
 bench-ranking: $(STAMP)
 	$(BIN)/python benchmarks/ranking.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

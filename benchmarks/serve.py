@@ -1,0 +1,356 @@
+"""Load benchmark of the REST service: `shopsense serve` on 127.0.0.1, driven from a separate process.
+
+World: the synthetic shop with a 100k-item catalogue and 1M events, imported into a fresh embedded
+store and the default pipeline trained on it (prepared once under benchmarks/.work/serve and reused).
+The server runs as `shopsense serve` in its own process (one uvicorn worker; the embedded store has
+one writer); the driver is another process with keep-alive connections. Phases, each for a bounded
+time, each reporting throughput and p50/p95/p99 latency as seen by the client:
+
+- recommendations for distinct users (every answer computed: candidates, features, both heads, reasons);
+- recommendations for a Zipf mix of 2,000 users (what a shop's traffic looks like: the per-user
+  answer cache serves repeats until the user acts or the model changes; the hit rate is reported);
+- single events (one per request; concurrent writes share commits);
+- batches of 1,000 events.
+
+Every event is acknowledged only after its commit; after the run the server is stopped and the
+store is counted, so the report says how many acknowledged events are stored. Also the server's
+RSS (current and peak). Writes benchmarks/results/serve.md and serve.json.
+
+    .venv/bin/python benchmarks/serve.py                 # about 10 minutes the first time, 3 after
+    .venv/bin/python benchmarks/serve.py --seconds 5     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from shopsense.domain import RecordKind  # noqa: E402
+from shopsense.ingest.mapping import load_mapping  # noqa: E402
+from shopsense.ingest.synthetic import GeneratorConfig, generate  # noqa: E402
+from shopsense.services.data import DataService  # noqa: E402
+from shopsense.services.keys import KeyRing  # noqa: E402
+from shopsense.settings import load_settings  # noqa: E402
+from shopsense.store import open_store  # noqa: E402
+
+WORK = ROOT / "benchmarks" / ".work" / "serve"
+RESULTS = ROOT / "benchmarks" / "results"
+WORLD = GeneratorConfig(users=50_000, items=100_000, events=1_000_000, days=90, seed=11)
+TARGETS = {
+    "recommendations_unique": ("req/s", 1_000, 25),
+    "recommendations_zipf": ("req/s", 1_000, 25),
+    "events_single": ("req/s", 2_000, None),
+    "events_batch_1000": ("events/s", 50_000, None),
+}
+"""Issue 5's targets on a 2-core machine: (unit, floor, p99 ceiling in ms)."""
+SERVER_CONFIG = """
+[serve]
+rate_per_second = 1e9
+rate_burst = 1000000000
+reload_seconds = 0
+"""
+
+
+def prepare() -> Path:
+    """Generate, import and train once; later runs reuse the data directory."""
+    data = WORK / "data"
+    marker = WORK / "ready.json"
+    if marker.exists() and json.loads(marker.read_text()).get("world") == WORLD.model_dump():
+        return data
+    shutil.rmtree(WORK, ignore_errors=True)
+    raw = WORK / "raw"
+    print("generating 1M events over 100k items…", file=sys.stderr)
+    generate(WORLD, raw)
+    service = DataService(load_settings(None, data_dir=data))
+    started = time.perf_counter()
+    for kind, name in ((RecordKind.ITEMS, "items"), (RecordKind.EVENTS, "events")):
+        service.import_file(raw / f"{name}.parquet", load_mapping(None, kind, {}))
+    imported = time.perf_counter() - started
+    from shopsense.services.recommendation import RecommendationService
+
+    print("training the default pipeline…", file=sys.stderr)
+    result = RecommendationService(service).train("default")
+    service.close()
+    marker.write_text(
+        json.dumps(
+            {
+                "world": WORLD.model_dump(),
+                "import_seconds": round(imported, 1),
+                "train_seconds": round(result.seconds, 1),
+            }
+        )
+    )
+    return data
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(data: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    config = WORK / "serve.toml"
+    config.write_text(SERVER_CONFIG)
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data), "SHOPSENSE_CONFIG": str(config)}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shopsense", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
+    )
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+                if b" 200 " in sock.recv(200):
+                    return process, time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.5)
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
+
+
+# -- the driver (its own process) --------------------------------------------------------------
+
+
+async def _worker(port: int, requests: Any, deadline: float, out: list[tuple[float, int]]) -> None:
+    """One keep-alive connection sending requests back to back. A minimal HTTP/1.1 client: the
+    general-purpose ones (httpx, aiohttp) spend more CPU per request than the server under test,
+    which on two cores would measure the driver."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    while time.perf_counter() < deadline:
+        request = next(requests)
+        started = time.perf_counter()
+        writer.write(request)
+        status = int((await reader.readline()).split()[1])
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        out.append((time.perf_counter() - started, status))
+    writer.close()
+
+
+def _get(path: str, key: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+
+
+def _post(path: str, key: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _requests(phase: str, key: str, seed: int) -> Any:
+    rng = random.Random(seed)
+    n = 0
+    now = datetime.now(UTC).isoformat()
+    zipf = np.random.default_rng(seed).zipf(1.2, 1_000_000) % 2_000
+    while True:
+        n += 1
+        if phase == "recommendations_unique":
+            yield _get(f"/v1/recommendations?user_id=user-{(n * 7919 + seed) % WORLD.users}&k=10", key)
+        elif phase == "recommendations_zipf":
+            yield _get(f"/v1/recommendations?user_id=user-{int(zipf[n % len(zipf)])}&k=10", key)
+        elif phase == "events_single":
+            event = {
+                "event_id": f"s{seed}-{n}",
+                "user_id": f"user-{rng.randrange(WORLD.users)}",
+                "item_id": f"item-{rng.randrange(WORLD.items)}",
+                "type": "view",
+                "timestamp": now,
+            }
+            yield _post("/v1/events", key, json.dumps(event).encode())
+        else:
+            batch = [
+                {
+                    "event_id": f"b{seed}-{n}-{j}",
+                    "user_id": f"user-{rng.randrange(WORLD.users)}",
+                    "item_id": f"item-{rng.randrange(WORLD.items)}",
+                    "type": "view",
+                    "timestamp": now,
+                }
+                for j in range(1_000)
+            ]
+            yield _post("/v1/events", key, json.dumps(batch).encode())
+
+
+def drive(port: int, key: str, phase: str, seconds: float, connections: int) -> dict[str, Any]:
+    """Run one phase against the server and summarise what the client saw."""
+    out: list[tuple[float, int]] = []
+
+    async def main() -> None:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(
+            *(_worker(port, _requests(phase, key, seed), deadline, out) for seed in range(connections))
+        )
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    wall = time.perf_counter() - started
+    latency = np.array([t for t, _ in out]) * 1000
+    statuses: dict[str, int] = {}
+    for _, status in out:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    ok = statuses.get("200", 0)
+    per_request = 1_000 if phase == "events_batch_1000" else 1
+    return {
+        "phase": phase,
+        "connections": connections,
+        "seconds": round(wall, 1),
+        "requests": len(out),
+        "statuses": statuses,
+        "req_per_s": round(len(out) / wall, 1),
+        "events_per_s": round(ok * per_request / wall, 1) if phase.startswith("events") else None,
+        "acknowledged_events": ok * per_request if phase.startswith("events") else 0,
+        "p50_ms": round(float(np.percentile(latency, 50)), 2),
+        "p95_ms": round(float(np.percentile(latency, 95)), 2),
+        "p99_ms": round(float(np.percentile(latency, 99)), 2),
+    }
+
+
+# -- orchestration ------------------------------------------------------------------------------
+
+PHASES = (
+    ("recommendations_unique", 8),
+    ("recommendations_zipf", 16),
+    ("events_single", 32),
+    ("events_batch_1000", 4),
+)
+
+
+def cache_hits(port: int) -> dict[str, float]:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = b""
+        while chunk := sock.recv(65536):
+            text += chunk
+    counts: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        if line.startswith("shopsense_recommendations_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split("{", 1)[1].rstrip("}")] = float(value)
+    return counts
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# REST service under load\n",
+        f"Command: `{report['command']}` on {report['machine']}; server and driver share the machine's 2 cores.\n",
+        f"World: {WORLD.items:,} items, {WORLD.users:,} users, {WORLD.events:,} events (synthetic shop, seed "
+        f"{WORLD.seed}); import {report['prepared']['import_seconds']} s, training "
+        f"{report['prepared']['train_seconds']} s (cached between runs); server start (1M events into memory, "
+        f"bundle loaded) {report['server_start_seconds']} s.\n",
+        "| phase | connections | req/s | events/s | p50 ms | p95 ms | p99 ms | non-200 | target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["phases"]:
+        unit, floor, lat = TARGETS[r["phase"]]
+        rate = r["events_per_s"] if unit == "events/s" else r["req_per_s"]
+        met = rate >= floor and (lat is None or r["p99_ms"] <= lat)
+        target = f">= {floor:,} {unit}" + (f", p99 <= {lat} ms" if lat else "")
+        bad = sum(v for k, v in r["statuses"].items() if k != "200")
+        events = f"{r['events_per_s']:,.0f}" if r["events_per_s"] else "-"
+        lines.append(
+            f"| {r['phase']} | {r['connections']} | {r['req_per_s']:,.0f} | {events} | {r['p50_ms']} | {r['p95_ms']} "
+            f"| {r['p99_ms']} | {bad} | {target} | {'yes' if met else '**no**'} |"
+        )
+    d = report["durability"]
+    lines += [
+        f"\nCache (Zipf phase and after): {report['cache']}.\n",
+        f"Durability: {d['acknowledged']:,} events acknowledged during the run; after stopping the server the "
+        f"store holds {d['stored_new']:,} new events "
+        f"({'all acknowledged events stored' if d['ok'] else '**LOST EVENTS**'}).\n",
+        f"Server memory: RSS {report['rss']['rss_mb']:.0f} MB at the end, "
+        f"peak {report['rss']['peak_rss_mb']:.0f} MB.\n",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    parser.add_argument(
+        "--drive", nargs=5, metavar=("PORT", "KEY", "PHASE", "SECONDS", "CONNECTIONS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.drive:
+        port, key, phase, seconds, connections = args.drive
+        print(json.dumps(drive(int(port), key, phase, float(seconds), int(connections))))
+        return
+    data = prepare()
+    prepared = json.loads((WORK / "ready.json").read_text())
+    run_data = WORK / "run"
+    shutil.rmtree(run_data, ignore_errors=True)
+    shutil.copytree(data, run_data)
+    key, _ = KeyRing(run_data / "keys.json").create("benchmark", ["admin"])
+    store = open_store(f"duckdb:///{run_data / 'shopsense.duckdb'}")
+    before = store.summary().events
+    store.close()
+    port = free_port()
+    server, start_seconds = start_server(run_data, port)
+    phases = []
+    try:
+        for phase, connections in PHASES:
+            print(f"{phase}: {connections} connections for {args.seconds:.0f} s…", file=sys.stderr)
+            driven = subprocess.run(
+                [sys.executable, __file__, "--drive", str(port), key, phase, str(args.seconds), str(connections)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            phases.append(json.loads(driven.stdout))
+            print(json.dumps(phases[-1]), file=sys.stderr)
+        cache = cache_hits(port)
+        memory = rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    store = open_store(f"duckdb:///{run_data / 'shopsense.duckdb'}")
+    stored_new = store.summary().events - before
+    store.close()
+    acknowledged = sum(p["acknowledged_events"] for p in phases)
+    report = {
+        "command": ".venv/bin/python benchmarks/serve.py " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores",
+        "world": WORLD.model_dump(),
+        "prepared": prepared,
+        "server_start_seconds": round(start_seconds, 1),
+        "phases": phases,
+        "cache": cache,
+        "durability": {"acknowledged": acknowledged, "stored_new": stored_new, "ok": stored_new >= acknowledged},
+        "rss": memory,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "serve.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
