@@ -40,6 +40,8 @@ keys_app = typer.Typer(
     help="API keys for the REST service (stored hashed in <data_dir>/keys.json).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+profiles_app = typer.Typer(help="Customer profiles: RFM, interests, lifecycle, churn, CLV.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
 models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
@@ -591,3 +593,114 @@ def models_rollback(
     with _settings(ctx) as settings:
         info = _bundles(settings).rollback(pipeline)
     console.print(f"pipeline {pipeline} rolled back to {info.version}", highlight=False)
+
+
+@contextmanager
+def _marketing(ctx: typer.Context) -> Iterator[Any]:
+    from shopsense.services.marketing import MarketingService
+
+    with _service(ctx) as service:
+        yield MarketingService(service.settings, service.store)
+
+
+def _print_table(table: Any, title: str, as_json: bool) -> None:
+    rows = table.to_pylist()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    view = Table(title=title, highlight=False)
+    for column in table.column_names:
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    out.print(view)
+
+
+@profiles_app.command("build")
+def profiles_build(
+    ctx: typer.Context,
+    as_of: Annotated[str | None, typer.Option(help="ISO time with zone (default: just after the newest event)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute and store every customer's profile at AS_OF (guests left out)."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(as_of) if as_of else None
+    except ValueError as exc:
+        console.print(f"error: --as-of {as_of!r} is not an ISO time: {exc}", style="bold red")
+        raise typer.Exit(2) from exc
+    with _marketing(ctx) as marketing:
+        profiles = marketing.build_profiles(when)
+        lifecycle = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
+    summary = {"customers": profiles.num_rows, "lifecycle": {r["lifecycle"]: r["user_id_count"] for r in lifecycle}}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    stages = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["lifecycle"].items()))
+    console.print(f"[green]✓[/] {profiles.num_rows:,} customer profiles stored; lifecycle: {stages}", highlight=False)
+
+
+@profiles_app.command("show")
+def profiles_show(
+    ctx: typer.Context, user: Annotated[str, typer.Argument(help="customer id")], as_json: JsonOpt = False
+) -> None:
+    """One customer's stored profile."""
+    with _marketing(ctx) as marketing:
+        profile = marketing.profile(user)
+    if profile is None:
+        console.print(
+            f"error: no profile for {user!r} (a guest, unknown, or profiles are older than them)", style="red"
+        )
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(profile, indent=2, default=str))
+        return
+    view = Table(title=f"profile of {user}", highlight=False, show_header=False)
+    for key, value in profile.items():
+        view.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(view)
+
+
+@app.command()
+def segment(
+    ctx: typer.Context,
+    definitions: Annotated[
+        list[str] | None, typer.Argument(help="NAME=EXPRESSION, e.g. 'loyal=recency_days <= 30 and frequency >= 3'")
+    ] = None,
+    rfm: Annotated[bool, typer.Option("--rfm", help="the named RFM segments instead")] = False,
+    plot: Annotated[Path | None, typer.Option(help="write a PNG of segment sizes and revenue shares")] = None,
+    export: Annotated[Path | None, typer.Option(help="write members (user_id, segment) to CSV or Parquet")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Segment sizes, revenue shares and overlaps over the stored profiles."""
+    from shopsense.marketing.segments import plot_segments
+
+    if not definitions and not rfm:
+        console.print("error: give NAME=EXPRESSION segments or --rfm", style="bold red")
+        raise typer.Exit(2)
+    with _marketing(ctx) as marketing:
+        pairs = parse_pairs(definitions or [], "segment")
+        report = marketing.rfm() if rfm else marketing.segments(pairs)
+        if export is not None:
+            marketing.export_members(report, export)
+    _print_table(report.stats, "segments", as_json)
+    if not as_json and report.overlaps.num_rows:
+        _print_table(report.overlaps, "overlaps", False)
+    if plot is not None:
+        console.print(f"wrote {plot_segments(report.stats, plot)}", highlight=False)
+
+
+@app.command()
+def clusters(
+    ctx: typer.Context,
+    k: Annotated[int | None, typer.Option(help="number of clusters (default: best silhouette)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cluster customers on their profiles and describe each cluster in words."""
+    from shopsense.marketing.clustering import ClusterConfig
+
+    with _marketing(ctx) as marketing:
+        result = marketing.clusters(ClusterConfig(k=k) if k else None)
+    table = result.descriptions.select(["name", "description", "customers", "share"])
+    _print_table(table, "customer clusters", as_json)

@@ -131,7 +131,8 @@ class ServingStore(Protocol):
         ...
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        """Delete the user's events, impressions and record in one transaction; rows deleted per table."""
+        """Delete the user's events, impressions, record, campaign assignments and profile in one
+        transaction; rows deleted per table."""
         ...
 
     def user_record(self, user_id: str) -> dict[str, Any] | None:
@@ -140,7 +141,40 @@ class ServingStore(Protocol):
 
 
 @runtime_checkable
-class Store(EventStore, CatalogStore, UserStore, ServingStore, Protocol):
+class MarketingStore(Protocol):
+    """Customer profiles (one batch at a time), campaigns and their persisted variant assignments."""
+
+    def save_profiles(self, profiles: pa.Table) -> int:
+        """Replace the stored profiles with this batch (built at one as_of) in one transaction."""
+        ...
+
+    def load_profiles(self) -> pa.Table | None:
+        """The stored profiles, or None when none were built yet."""
+        ...
+
+    def guest_user_ids(self) -> list[str]:
+        """Users flagged ``guest`` (anonymous baskets): not addressable customers."""
+        ...
+
+    def save_campaign(self, name: str, config_json: str) -> None:
+        """Create or replace a campaign definition."""
+        ...
+
+    def campaigns(self) -> dict[str, str]:
+        """Every campaign's definition (JSON text) by name."""
+        ...
+
+    def add_assignments(self, campaign: str, rows: pa.Table) -> int:
+        """Persist (user_id, variant, assigned_at) rows; users already assigned keep their variant."""
+        ...
+
+    def assignments(self, campaign: str) -> pa.Table:
+        """A campaign's assignments (user_id, variant, assigned_at)."""
+        ...
+
+
+@runtime_checkable
+class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, Protocol):
     """Everything a shopsense deployment keeps, behind one URL."""
 
     url: str

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id VARCHAR NOT NULL, user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL,
     position INTEGER NOT NULL, model_version VARCHAR, ts TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS campaigns (name VARCHAR NOT NULL, config JSON NOT NULL, created_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS assignments (
+    campaign VARCHAR NOT NULL, user_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, assigned_at TIMESTAMPTZ NOT NULL);
 """
 
 _ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency", "available", "stock")
@@ -362,7 +365,15 @@ class DuckDBStore:
             found = self._con.execute("SELECT user_idx FROM users WHERE user_id = ?", [user_id]).fetchall()
             if not found:
                 return {"events": 0, "impressions": 0, "users": 0}
-            return {table: self._deleted(table, found[0][0]) for table in ("events", "impressions", "users")}
+            counts = {table: self._deleted(table, found[0][0]) for table in ("events", "impressions", "users")}
+            counts["assignments"] = len(
+                self._con.execute("DELETE FROM assignments WHERE user_id = ? RETURNING 1", [user_id]).fetchall()
+            )
+            if self.load_profiles() is not None:
+                counts["profiles"] = len(
+                    self._con.execute("DELETE FROM profiles WHERE user_id = ? RETURNING 1", [user_id]).fetchall()
+                )
+            return counts
 
     def _deleted(self, table: str, user_idx: int) -> int:
         sql = f"DELETE FROM {table} WHERE user_idx = ? RETURNING user_idx"
@@ -377,6 +388,56 @@ class DuckDBStore:
             return None
         _, attributes, first_seen, updated_at = rows[0]
         return {"user_id": user_id, "attributes": attributes, "first_seen": first_seen, "updated_at": updated_at}
+
+    # -- marketing: profiles, campaigns, assignments ------------------------------------------
+
+    def save_profiles(self, profiles: pa.Table) -> int:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        with self._registered(incoming_profiles=profiles), self.transaction():
+            self._con.execute("CREATE OR REPLACE TABLE profiles AS SELECT * FROM incoming_profiles")
+        return int(profiles.num_rows)
+
+    def load_profiles(self) -> pa.Table | None:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        exists = self._con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'profiles'").fetchall()
+        if not exists[0][0]:
+            return None
+        return self._con.sql("SELECT * FROM profiles ORDER BY user_id").to_arrow_table()
+
+    def guest_user_ids(self) -> list[str]:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        rows = self._con.execute(
+            "SELECT user_id FROM users WHERE coalesce((attributes->>'guest')::BOOLEAN, FALSE)"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def save_campaign(self, name: str, config_json: str) -> None:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        with self.transaction():
+            self._con.execute("DELETE FROM campaigns WHERE name = ?", [name])
+            self._con.execute("INSERT INTO campaigns VALUES (?, ?, now())", [name, config_json])
+
+    def campaigns(self) -> dict[str, str]:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        rows = self._con.execute("SELECT name, config::VARCHAR FROM campaigns ORDER BY created_at").fetchall()
+        return {name: config for name, config in rows}
+
+    def add_assignments(self, campaign: str, rows: pa.Table) -> int:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        with self._registered(incoming_assignments=rows), self.transaction():
+            return self._count(
+                """INSERT INTO assignments
+                SELECT ?, n.user_id, n.variant, n.assigned_at FROM incoming_assignments n
+                WHERE n.user_id NOT IN (SELECT user_id FROM assignments WHERE campaign = ?)""",
+                [campaign, campaign],
+            )
+
+    def assignments(self, campaign: str) -> pa.Table:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        return self._con.sql(
+            "SELECT user_id, variant, assigned_at FROM assignments WHERE campaign = ? ORDER BY user_id",
+            params=[campaign],
+        ).to_arrow_table()
 
     def close(self) -> None:
         """See :class:`shopsense.store.base.Store`."""

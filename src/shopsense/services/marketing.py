@@ -1,0 +1,103 @@
+"""MarketingService: profiles, segments and clusters over the store, for the CLI and the API.
+
+Profiles are a batch job at an explicit ``as_of`` whose result is stored; every marketing
+question after that reads the stored profiles (marketing never recomputes features). Guests
+(the store's users flagged ``guest``: anonymous baskets) are left out: they are not customers
+one can address, and they would crowd the bottom RFM quintile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.features.profiles import ProfileConfig, build_profiles
+from shopsense.marketing.clustering import ClusterConfig, Clustering, cluster_customers
+from shopsense.marketing.segments import Segment, evaluate_segments, overlaps, rfm_segments, segment_stats
+from shopsense.settings import Settings
+from shopsense.store.base import Store
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    """Sizes, revenue shares and pairwise overlaps of some segments, with their member masks."""
+
+    stats: pa.Table
+    overlaps: pa.Table
+    masks: dict[str, np.ndarray]
+    user_ids: np.ndarray
+
+    def members(self, name: str) -> list[str]:
+        return [str(u) for u in self.user_ids[self.masks[name]]]
+
+
+class MarketingService:
+    """Marketing questions answered from one store."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    def build_profiles(self, as_of: datetime | None = None, config: ProfileConfig | None = None) -> pa.Table:
+        """Compute every customer's profile at ``as_of`` (default: just after the newest event) and store it."""
+        events = self.store.scan_events()
+        if events.num_rows == 0:
+            raise ShopsenseError("the store has no events: import some before building profiles")
+        if as_of is None:
+            as_of = pc.max(events.column("timestamp")).as_py() + timedelta(seconds=1)
+        elif as_of.tzinfo is None:
+            raise ConfigError("as_of needs a time zone, e.g. 2011-12-10T00:00:00Z")
+        guests = self.store.guest_user_ids()
+        if guests:
+            events = events.filter(pc.invert(pc.is_in(events.column("user_id"), pa.array(guests, pa.string()))))
+        events = events.filter(pc.less(events.column("timestamp"), pa.scalar(as_of.astimezone(UTC), _TS)))
+        profiles = build_profiles(events, self.store.scan_items(), as_of.astimezone(UTC), config or ProfileConfig())
+        self.store.save_profiles(profiles)
+        return profiles
+
+    def profiles(self) -> pa.Table:
+        """The stored profiles (``shopsense profiles build`` makes them)."""
+        profiles = self.store.load_profiles()
+        if profiles is None:
+            raise ConfigError("no customer profiles yet: run `shopsense profiles build` first")
+        return profiles
+
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        """One customer's stored profile as a JSON-ready dict, or None."""
+        profiles = self.profiles()
+        row = profiles.filter(pc.equal(profiles.column("user_id"), user_id))
+        if row.num_rows == 0:
+            return None
+        record: dict[str, Any] = row.to_pylist()[0]
+        return {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
+
+    def segments(self, definitions: dict[str, str]) -> SegmentReport:
+        """Evaluate named rule segments (expression language) over the stored profiles."""
+        if not definitions:
+            raise ConfigError("give at least one segment: NAME=EXPRESSION")
+        profiles = self.profiles()
+        masks = evaluate_segments(profiles, [Segment(name, text) for name, text in definitions.items()])
+        return self._report(profiles, masks)
+
+    def rfm(self) -> SegmentReport:
+        """The named RFM segments (Champions, Loyal customers, At risk, ...)."""
+        profiles = self.profiles()
+        return self._report(profiles, rfm_segments(profiles))
+
+    def clusters(self, config: ClusterConfig | None = None) -> Clustering:
+        """k-means on standardised profile features, with a readable description per cluster."""
+        return cluster_customers(self.profiles(), config)
+
+    @staticmethod
+    def _report(profiles: pa.Table, masks: dict[str, np.ndarray]) -> SegmentReport:
+        users = profiles.column("user_id").to_numpy(zero_copy_only=False)
+        return SegmentReport(segment_stats(profiles, masks), overlaps(masks), dict(masks), users)
+
+
+_TS = pa.timestamp("us", tz="UTC")
