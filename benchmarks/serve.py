@@ -179,7 +179,7 @@ def _requests(phase: str, key: str, seed: int) -> Any:
             yield _get(f"/v1/recommendations?user_id=user-{int(zipf[n % len(zipf)])}&k=10", key)
         elif phase == "events_single":
             event = {
-                "event_id": f"s{seed}-{n}",
+                "event_id": f"bench-single-{seed}-{n}",
                 "user_id": f"user-{rng.randrange(WORLD.users)}",
                 "item_id": f"item-{rng.randrange(WORLD.items)}",
                 "type": "view",
@@ -189,7 +189,7 @@ def _requests(phase: str, key: str, seed: int) -> Any:
         else:
             batch = [
                 {
-                    "event_id": f"b{seed}-{n}-{j}",
+                    "event_id": f"bench-batch-{seed}-{n}-{j}",
                     "user_id": f"user-{rng.randrange(WORLD.users)}",
                     "item_id": f"item-{rng.randrange(WORLD.items)}",
                     "type": "view",

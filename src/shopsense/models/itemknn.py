@@ -36,6 +36,7 @@ class ItemKNN(Recommender):
         self.config = config or ItemKNNConfig()
 
     def _fit(self, data: Interactions) -> None:
+        self._similarity_t: sp.csr_matrix | None = None
         self.similarity_ = neighbour_similarity(
             data.matrix.T.tocsr(),
             self.config.neighbours,
@@ -45,7 +46,10 @@ class ItemKNN(Recommender):
         )
 
     def _score(self, history: Interactions) -> np.ndarray:
-        return np.asarray((history.matrix @ self.similarity_.T).todense())
+        # Transposed once and kept: converting a catalogue-sized matrix per request dominated serving.
+        if getattr(self, "_similarity_t", None) is None:
+            self._similarity_t = self.similarity_.T.tocsr()
+        return np.asarray((history.matrix @ self._similarity_t).todense())
 
     def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The learned neighbours themselves, best first."""

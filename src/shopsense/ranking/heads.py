@@ -93,7 +93,7 @@ class BoostedHeads:
         self._check()
         booster = self.boosters_[head]
         best = booster.best_iteration or None
-        return np.asarray(booster.predict(values, num_iteration=best, pred_contrib=True))
+        return np.asarray(booster.predict(values, num_iteration=best, pred_contrib=True, num_threads=_threads(values)))
 
     def _predict_one(self, head: str, values: np.ndarray) -> np.ndarray:
         return self._score_with(self.boosters_[head], values)
@@ -101,11 +101,17 @@ class BoostedHeads:
     @staticmethod
     def _score_with(booster: lgb.Booster, values: np.ndarray) -> np.ndarray:
         best = booster.best_iteration or None  # 0 when trained without early stopping: use every tree
-        return np.asarray(booster.predict(values, num_iteration=best), dtype=float)
+        return np.asarray(booster.predict(values, num_iteration=best, num_threads=_threads(values)), dtype=float)
 
     def _check(self) -> None:
         if not hasattr(self, "boosters_"):
             raise NotFitted("the ranker's heads are not fitted")
+
+
+def _threads(values: np.ndarray) -> int:
+    """One thread for a request's few hundred pairs (waking a thread pool costs more than it saves,
+    and a server runs many requests at once); all cores (0) for offline batches."""
+    return 1 if len(values) < 20_000 else 0
 
 
 def classification_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

@@ -9,6 +9,7 @@ trending items and the answer says so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -44,6 +45,7 @@ TRENDING_DAYS = 7
 ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
 _TS = pa.timestamp("us", tz="UTC")
+_LOW64 = (1 << 64) - 1
 _EVENTS = TypeAdapter(list[Event])
 
 
@@ -235,21 +237,30 @@ class ServingService:
                 "context": pa.array(columns["context"], pa.string()),
             }
         )
+        ids = table.column("event_id")
+        if table.num_rows and ids.null_count == 0:  # the usual case: keys straight from the ids
+            keys = [int.from_bytes(hashlib.md5(b"id:" + i.encode()).digest(), "little") for i in ids.to_pylist()]
+            hi = pa.array([k >> 64 for k in keys], pa.uint64())
+            lo = pa.array([k & _LOW64 for k in keys], pa.uint64())
+            return table.add_column(0, "key_lo", lo).add_column(0, "key_hi", hi).select(list(EVENT_COLUMNS))
         con = self._duck()
         con.register("incoming", table)
         try:
+            # Identical id-less events in one request are separate events (two views of one page): the
+            # second and later copies get numbered keys, as in file imports.
             keyed = con.sql(
-                f"""SELECT CAST(k >> 64 AS UBIGINT) AS key_hi, CAST(k & 18446744073709551615 AS UBIGINT) AS key_lo, *
-                EXCLUDE (k, n) FROM (
-                    SELECT *, row_number() OVER (PARTITION BY k ORDER BY r) AS n FROM (
-                        SELECT *, coalesce({id_key_sql(RecordKind.EVENTS)}, {content_key_sql(RecordKind.EVENTS)}) AS k,
+                f"""SELECT CAST(k >> 64 AS UBIGINT) AS key_hi, CAST(k & {_LOW64} AS UBIGINT) AS key_lo, *
+                EXCLUDE (k, n, r, c) FROM (
+                    SELECT *, CASE WHEN event_id IS NULL AND n > 1 THEN md5_number(CAST(c AS VARCHAR) || '#' || n)
+                                   ELSE c END AS k
+                    FROM (SELECT *, row_number() OVER (PARTITION BY c ORDER BY r) AS n FROM (
+                        SELECT *, coalesce({id_key_sql(RecordKind.EVENTS)}, {content_key_sql(RecordKind.EVENTS)}) AS c,
                                row_number() OVER () AS r
-                        FROM incoming)
+                        FROM incoming))
                 ) ORDER BY r"""
             ).to_arrow_table()
         finally:
             con.unregister("incoming")
-        # Identical id-less events in one request are separate events (two views of one page), as in files.
         return keyed.select(list(EVENT_COLUMNS))
 
     def _duck(self) -> duckdb.DuckDBPyConnection:

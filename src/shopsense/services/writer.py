@@ -93,7 +93,7 @@ class StoreWriter:
         try:
             users = pc.unique(combined.column("user_id"))
             items = pc.unique(combined.column("item_id"))
-            result = self.store.append_events(combined.to_reader(), users, items, "api")
+            result = self.store.append_events(combined, users, items, "api")
         except BaseException as exc:  # every waiter learns of the failure; nothing was acknowledged
             for job in group:
                 job.future.set_exception(exc)

@@ -78,7 +78,7 @@ class EventStore(Protocol):
     """Append-only behaviour history."""
 
     def append_events(
-        self, events: pa.RecordBatchReader, user_ids: pa.Array, item_ids: pa.Array, source: str
+        self, events: pa.RecordBatchReader | pa.Table, user_ids: pa.Array, item_ids: pa.Array, source: str
     ) -> WriteResult:
         """Write events in one transaction; events whose key is stored already are skipped.
 

@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
+from shopsense.domain import RecordKind
+from shopsense.ingest.importer import id_key_sql
 from shopsense.services.bundles import Bundles
 from shopsense.services.keys import KeyRing
 from tests.unit.api.conftest import Api, make_api
@@ -253,3 +256,26 @@ def test_no_model_degrades_to_trending_and_says_so(untrained: Api) -> None:
     answer = _recs(untrained, "user-1", k=4)
     assert answer["model_version"] is None and "no trained bundle" in answer["fallback"]
     assert len(answer["items"]) == 4 and all(i["reason"] == "Trending now" for i in answer["items"])
+
+
+def test_identical_events_without_ids_in_one_request_are_two_events_and_resending_adds_none(api: Api) -> None:
+    twice = [_event("user-9", "item-11", "view"), _event("user-9", "item-11", "view")]
+    reader = api.headers("recommend:read")
+
+    def stored() -> int:
+        events = api.client.get("/v1/users/user-9/history", params={"limit": 10_000}, headers=reader).json()["events"]
+        return sum(e["item_id"] == "item-11" and e["timestamp"].startswith(NOW.isoformat()[:19]) for e in events)
+
+    assert _post(api, twice).json()["accepted"] == 2 and stored() == 2
+    assert _post(api, twice).json()["accepted"] == 2 and stored() == 2, "re-sent: collapses onto the stored pair"
+
+
+def test_event_id_keys_equal_the_file_importers(api: Api) -> None:
+    """Keys from ids are computed in Python on the API path; they must equal the importer's SQL ones,
+    or an event sent by file and by HTTP would be stored twice."""
+    service = api.client.app.state.service  # type: ignore[attr-defined]
+    table, _ = service.validate_events([_event("user-10", "item-12", "cart", event_id="shared-1")])
+    (expected,) = duckdb.sql(f"SELECT {id_key_sql(RecordKind.EVENTS)} FROM (SELECT 'shared-1' AS event_id)").fetchall()[
+        0
+    ]
+    assert (table.column("key_hi")[0].as_py() << 64) | table.column("key_lo")[0].as_py() == expected
