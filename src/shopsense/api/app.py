@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense import __version__
 from shopsense.api.deps import ApiError, RateLimiter
-from shopsense.api.routes import admin, catalog, events, impressions, ops, recommendations, users
+from shopsense.api.routes import admin, catalog, events, impressions, marketing, ops, recommendations, users
 from shopsense.domain import Event, Item, User
 from shopsense.errors import ShopsenseError
 from shopsense.services.keys import KeyRing
@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Recommendations and precision marketing from one event stream.",
         description=(
             "Authenticate with an API key (`shopsense keys create`) as `Authorization: Bearer <key>` or "
-            "`X-API-Key: <key>`. Scopes: `events:write`, `recommend:read`, `admin` (everything). Errors "
+            "`X-API-Key: <key>`. Scopes: `events:write`, `recommend:read`, `marketing`, `admin` (everything). Errors "
             "always have the body `{error: {code, message, details}}`."
         ),
         lifespan=lifespan,
@@ -147,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.keys = KeyRing(settings.data_dir / "keys.json")
     app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)
     app.state.metrics = Metrics()
-    for router in (events, catalog, recommendations, users, impressions, admin, ops):
+    for router in (events, catalog, recommendations, users, impressions, marketing, admin, ops):
         app.include_router(router.router)
     _errors(app)
     _observe(app)

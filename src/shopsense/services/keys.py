@@ -24,10 +24,12 @@ from shopsense.errors import ConfigError
 
 
 class Scope(StrEnum):
-    """What a key may do; ``admin`` may do everything."""
+    """What a key may do; ``marketing`` covers profiles, segments, audiences and campaigns;
+    ``admin`` may do everything."""
 
     EVENTS_WRITE = "events:write"
     RECOMMEND_READ = "recommend:read"
+    MARKETING = "marketing"
     ADMIN = "admin"
 
 

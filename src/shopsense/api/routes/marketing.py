@@ -1,0 +1,102 @@
+"""Marketing over HTTP: profiles, segments and clusters (the ``marketing`` scope)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, Field
+
+from shopsense.api.deps import ApiError, require, service
+from shopsense.api.routes.common import errors
+from shopsense.domain import UtcDatetime
+from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.services.keys import Scope
+from shopsense.services.marketing import MarketingService, SegmentReport
+from shopsense.services.serving import ServingService
+from shopsense.store.base import Store
+
+router = APIRouter(prefix="/v1", tags=["marketing"])
+Marketing = Annotated[Any, Depends(require(Scope.MARKETING))]
+
+
+class BuildProfiles(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    as_of: UtcDatetime | None = Field(None, description="default: just after the newest event")
+
+
+class ProfilesBuilt(BaseModel):
+    customers: int
+    as_of: datetime
+    lifecycle: dict[str, int]
+
+
+class SegmentsIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    segments: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description='name -> expression, e.g. {"loyal": "recency_days <= 30 and frequency >= 3"}',
+    )
+    rfm: bool = Field(False, description="the named RFM segments instead")
+    members: int = Field(0, ge=0, le=10_000, description="return up to this many member ids per segment")
+
+
+class SegmentsOut(BaseModel):
+    stats: list[dict[str, Any]]
+    overlaps: list[dict[str, Any]]
+    members: dict[str, list[str]]
+
+
+async def _run(svc: ServingService, work: Any) -> Any:
+    """Marketing reads the store on the writer thread (after queued writes), like every store access here."""
+
+    def call(store: Store) -> Any:
+        return work(MarketingService(svc.settings, store))
+
+    try:
+        return await asyncio.wrap_future(svc.writer.call(call))
+    except ConfigError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from exc
+    except ShopsenseError as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
+
+
+@router.post("/profiles/build", response_model=ProfilesBuilt, responses=errors(400, 409))
+async def build(body: BuildProfiles, _: Marketing, svc: Annotated[ServingService, Depends(service)]) -> ProfilesBuilt:
+    """Compute and store every customer's profile at ``as_of`` (a batch job: seconds per million events)."""
+    profiles = await _run(svc, lambda m: m.build_profiles(body.as_of))
+    stages = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
+    as_of = profiles.column("as_of")[0].as_py() if profiles.num_rows else body.as_of
+    return ProfilesBuilt(
+        customers=profiles.num_rows, as_of=as_of, lifecycle={r["lifecycle"]: r["user_id_count"] for r in stages}
+    )
+
+
+@router.get("/profiles/{user_id}", response_model=dict[str, Any], responses=errors(400, 404))
+async def profile(
+    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    _: Marketing,
+    svc: Annotated[ServingService, Depends(service)],
+) -> dict[str, Any]:
+    """One customer's stored profile: RFM, interests, price band, channels, lifecycle, churn, CLV."""
+    found = await _run(svc, lambda m: m.profile(user_id))
+    if found is None:
+        raise ApiError(404, "not_found", f"no profile for {user_id!r}")
+    result: dict[str, Any] = found
+    return result
+
+
+@router.post("/segments", response_model=SegmentsOut, responses=errors(400, 409))
+async def segments(body: SegmentsIn, _: Marketing, svc: Annotated[ServingService, Depends(service)]) -> SegmentsOut:
+    """Sizes, revenue shares and overlaps of rule segments (or the RFM segments) over the stored profiles.
+    A malformed expression is a 400 whose message points at the bad token."""
+    if not body.segments and not body.rfm:
+        raise ApiError(422, "invalid_request", "give segments (name -> expression) or rfm: true")
+    report: SegmentReport = await _run(svc, lambda m: m.rfm() if body.rfm else m.segments(body.segments))
+    members = {name: report.members(name)[: body.members] for name in report.masks} if body.members else {}
+    return SegmentsOut(stats=report.stats.to_pylist(), overlaps=report.overlaps.to_pylist(), members=members)

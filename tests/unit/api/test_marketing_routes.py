@@ -1,0 +1,29 @@
+"""Marketing routes: profiles built and read over HTTP, segments with located expression errors."""
+
+from __future__ import annotations
+
+from shopsense.services.keys import KeyRing
+from tests.unit.api.conftest import Api
+
+
+def test_profiles_and_segments_over_http(api: Api) -> None:
+    key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
+    marketer = {"X-API-Key": key}
+    assert api.client.get("/v1/profiles/user-1", headers=marketer).status_code == 400, "no profiles built yet"
+    built = api.client.post("/v1/profiles/build", json={}, headers=marketer).json()
+    assert built["customers"] > 100 and sum(built["lifecycle"].values()) == built["customers"]
+    profile = api.client.get("/v1/profiles/user-1", headers=marketer).json()
+    assert profile["user_id"] == "user-1" and {"recency_days", "rfm_segment", "interests"} <= set(profile)
+    assert api.client.get("/v1/profiles/nobody", headers=marketer).status_code == 404
+    body = {"segments": {"buyers": "frequency >= 1", "heavy": "frequency >= 5"}, "members": 3}
+    report = api.client.post("/v1/segments", json=body, headers=marketer).json()
+    stats = {r["segment"]: r for r in report["stats"]}
+    assert stats["heavy"]["customers"] <= stats["buyers"]["customers"]
+    assert len(report["members"]["buyers"]) == 3
+    bad = api.client.post("/v1/segments", json={"segments": {"x": "frequncy >= 1"}}, headers=marketer)
+    message = bad.json()["error"]["message"]
+    assert bad.status_code == 400 and "did you mean 'frequency'" in message and "^" in message
+    rfm = api.client.post("/v1/segments", json={"rfm": True}, headers=marketer).json()
+    assert sum(r["customers"] for r in rfm["stats"]) == built["customers"]
+    reader = api.client.post("/v1/segments", json={"rfm": True}, headers=api.headers("recommend:read"))
+    assert reader.status_code == 403
