@@ -389,6 +389,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", choices=["synthetic", *sorted(DATASETS)], help="default: all")
     parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of test users per dataset")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the results from the cached reports")
     parser.add_argument(
         "--head",
         choices=["lightgbm", "din", "auto"],
@@ -396,7 +397,7 @@ def main() -> None:
         help="auto: both, keep the better on validation",
     )
     args = parser.parse_args()
-    names = args.datasets or ["synthetic", *DATASETS]
+    names = [] if args.report_only else args.datasets or ["synthetic", *DATASETS]
     cache = WORK.parent / "ranking" / "reports"
     cache.mkdir(parents=True, exist_ok=True)
     command = ".venv/bin/python benchmarks/ranking.py " + " ".join(sys.argv[1:])
