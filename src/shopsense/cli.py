@@ -42,6 +42,8 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 profiles_app = typer.Typer(help="Customer profiles: RFM, interests, lifecycle, churn, CLV.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+campaign_app = typer.Typer(help="Campaigns with a control hold-out: create, assign, read out.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
 models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
@@ -704,3 +706,75 @@ def clusters(
         result = marketing.clusters(ClusterConfig(k=k) if k else None)
     table = result.descriptions.select(["name", "description", "customers", "share"])
     _print_table(table, "customer clusters", as_json)
+
+
+@campaign_app.command("create")
+def campaign_create(ctx: typer.Context, config: Annotated[Path, typer.Argument(help="campaign TOML file")]) -> None:
+    """Create (or replace) a campaign from a TOML definition: variants with a control, channel, dates, costs."""
+    from shopsense.marketing.campaigns import CampaignConfig
+
+    with _marketing(ctx) as marketing:
+        campaign = marketing.save_campaign(CampaignConfig.from_toml(config))
+    arms = ", ".join(f"{v.name} {v.weight:.0%}{' (control)' if v.is_control else ''}" for v in campaign.variants)
+    console.print(f"[green]✓[/] campaign {campaign.name}: {arms}", highlight=False)
+
+
+@campaign_app.command("assign")
+def campaign_assign(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="campaign name")],
+    segment: Annotated[str | None, typer.Option(help="audience: the customers this expression selects")] = None,
+    users: Annotated[Path | None, typer.Option(help="audience: a file with one user id per line")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Assign an audience to the campaign's variants (deterministic; users assigned before keep their variant)."""
+    with _marketing(ctx) as marketing:
+        ids = [line.strip() for line in users.read_text().splitlines() if line.strip()] if users else None
+        counts = marketing.assign(name, ids, segment)
+    if as_json:
+        typer.echo(json.dumps(counts))
+        return
+    console.print(f"[green]✓[/] {name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+
+
+@campaign_app.command("readout")
+def campaign_readout_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="campaign name")],
+    plot: Annotated[Path | None, typer.Option(help="write a PNG of the lifts with 95% CIs")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per variant: CTR, conversion, revenue per user, AOV, repurchase, ROI; lifts with 95% CIs; the decision."""
+    from shopsense.marketing.experiments import plot_lift
+
+    with _marketing(ctx) as marketing:
+        result = marketing.readout(name)
+    if plot is not None:
+        console.print(f"wrote {plot_lift(result.readout, plot)}", highlight=False)
+    body = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(body, indent=2, default=str))
+        return
+    view = Table(title=f"campaign {name}", highlight=False)
+    for column in ("variant", "users", "conversion", "revenue/user", "AOV", "repurchase", "ROI"):
+        view.add_column(column)
+    for arm in body["variants"]:
+        view.add_row(
+            arm["name"],
+            f"{arm['n']:,}",
+            _pct(arm.get("conversion_rate")),
+            _num(arm.get("revenue_per_user")),
+            _num(arm.get("average_order_value")),
+            _pct(arm.get("repurchase_rate")),
+            _pct(arm.get("roi")),
+        )
+    out.print(view)
+    console.print(result.decision, highlight=False)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"

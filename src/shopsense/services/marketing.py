@@ -8,6 +8,7 @@ one can address, and they would crowd the bottom RFM quintile.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.profiles import ProfileConfig, build_profiles
+from shopsense.marketing.campaigns import CampaignConfig, CampaignReadout, assign_campaign, campaign_readout
 from shopsense.marketing.clustering import ClusterConfig, Clustering, cluster_customers
 from shopsense.marketing.segments import Segment, evaluate_segments, overlaps, rfm_segments, segment_stats
 from shopsense.settings import Settings
@@ -93,6 +95,44 @@ class MarketingService:
     def clusters(self, config: ClusterConfig | None = None) -> Clustering:
         """k-means on standardised profile features, with a readable description per cluster."""
         return cluster_customers(self.profiles(), config)
+
+    # -- campaigns ----------------------------------------------------------------------------
+
+    def save_campaign(self, config: CampaignConfig) -> CampaignConfig:
+        """Create or replace a campaign definition (its assignments, if any, are kept)."""
+        self.store.save_campaign(config.name, config.model_dump_json())
+        return config
+
+    def campaign(self, name: str) -> CampaignConfig:
+        stored = self.store.campaigns()
+        if name not in stored:
+            known = ", ".join(sorted(stored)) or "none yet"
+            raise ConfigError(f"no campaign {name!r} (known: {known}); create it with `shopsense campaign create`")
+        return CampaignConfig.parse(json.loads(stored[name]), f"stored campaign {name!r}")
+
+    def assign(self, name: str, user_ids: list[str] | None = None, segment: str | None = None) -> dict[str, int]:
+        """Assign an audience (ids, or the customers a segment expression selects) to the campaign's variants.
+        Users assigned before keep their variant; returns the campaign's users per variant."""
+        config = self.campaign(name)
+        if (user_ids is None) == (segment is None):
+            raise ConfigError("give either user ids or a segment expression as the audience")
+        if segment is not None:
+            user_ids = self.segments({"audience": segment}).members("audience")
+        previous = self.store.assignments(name)
+        rows = assign_campaign(config, user_ids or [], previous=previous)
+        self.store.add_assignments(name, rows)
+        counts = self.store.assignments(name).group_by("variant").aggregate([("user_id", "count")]).to_pylist()
+        return {r["variant"]: r["user_id_count"] for r in counts}
+
+    def readout(self, name: str, as_of: datetime | None = None) -> CampaignReadout:
+        """The experiment read-out from stored assignments and events (attribution window applied)."""
+        config = self.campaign(name)
+        assignments = self.store.assignments(name)
+        if assignments.num_rows == 0:
+            raise ConfigError(f"campaign {name!r} has no assigned users yet: run `shopsense campaign assign`")
+        events = self.store.scan_events(start=config.start.isoformat())
+        when = as_of or datetime.now(UTC)
+        return campaign_readout(config, assignments, events, as_of=when, items=self.store.scan_items())
 
     @staticmethod
     def _report(profiles: pa.Table, masks: dict[str, np.ndarray]) -> SegmentReport:

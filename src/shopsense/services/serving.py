@@ -131,6 +131,7 @@ class ServingService:
         self._swap_lock = threading.Lock()
         self._cache = _Cache()
         self._keys = threading.local()
+        self._key_connections: list[duckdb.DuckDBPyConnection] = []
         self._types = settings.event_types.canonical()
         self._channels = set(settings.channels)
         self._trending: tuple[float, list[str]] = (0.0, [])
@@ -269,6 +270,7 @@ class ServingService:
             con = duckdb.connect()
             con.execute("SET TimeZone = 'UTC'")
             self._keys.con = con
+            self._key_connections.append(con)
         return con
 
     def submit_events(self, table: pa.Table) -> Future[Any]:
@@ -441,6 +443,8 @@ class ServingService:
 
     def close(self) -> None:
         self.writer.close()
+        for con in self._key_connections:
+            con.close()
 
 
 def _then(result: WriteResult, service: ServingService, table: pa.Table) -> WriteResult:

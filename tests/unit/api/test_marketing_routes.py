@@ -27,3 +27,39 @@ def test_profiles_and_segments_over_http(api: Api) -> None:
     assert sum(r["customers"] for r in rfm["stats"]) == built["customers"]
     reader = api.client.post("/v1/segments", json={"rfm": True}, headers=api.headers("recommend:read"))
     assert reader.status_code == 403
+
+
+CAMPAIGN = {
+    "name": "spring-coupon",
+    "variants": [
+        {"name": "control", "weight": 0.5, "is_control": True},
+        {"name": "coupon", "weight": 0.5, "treatment": "10% coupon", "offer_cost": 2.0},
+    ],
+    "channel": "email",
+    "start": "2020-01-01T00:00:00Z",
+    "end": "2030-01-01T00:00:00Z",
+    "cost_per_contact": 0.05,
+}
+
+
+def test_campaign_create_assign_and_read_out(api: Api) -> None:
+    key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
+    marketer = {"X-API-Key": key}
+    client = api.client
+    bad = client.post("/v1/campaigns", json={**CAMPAIGN, "variants": CAMPAIGN["variants"][1:]}, headers=marketer)
+    assert bad.status_code == 400 and "control" in bad.json()["error"]["message"]
+    assert client.post("/v1/campaigns", json=CAMPAIGN, headers=marketer).status_code == 200
+    assert client.post("/v1/campaigns/nope/assign", json={"user_ids": ["a"]}, headers=marketer).status_code == 400
+    client.post("/v1/profiles/build", json={}, headers=marketer)
+    counts = client.post(
+        "/v1/campaigns/spring-coupon/assign", json={"segment": "frequency >= 1"}, headers=marketer
+    ).json()
+    again = client.post(
+        "/v1/campaigns/spring-coupon/assign", json={"user_ids": ["user-1", "newcomer"]}, headers=marketer
+    ).json()
+    assert set(counts) == {"control", "coupon"} and sum(again.values()) == sum(counts.values()) + 1
+    result = client.get("/v1/campaigns/spring-coupon/readout", headers=marketer).json()
+    arms = {v["name"]: v for v in result["variants"]}
+    assert arms["control"]["n"] + arms["coupon"]["n"] == sum(again.values())
+    assert arms["control"]["exposed"] == 0 and arms["coupon"]["exposed"] == arms["coupon"]["n"]
+    assert result["decision"] and result["sample_ratio"]["p_value"] > 0.001

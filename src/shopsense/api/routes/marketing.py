@@ -13,6 +13,7 @@ from shopsense.api.deps import ApiError, require, service
 from shopsense.api.routes.common import errors
 from shopsense.domain import UtcDatetime
 from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.marketing.campaigns import CampaignConfig
 from shopsense.services.keys import Scope
 from shopsense.services.marketing import MarketingService, SegmentReport
 from shopsense.services.serving import ServingService
@@ -100,3 +101,46 @@ async def segments(body: SegmentsIn, _: Marketing, svc: Annotated[ServingService
     report: SegmentReport = await _run(svc, lambda m: m.rfm() if body.rfm else m.segments(body.segments))
     members = {name: report.members(name)[: body.members] for name in report.masks} if body.members else {}
     return SegmentsOut(stats=report.stats.to_pylist(), overlaps=report.overlaps.to_pylist(), members=members)
+
+
+class AssignIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    user_ids: list[str] | None = Field(None, max_length=1_000_000)
+    segment: str | None = Field(None, max_length=2000, description="audience: customers this expression selects")
+
+
+@router.post("/campaigns", response_model=dict[str, Any], responses=errors(400, 409))
+async def create_campaign(
+    body: dict[str, Any], _: Marketing, svc: Annotated[ServingService, Depends(service)]
+) -> dict[str, Any]:
+    """Create or replace a campaign: name, variants (one control hold-out), channel, start/end, attribution
+    window, primary metric, costs, optional target (see ``CampaignConfig``)."""
+    config = await _run(svc, lambda m: m.save_campaign(CampaignConfig.parse(body, "request body")))
+    created: dict[str, Any] = config.model_dump(mode="json")
+    return created
+
+
+@router.post("/campaigns/{name}/assign", response_model=dict[str, int], responses=errors(400, 409))
+async def assign(
+    name: Annotated[str, Path(min_length=1, max_length=256)],
+    body: AssignIn,
+    _: Marketing,
+    svc: Annotated[ServingService, Depends(service)],
+) -> dict[str, int]:
+    """Assign an audience deterministically; users assigned before keep their variant. Users per variant."""
+    counts: dict[str, int] = await _run(svc, lambda m: m.assign(name, body.user_ids, body.segment))
+    return counts
+
+
+@router.get("/campaigns/{name}/readout", response_model=dict[str, Any], responses=errors(400, 409))
+async def readout(
+    name: Annotated[str, Path(min_length=1, max_length=256)],
+    _: Marketing,
+    svc: Annotated[ServingService, Depends(service)],
+) -> dict[str, Any]:
+    """Per variant CTR, conversion, revenue per user, AOV, repurchase, ROI; lifts with 95% CIs, tests,
+    sample-ratio check and the decision under the fixed-horizon rule."""
+    result = await _run(svc, lambda m: m.readout(name))
+    body: dict[str, Any] = result.to_dict()
+    return body
