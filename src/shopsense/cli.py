@@ -778,3 +778,59 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
+
+
+@campaign_app.command("content")
+def campaign_content(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="campaign name")],
+    out_path: Annotated[Path, typer.Option("--out", help="payload file: .jsonl or .csv")],
+    template: Annotated[
+        str, typer.Option(help="message with $placeholders, e.g. 'Hi! $first_title is back in stock'")
+    ] = "We picked $count items for you, starting with $first_title.",
+    k: Annotated[int, typer.Option(help="recommended items per customer")] = 3,
+    pipeline: Annotated[str, typer.Option(help="trained pipeline name")] = "default",
+) -> None:
+    """Per treated customer: top-k recommended items with reasons and a rendered message, for an e-mail or push tool."""
+    from shopsense.marketing.content import export_payload, personalise
+    from shopsense.services.marketing import MarketingService
+    from shopsense.services.recommendation import RecommendationService
+
+    with _service(ctx) as service:
+        users = MarketingService(service.settings, service.store).treated(name)
+        recommender = RecommendationService(service)
+        payload = personalise(users, lambda user: recommender.recommend(user, k, pipeline=pipeline), template, k)
+        path = export_payload(payload, out_path)
+    console.print(f"[green]✓[/] {payload.num_rows:,} personalised payloads written to {path}", highlight=False)
+
+
+@app.command()
+def audience(
+    ctx: typer.Context,
+    category: Annotated[str | None, typer.Option(help="target: a category (any level of the path)")] = None,
+    brand: Annotated[str | None, typer.Option(help="target: a brand")] = None,
+    item: Annotated[str | None, typer.Option(help="target: one item id")] = None,
+    top: Annotated[int | None, typer.Option(help="keep the N most likely buyers")] = None,
+    min_score: Annotated[float | None, typer.Option(help="keep customers with P(buy) at least this")] = None,
+    exclude_bought_days: Annotated[float | None, typer.Option(help="leave out who bought it this recently")] = None,
+    segment: Annotated[str | None, typer.Option(help="only customers this profile expression selects")] = None,
+    horizon_days: Annotated[float, typer.Option(help="P(buy within this many days)")] = 30.0,
+    out_path: Annotated[Path | None, typer.Option("--out", help="export the audience: .csv or .parquet")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who is most likely to buy an item, category or brand: a leakage-free propensity model, then cuts."""
+    from shopsense.marketing.audiences import AudienceSpec, Target, export_audience
+
+    with _marketing(ctx) as marketing:
+        target = Target(item_id=item, category=category, brand=brand)
+        spec = AudienceSpec(top_n=top, min_score=min_score, exclude_bought_within_days=exclude_bought_days)
+        result = marketing.audience(target, spec, segment=segment, horizon_days=horizon_days)
+        if out_path is not None:
+            export_audience(result.table, out_path)
+    if as_json:
+        typer.echo(json.dumps({"funnel": result.funnel, "model": str(result.scores.report)}, indent=2, default=str))
+        return
+    console.print(result.describe(), highlight=False)
+    _print_table(result.table.select(["user_id", "score", "main_reason"]).slice(0, 10), "top of the audience", False)
+    if out_path is not None:
+        console.print(f"wrote {result.table.num_rows:,} customers to {out_path}", highlight=False)

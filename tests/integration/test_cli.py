@@ -125,3 +125,32 @@ def test_train_then_recommend_with_reasons(tmp_path: Path) -> None:
     assert code == 2 and "alpha" in err
     code, _, err = _run(data, "train", "--pipeline", "nope")
     assert code == 2 and "not found" in err
+
+
+def test_marketing_walkthrough_on_online_retail(tmp_path: Path) -> None:
+    """The README's marketing walkthrough, end to end on the bundled sample."""
+    data = tmp_path / "d"
+    _run(data, "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
+    code, out, err = _run(data, "profiles", "build", "--json")
+    assert code == 0, err
+    customers = json.loads(out)["customers"]
+    code, out, _ = _run(data, "segment", "--rfm", "--json", "--plot", str(tmp_path / "rfm.png"))
+    assert code == 0 and sum(r["customers"] for r in json.loads(out)) == customers
+    assert (tmp_path / "rfm.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = _run(data, "segment", "big=monetry > 100")
+    assert code == 2 and "did you mean 'monetary'" in err and "Traceback" not in err
+    root = Path(__file__).resolve().parents[2]
+    assert _run(data, "campaign", "create", str(root / "config" / "campaigns" / "winback.toml"))[0] == 0
+    code, out, _ = _run(data, "campaign", "assign", "winback-dec", "--segment", "frequency >= 1", "--json")
+    counts = json.loads(out)
+    assert code == 0 and set(counts) == {"holdout", "coupon", "recs-email"}
+    code, out, _ = _run(data, "campaign", "readout", "winback-dec", "--json", "--plot", str(tmp_path / "lift.png"))
+    result = json.loads(out)
+    assert code == 0 and {v["name"] for v in result["variants"]} == set(counts) and result["decision"]
+    assert _run(data, "train")[0] == 0
+    code, _, err = _run(data, "campaign", "content", "winback-dec", "--out", str(tmp_path / "payload.jsonl"))
+    assert code == 0, err
+    lines = (tmp_path / "payload.jsonl").read_text().splitlines()
+    assert len(lines) == counts["coupon"] + counts["recs-email"]
+    first = json.loads(lines[0])
+    assert first["message"] and first["items"] and first["items"][0]["reason"]

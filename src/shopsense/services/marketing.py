@@ -19,6 +19,15 @@ import pyarrow.compute as pc
 
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.profiles import ProfileConfig, build_profiles
+from shopsense.marketing.audiences import (
+    Audience,
+    AudienceSpec,
+    PropensityConfig,
+    PropensityModel,
+    Target,
+    build_audience,
+    lookalike,
+)
 from shopsense.marketing.campaigns import CampaignConfig, CampaignReadout, assign_campaign, campaign_readout
 from shopsense.marketing.clustering import ClusterConfig, Clustering, cluster_customers
 from shopsense.marketing.segments import Segment, evaluate_segments, overlaps, rfm_segments, segment_stats
@@ -48,16 +57,11 @@ class MarketingService:
 
     def build_profiles(self, as_of: datetime | None = None, config: ProfileConfig | None = None) -> pa.Table:
         """Compute every customer's profile at ``as_of`` (default: just after the newest event) and store it."""
-        events = self.store.scan_events()
-        if events.num_rows == 0:
-            raise ShopsenseError("the store has no events: import some before building profiles")
+        events = self._customer_events()
         if as_of is None:
             as_of = pc.max(events.column("timestamp")).as_py() + timedelta(seconds=1)
         elif as_of.tzinfo is None:
             raise ConfigError("as_of needs a time zone, e.g. 2011-12-10T00:00:00Z")
-        guests = self.store.guest_user_ids()
-        if guests:
-            events = events.filter(pc.invert(pc.is_in(events.column("user_id"), pa.array(guests, pa.string()))))
         events = events.filter(pc.less(events.column("timestamp"), pa.scalar(as_of.astimezone(UTC), _TS)))
         profiles = build_profiles(events, self.store.scan_items(), as_of.astimezone(UTC), config or ProfileConfig())
         self.store.save_profiles(profiles)
@@ -96,6 +100,39 @@ class MarketingService:
         """k-means on standardised profile features, with a readable description per cluster."""
         return cluster_customers(self.profiles(), config)
 
+    # -- audiences ----------------------------------------------------------------------------
+
+    def audience(
+        self,
+        target: Target,
+        spec: AudienceSpec,
+        *,
+        segment: str | None = None,
+        contacted: list[str] | None = None,
+        horizon_days: float = 30.0,
+    ) -> Audience:
+        """Customers ranked by P(buying the target within the horizon), learnt without leakage on the
+        store's history, then cut by top-N / threshold, segment and exclusions."""
+        events, items = self._customer_events(), self.store.scan_items()
+        as_of = pc.max(events.column("timestamp")).as_py() + timedelta(seconds=1)
+        model = PropensityModel(PropensityConfig(horizon_days=horizon_days)).fit(events, items, target, as_of)
+        scores = model.score(events, items, as_of)
+        profiles = self.store.load_profiles() if segment is not None else None
+        return build_audience(scores, spec, segment=segment, profiles=profiles, contacted=contacted or ())
+
+    def lookalike(self, seeds: list[str], n: int) -> pa.Table:
+        """The ``n`` customers most like the seed customers (the seeds themselves left out)."""
+        return lookalike(self.profiles(), seeds, n)
+
+    def _customer_events(self) -> pa.Table:
+        events = self.store.scan_events()
+        if events.num_rows == 0:
+            raise ShopsenseError("the store has no events: import some first")
+        guests = self.store.guest_user_ids()
+        if guests:
+            events = events.filter(pc.invert(pc.is_in(events.column("user_id"), pa.array(guests, pa.string()))))
+        return events
+
     # -- campaigns ----------------------------------------------------------------------------
 
     def save_campaign(self, config: CampaignConfig) -> CampaignConfig:
@@ -133,6 +170,13 @@ class MarketingService:
         events = self.store.scan_events(start=config.start.isoformat())
         when = as_of or datetime.now(UTC)
         return campaign_readout(config, assignments, events, as_of=when, items=self.store.scan_items())
+
+    def treated(self, name: str) -> list[str]:
+        """The users a campaign contacts: everyone assigned to a treatment arm (never the hold-out)."""
+        config = self.campaign(name)
+        rows = self.store.assignments(name)
+        treated = rows.filter(pc.not_equal(rows.column("variant"), config.control))
+        return [str(u) for u in treated.column("user_id").to_pylist()]
 
     @staticmethod
     def _report(profiles: pa.Table, masks: dict[str, np.ndarray]) -> SegmentReport:

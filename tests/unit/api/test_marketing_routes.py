@@ -63,3 +63,15 @@ def test_campaign_create_assign_and_read_out(api: Api) -> None:
     assert arms["control"]["n"] + arms["coupon"]["n"] == sum(again.values())
     assert arms["control"]["exposed"] == 0 and arms["coupon"]["exposed"] == arms["coupon"]["n"]
     assert result["decision"] and result["sample_ratio"]["p_value"] > 0.001
+
+
+def test_audience_for_a_category(api: Api) -> None:
+    key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
+    marketer = {"X-API-Key": key}
+    body = {"target": {"category": "Home"}, "spec": {"top_n": 25}, "limit": 10}
+    result = api.client.post("/v1/audiences", json=body, headers=marketer).json()
+    assert result["size"] == 25 and len(result["customers"]) == 10
+    scores = [c["score"] for c in result["customers"]]
+    assert scores == sorted(scores, reverse=True) and result["model"]["positives"] > 0
+    unknown = api.client.post("/v1/audiences", json={"target": {"category": "Hme"}}, headers=marketer)
+    assert unknown.status_code == 400 and "Home" in unknown.json()["error"]["message"]

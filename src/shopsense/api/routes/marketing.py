@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from shopsense.api.deps import ApiError, require, service
 from shopsense.api.routes.common import errors
 from shopsense.domain import UtcDatetime
 from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.marketing.audiences import AudienceSpec, Target
 from shopsense.marketing.campaigns import CampaignConfig
 from shopsense.services.keys import Scope
 from shopsense.services.marketing import MarketingService, SegmentReport
@@ -144,3 +146,37 @@ async def readout(
     result = await _run(svc, lambda m: m.readout(name))
     body: dict[str, Any] = result.to_dict()
     return body
+
+
+class AudienceIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    target: Target
+    spec: AudienceSpec = Field(default_factory=AudienceSpec)
+    segment: str | None = Field(None, max_length=2000)
+    contacted: list[str] = Field(default_factory=list, max_length=1_000_000, description="leave these out")
+    horizon_days: float = Field(30.0, gt=0, le=365)
+    limit: int = Field(1000, ge=1, le=100_000, description="rows returned")
+
+
+class AudienceOut(BaseModel):
+    size: int
+    funnel: dict[str, int]
+    model: dict[str, Any]
+    customers: list[dict[str, Any]]
+
+
+@router.post("/audiences", response_model=AudienceOut, responses=errors(400, 409))
+async def audiences(body: AudienceIn, _: Marketing, svc: Annotated[ServingService, Depends(service)]) -> AudienceOut:
+    """Customers ranked by P(buying the target within the horizon) with the main reason, after the
+    segment, recent-buyer, contacted, threshold and top-N cuts (each step counted in ``funnel``)."""
+    result = await _run(
+        svc,
+        lambda m: m.audience(
+            body.target, body.spec, segment=body.segment, contacted=body.contacted, horizon_days=body.horizon_days
+        ),
+    )
+    rows = result.table.select(["user_id", "score", "rank", "main_reason"]).slice(0, body.limit).to_pylist()
+    return AudienceOut(
+        size=result.table.num_rows, funnel=result.funnel, model=asdict(result.scores.report), customers=rows
+    )
