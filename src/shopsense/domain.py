@@ -67,7 +67,7 @@ class Item(BaseModel):
     price: float | None = Field(None, ge=0, allow_inf_nan=False)
     currency: str | None = Field(None, min_length=3, max_length=3)
     available: bool | None = None
-    stock: int | None = Field(None, ge=0)
+    stock: int | None = Field(None, ge=0, le=2**63 - 1)
     attributes: dict[str, Any] | None = None
     first_seen: UtcDatetime | None = None
 

@@ -206,7 +206,10 @@ class ServingService:
                 rejected[index] = Rejected(index, reason[1], reason[0])
                 continue
             rows.append(event.model_copy(update={"type": self._types[event.type.strip().lower()]}))
-        table = self._keyed(rows)
+        try:
+            table = self._keyed(rows)
+        except (pa.ArrowException, UnicodeError, OverflowError) as exc:  # e.g. a lone surrogate in an id
+            raise ConfigError(f"the events cannot be stored as given: {exc}") from exc
         return table, sorted(rejected.values(), key=lambda r: r.index)
 
     def _event_problem(self, event: Event, earliest: datetime, latest: datetime) -> tuple[str, str] | None:
@@ -289,7 +292,10 @@ class ServingService:
                 rejected.append(Rejected(index, error["msg"], ".".join(str(p) for p in error["loc"]) or None))
         if not valid:
             return None, rejected
-        table = _records_table(kind, valid)
+        try:
+            table = _records_table(kind, valid)
+        except (pa.ArrowException, UnicodeError, OverflowError) as exc:
+            raise ConfigError(f"the {kind.value} cannot be stored as given: {exc}") from exc
         if kind is RecordKind.ITEMS:
             future = self.writer.call(lambda store: _then(store.upsert_items(table.to_reader(), "api"), self, table))
         else:
@@ -401,7 +407,21 @@ class ServingService:
         with self._log_lock:
             version = self._answers.get(shown["recommendation_id"], (None, None))[0]
         items = list(shown["item_ids"])
-        rows = pa.table(
+        try:
+            rows = self._impression_rows(shown, items, version)
+        except (pa.ArrowException, UnicodeError) as exc:
+            raise ConfigError(f"the impression cannot be stored as given: {exc}") from exc
+
+        def write(store: Store) -> tuple[int, list[Rejected]]:
+            unknown = set(store.append_impressions(rows))
+            rejected = [Rejected(i, f"unknown item {x!r}", "item_ids") for i, x in enumerate(items) if x in unknown]
+            return len(items) - len(rejected), rejected
+
+        return self.writer.call(write)
+
+    @staticmethod
+    def _impression_rows(shown: Mapping[str, Any], items: list[str], version: str | None) -> pa.Table:
+        return pa.table(
             {
                 "recommendation_id": pa.array([shown["recommendation_id"]] * len(items), pa.string()),
                 "user_id": pa.array([shown["user_id"]] * len(items), pa.string()),
@@ -411,13 +431,6 @@ class ServingService:
                 "timestamp": pa.array([shown.get("timestamp") or datetime.now(UTC)] * len(items), _TS),
             }
         )
-
-        def write(store: Store) -> tuple[int, list[Rejected]]:
-            unknown = set(store.append_impressions(rows))
-            rejected = [Rejected(i, f"unknown item {x!r}", "item_ids") for i, x in enumerate(items) if x in unknown]
-            return len(items) - len(rejected), rejected
-
-        return self.writer.call(write)
 
     def impression_report(self, hours: float) -> Future[Any]:
         """Resolves to one dict per model version: counts, revenue, CTR and conversion of shown items."""

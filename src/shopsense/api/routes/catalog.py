@@ -34,7 +34,7 @@ async def _upsert(svc: ServingService, kind: RecordKind, body: Any) -> WriteResp
     return write_response(accepted, rejected)
 
 
-@router.put("/items", response_model=WriteResponse, responses=errors(), openapi_extra=_body("Item"))
+@router.put("/items", response_model=WriteResponse, responses=errors(400), openapi_extra=_body("Item"))
 async def put_items(
     body: Annotated[Any, Body()],
     _: Annotated[Any, Depends(require(Scope.EVENTS_WRITE))],
@@ -45,7 +45,7 @@ async def put_items(
     return await _upsert(svc, RecordKind.ITEMS, body)
 
 
-@router.put("/users", response_model=WriteResponse, responses=errors(), openapi_extra=_body("User"))
+@router.put("/users", response_model=WriteResponse, responses=errors(400), openapi_extra=_body("User"))
 async def put_users(
     body: Annotated[Any, Body()],
     _: Annotated[Any, Depends(require(Scope.EVENTS_WRITE))],

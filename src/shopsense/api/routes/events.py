@@ -52,7 +52,7 @@ def write_response(accepted: int, rejected: list[Any]) -> WriteResponse:
 @router.post(
     "/events",
     response_model=WriteResponse,
-    responses=errors(),
+    responses=errors(400),
     openapi_extra=EVENTS_BODY,
     summary="Record behaviour events (one, or a batch up to serve.max_batch)",
 )

@@ -17,7 +17,7 @@ from shopsense.services.serving import ServingService
 router = APIRouter(prefix="/v1/impressions", tags=["impressions"])
 
 
-@router.post("", response_model=WriteResponse, responses=errors())
+@router.post("", response_model=WriteResponse, responses=errors(400))
 async def post_impressions(
     body: ImpressionIn,
     _: Annotated[Any, Depends(require(Scope.EVENTS_WRITE))],
