@@ -137,6 +137,9 @@ def test_marketing_walkthrough_on_online_retail(tmp_path: Path) -> None:
     code, out, _ = _run(data, "segment", "--rfm", "--json", "--plot", str(tmp_path / "rfm.png"))
     assert code == 0 and sum(r["customers"] for r in json.loads(out)) == customers
     assert (tmp_path / "rfm.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, _ = _run(data, "segment", "big=monetary > 100", "--export", str(tmp_path / "big.csv"))
+    members = (tmp_path / "big.csv").read_text().splitlines()
+    assert code == 0 and members[0] == '"user_id","segment"' and len(members) > 1
     code, _, err = _run(data, "segment", "big=monetry > 100")
     assert code == 2 and "did you mean 'monetary'" in err and "Traceback" not in err
     root = Path(__file__).resolve().parents[2]

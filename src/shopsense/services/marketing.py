@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from shopsense.marketing.audiences import (
     PropensityModel,
     Target,
     build_audience,
+    export_audience,
     lookalike,
 )
 from shopsense.marketing.campaigns import CampaignConfig, CampaignReadout, assign_campaign, campaign_readout
@@ -95,6 +97,19 @@ class MarketingService:
         """The named RFM segments (Champions, Loyal customers, At risk, ...)."""
         profiles = self.profiles()
         return self._report(profiles, rfm_segments(profiles))
+
+    @staticmethod
+    def export_members(report: SegmentReport, path: Path) -> Path:
+        """Write (user_id, segment) rows, one per membership, to CSV or Parquet (atomically)."""
+        names = list(report.masks)
+        users = [report.user_ids[report.masks[n]] for n in names]
+        table = pa.table(
+            {
+                "user_id": pa.array(np.concatenate(users) if users else [], pa.string()),
+                "segment": pa.array([n for n, u in zip(names, users, strict=True) for _ in range(len(u))], pa.string()),
+            }
+        )
+        return export_audience(table, path)
 
     def clusters(self, config: ClusterConfig | None = None) -> Clustering:
         """k-means on standardised profile features, with a readable description per cluster."""
