@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shopsense.domain import IdIndex
 from shopsense.errors import ConfigError
-from shopsense.features.interactions import Catalog, Interactions
+from shopsense.features.interactions import Catalog, Interactions, build_interactions
 from shopsense.features.stats import type_mask
 from shopsense.ranking.diversity import mmr
 from shopsense.ranking.features import FeatureFrame
@@ -104,13 +104,36 @@ class Pipeline:
         self.catalog_ = data.catalog if data.catalog is not None else Catalog.empty(len(data.items))
         return self
 
-    def request_time(self, events: pa.Table) -> datetime:
-        """The as_of of a live request: the later of the training data's end and the user's newest event,
-        so time features never count from before what the model has seen."""
+    def recommend_user(
+        self,
+        user_id: str,
+        events: pa.Table,
+        weights: dict[str, float],
+        k: int | None = None,
+        *,
+        alpha: float | None = None,
+        rules: Mapping[str, Any] | None = None,
+        diversity: float | None = None,
+    ) -> list[Recommendation]:
+        """One live request: the user's events (any, possibly none) as a history on this pipeline's item
+        index, ranked at the later of the training data's end and the user's newest event, so time
+        features never count from before what the model has seen.
+
+        Raises:
+            ValueError: alpha, diversity or a rule override is out of range.
+        """
         end = self.ranker.features_.as_of_
         if events.num_rows:
             end = max(end, int(pc.max(events.column("timestamp")).as_py().timestamp()))
-        return datetime.fromtimestamp(end, UTC)
+        history = build_interactions(
+            events,
+            weights,
+            items=self.items_,
+            catalog=self.catalog_,
+            users=IdIndex([user_id]),
+            as_of=datetime.fromtimestamp(end, UTC),
+        )
+        return self.recommend(history, k, alpha=alpha, rules=rules, diversity=diversity)[0]
 
     def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
         """Items related to one item ("customers also bought"), from the first candidate source that

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shopsense.domain import UtcDatetime
+from shopsense.services.bundles import BundleInfo
 
 
 class ErrorDetail(BaseModel):
@@ -129,23 +130,11 @@ class ExportResponse(BaseModel):
     events: list[HistoryEvent]
 
 
-class BundleOut(BaseModel):
-    pipeline: str
-    version: str
-    created_at: str
-    data_from: str | None
-    data_to: str | None
-    events: int
-    users: int
-    items: int
-    metrics: dict[str, Any]
-
-
 class ModelsResponse(BaseModel):
     serving: str | None
     pinned: str | None
     error: str | None
-    versions: list[BundleOut]
+    versions: list[BundleInfo] = Field(description="bundles on disk, newest first")
 
 
 class Health(BaseModel):

@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from shopsense.domain import IdIndex
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.interactions import build_interactions
 from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline
@@ -106,15 +105,8 @@ class RecommendationService:
         """Top-k for one user (known or not: a user with no history gets trending items)."""
         fitted = self.pipeline(pipeline)
         events = self.data.store.scan_events(user_ids=[user_id])
-        history = build_interactions(
-            events,
-            self.data.settings.event_types.weights,
-            items=fitted.items_,
-            catalog=fitted.catalog_,
-            users=IdIndex([user_id]),
-            as_of=fitted.request_time(events),
-        )
+        weights = self.data.settings.event_types.weights
         try:
-            return fitted.recommend(history, k, alpha=alpha, rules=rules, diversity=diversity)[0]
+            return fitted.recommend_user(user_id, events, weights, k, alpha=alpha, rules=rules, diversity=diversity)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

@@ -23,12 +23,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
-from shopsense.domain import Event, IdIndex, Item, RecordKind, User
+from shopsense.domain import Event, Item, RecordKind, User
 from shopsense.errors import ConfigError
-from shopsense.features.interactions import build_interactions
 from shopsense.ingest.importer import content_key_sql, id_key_sql
 from shopsense.pipeline import Pipeline, Recommendation
 from shopsense.services.bundles import BundleInfo, Bundles
@@ -46,6 +47,16 @@ ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
 _TS = pa.timestamp("us", tz="UTC")
 _LOW64 = (1 << 64) - 1
+_EVENT_SCHEMA = pa.schema(
+    [
+        *((name, pa.string()) for name in ("event_id", "user_id", "item_id", "type")),
+        ("timestamp", _TS),
+        *((name, pa.string()) for name in ("channel", "session_id")),
+        *((name, pa.float64()) for name in ("quantity", "value", "rating")),
+        ("context", pa.string()),
+    ]
+)
+"""Events as the store takes them, before their idempotency keys."""
 _EVENTS = TypeAdapter(list[Event])
 
 
@@ -223,24 +234,13 @@ class ServingService:
 
     def _keyed(self, events: list[Event]) -> pa.Table:
         """Store rows with the same idempotency keys the file importer gives (re-sent events collapse)."""
-        columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS[2:]}
-        for event in events:
-            for name in columns:
-                value = getattr(event, name)
-                if name == "context" and value is not None:
-                    value = json.dumps(value)
-                elif name == "channel" and value is not None:
-                    value = value.strip().lower()
-                columns[name].append(value)
-        table = pa.table(
-            {
-                **{n: pa.array(columns[n], pa.string()) for n in ("event_id", "user_id", "item_id", "type")},
-                "timestamp": pa.array(columns["timestamp"], pa.timestamp("us", tz="UTC")),
-                **{n: pa.array(columns[n], pa.string()) for n in ("channel", "session_id")},
-                **{n: pa.array(columns[n], pa.float64()) for n in ("quantity", "value", "rating")},
-                "context": pa.array(columns["context"], pa.string()),
-            }
-        )
+        rows = [event.model_dump(include=set(EVENT_COLUMNS)) for event in events]
+        for row in rows:
+            if row["context"] is not None:
+                row["context"] = json.dumps(row["context"])
+            if row["channel"] is not None:
+                row["channel"] = row["channel"].strip().lower()
+        table = pa.Table.from_pylist(rows, schema=_EVENT_SCHEMA)
         ids = table.column("event_id")
         if table.num_rows and ids.null_count == 0:  # the usual case: keys straight from the ids
             keys = [int.from_bytes(hashlib.md5(b"id:" + i.encode()).digest(), "little") for i in ids.to_pylist()]
@@ -310,12 +310,15 @@ class ServingService:
         catalog = served.pipeline.catalog_
         if catalog.available is None:
             return
-        index = served.pipeline.items_.index(items.column("item_id").to_pylist())
-        flags = items.column("available").to_pylist()
-        stock = items.column("stock").to_pylist()
-        for i, flag, units in zip(index, flags, stock, strict=True):
-            if i >= 0 and (flag is not None or units is not None):
-                catalog.available[i] = bool(flag if flag is not None else True) and (units is None or units > 0)
+        index = np.asarray(served.pipeline.items_.index(items.column("item_id").to_pylist()))
+        flags, stock = items.column("available"), items.column("stock")
+        touched = (index >= 0) & (
+            pc.is_valid(flags).to_numpy(zero_copy_only=False) | pc.is_valid(stock).to_numpy(zero_copy_only=False)
+        )
+        available = pc.fill_null(flags, True).to_numpy(zero_copy_only=False) & (
+            pc.fill_null(stock, 1).to_numpy(zero_copy_only=False) > 0
+        )
+        catalog.available[index[touched]] = available[touched]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -351,18 +354,12 @@ class ServingService:
         rid = uuid.uuid4().hex
         if served is None:
             return RecAnswer(rid, user_id, None, self._trending_items(k), self._model_error or "no model loaded")
-        pipeline = served.pipeline
         events = self.live.history(user_id)
+        weights = self.settings.event_types.weights
         try:
-            history = build_interactions(
-                events,
-                self.settings.event_types.weights,
-                items=pipeline.items_,
-                catalog=pipeline.catalog_,
-                users=IdIndex([user_id]),
-                as_of=pipeline.request_time(events),
+            recs = served.pipeline.recommend_user(
+                user_id, events, weights, k, alpha=alpha, rules=rules, diversity=diversity
             )
-            recs = pipeline.recommend(history, k, alpha=alpha, rules=rules, diversity=diversity)[0]
         except ValueError as exc:  # a bad request value (alpha, rule) the pipeline refused
             raise ConfigError(str(exc)) from exc
         except Exception as exc:  # the model failed: degrade, never 500

@@ -23,7 +23,7 @@ def _models(svc: ServingService) -> ModelsResponse:
         serving=served.info.version if served else None,
         pinned=svc.bundles.pinned(name),
         error=svc.model_error,
-        versions=[v.to_dict() for v in svc.bundles.versions(name)],
+        versions=svc.bundles.versions(name),
     )
 
 
