@@ -41,7 +41,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from benchmarks.quality import DATASETS, PARAMS, RESULTS, WORK, Dataset, load  # noqa: E402
 from shopsense.eval import metrics  # noqa: E402
 from shopsense.eval.harness import EvalConfig, ModelResult, Prepared, Task, compare, evaluate_model, prepare  # noqa: E402
-from shopsense.eval.splits import SplitConfig  # noqa: E402
+from shopsense.eval.splits import Protocol, SplitConfig  # noqa: E402
 from shopsense.ingest.synthetic import GeneratorConfig, generate  # noqa: E402
 from shopsense.models.registry import build_model  # noqa: E402
 from shopsense.ranking.candidates import CandidateConfig, Source  # noqa: E402
@@ -73,8 +73,13 @@ def best_single(name: str) -> dict[str, Any]:
     }
 
 
-def ranker_config(targets: tuple[str, ...], best: dict[str, Any], head: str) -> RankerConfig:
-    """The default pipeline's sources, plus the dataset's best single model as one more source."""
+def ranker_config(split: SplitConfig, best: dict[str, Any], head: str) -> RankerConfig:
+    """The default pipeline's sources, plus the dataset's best single model as one more source.
+
+    The heads' labels are cut the way the split cuts the test (the last target events of each
+    user, a random share of pairs, or the last stretch of time), inside the training data only.
+    """
+    targets = split.target_types
     sources = list(CandidateConfig().sources)
     if best["name"] not in {s.model for s in sources} and best["name"] != "hybrid":
         sources.append(Source(name="best", model=best["name"], n=50, params=best["params"]))
@@ -85,7 +90,15 @@ def ranker_config(targets: tuple[str, ...], best: dict[str, Any], head: str) -> 
         fusion={"alpha": 0.0, "value": "none"},  # type: ignore[arg-type]
         tune_alpha=True,
         head=head,  # type: ignore[arg-type]
+        **LABELS[split.protocol](split),
     )
+
+
+LABELS: dict[Protocol, Any] = {
+    Protocol.TEMPORAL: lambda split: {"label_mode": "time"},
+    Protocol.LEAVE_LAST: lambda split: {"label_mode": "last", "label_last": split.last_k},
+    Protocol.RANDOM: lambda split: {"label_mode": "random", "label_fraction": split.test_fraction},
+}
 
 
 def test_window_heads(model: TwoStage, prepared: Prepared) -> dict[str, Any]:
@@ -145,7 +158,7 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) 
     prepared = prepare(events, config, catalog)
     print(f"[{name}] best single model: {best['name']}", file=sys.stderr)
     single = evaluate_model(prepared, best["name"], build_model(best["name"], best["params"]))
-    model = TwoStage(ranker_config(spec.split.target_types, best, head))
+    model = TwoStage(ranker_config(spec.split, best, head))
     print(f"[{name}] two-stage ranker", file=sys.stderr)
     two = evaluate_model(prepared, "two_stage", model)
     compare([single, two])
@@ -160,6 +173,7 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) 
         "training": {k: v for k, v in model.training_.items() if k != "feature_names"},
         "alpha": model.alpha_,
         "head": model.head_,
+        "rank_by": model.rank_by_,
         "diversity": diversity_sweep(model, prepared),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -221,6 +235,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
         "training": {k: v for k, v in model.training_.items() if k != "feature_names"},
         "alpha": model.alpha_,
         "head": model.head_,
+        "rank_by": model.rank_by_,
         "diversity": diversity_sweep(model, purchase),
         "alpha_sweep": sweep,
         "seconds": round(time.perf_counter() - started, 1),
@@ -304,6 +319,16 @@ def plots(reports: list[dict[str, Any]], folder: Path) -> list[Path]:
     return paths
 
 
+def ranked_by(report: dict[str, Any]) -> str:
+    """What ordered the candidates: the heads, or one source with the heads breaking its ties (and why)."""
+    orders = report["heads_validation"].get("purchase_ndcg_by_order")
+    if not orders:
+        return "heads (no source check)"
+    chosen = report.get("rank_by")
+    detail = ", ".join(f"{name} {value:.3f}" for name, value in orders.items())
+    return f"{'source ' + chosen if chosen else 'heads'} (validation NDCG@10: {detail})"
+
+
 def markdown(reports: list[dict[str, Any]]) -> str:
     """The tables of ranking.md."""
     commands = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in reports))
@@ -314,10 +339,14 @@ def markdown(reports: list[dict[str, Any]]) -> str:
         "`benchmarks/results/quality.md` on that dataset, refitted here on the same split, weights and decay;",
         "the pipeline ranks without a value term, with the alpha that ranked purchases best on its own",
         "validation users",
-        "(never the test period; shown per dataset). p: paired t-test on per-user NDCG@10.\n",
+        "(never the test period; shown per dataset). The heads learn from labels cut inside the training",
+        "data the way the split cuts the test (time window, each user's last target events, or a random",
+        "share of pairs). Where one candidate source alone ordered the validation users' targets better",
+        'than the heads, the pipeline ranks by that source and the heads break its ties ("ranked by").',
+        "p: paired t-test on per-user NDCG@10.\n",
         "| dataset | task | best single model | NDCG@10 [95% CI] | two-stage NDCG@10 [95% CI] | change | p |"
-        " Recall@20 single / two-stage | alpha | head | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " Recall@20 single / two-stage | alpha | head | ranked by | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         single, two = r["models"][r["single"]]["tasks"], r["models"]["two_stage"]["tasks"]
@@ -330,7 +359,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
                 f"{a['ndcg@10']:.4f} [{a['ci95_ndcg@10'][0]:.4f}, {a['ci95_ndcg@10'][1]:.4f}] | "
                 f"{b['ndcg@10']:.4f} [{b['ci95_ndcg@10'][0]:.4f}, {b['ci95_ndcg@10'][1]:.4f}] | {change:+.1%} | "
                 f"{p if p is not None else '-'} | {a['recall@20']:.4f} / {b['recall@20']:.4f} | "
-                f"{r.get('alpha', '-')} | {r.get('head', 'lightgbm')} | "
+                f"{r.get('alpha', '-')} | {r.get('head', 'lightgbm')} | {ranked_by(r)} | "
                 f"{r['seconds']:,.0f} |"
             )
     lines += [

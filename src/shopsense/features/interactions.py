@@ -128,12 +128,22 @@ class Interactions:
             raise ValueError("cutting a time window needs event sequences: build interactions from events")
         seq = self.sequences
         keep = seq.times < end if start is None else (seq.times >= start) & (seq.times < end)
-        part = seq.where(keep)
+        return self.select(keep, end)
+
+    def select(self, keep: np.ndarray, as_of: int) -> Interactions:
+        """Only the events where ``keep`` (aligned with ``sequences``) is true, measured at ``as_of``.
+
+        Like :meth:`window`, but for holdouts that are not a time range (each user's last events,
+        a random share of pairs), so a model can learn on the same kind of cut it is judged on.
+        """
+        if self.sequences is None:
+            raise ValueError("selecting events needs event sequences: build interactions from events")
+        part = self.sequences.where(keep)
         matrix = sp.csr_matrix((part.weights, (part.owners(), part.items.astype(np.int64))), shape=self.matrix.shape)
         matrix.sum_duplicates()
         matrix.data[matrix.data < 0] = 0
         matrix.eliminate_zeros()
-        return replace(self, matrix=matrix, sequences=part, as_of=end)
+        return replace(self, matrix=matrix, sequences=part, as_of=as_of)
 
 
 def as_history(history: Interactions | sp.spmatrix | sp.sparray) -> Interactions:

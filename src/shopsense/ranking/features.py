@@ -33,6 +33,16 @@ class FeatureFrame:
     items: np.ndarray
     related: np.ndarray
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The candidate sources whose ranks are features, in column order."""
+        return tuple(name.removeprefix("rank_") for name in self.names if name.startswith("rank_"))
+
+    def source_rank(self, source: str) -> np.ndarray:
+        """Each pair's 1-based rank in ``source``'s list (NaN: that source did not propose the item)."""
+        rank: np.ndarray = self.values[:, self.names.index(f"rank_{source}")].astype(np.float64)
+        return rank
+
 
 class PairFeatures:
     """Item statistics and co-occurrence learned at ``as_of``; per-pair features built from histories."""

@@ -2,10 +2,16 @@
 
 Training never sees its own future. With training data ending at T, the label window is
 ``[T - delta, T)``: candidate models and pair features are fitted on the events before ``T - delta``
-only, and the labels are what each user then viewed or bought in the window. The heads learn
+only, and the labels are what each user then viewed or bought in the window. Where the task is
+not "what happens next week" but "what does this session do next" (``label_mode = "last"``: each
+user's last purchase-type events and what followed them) or a random share of pairs
+(``"random"``), the labels are cut the same way, so the heads learn the task they are judged on. The heads learn
 from a sample of the window's users and stop early on held-out users; when both the LightGBM
 and the DIN head are asked for (``head = "auto"``) the one with the lower validation log-loss
-ranks, and both results are kept in :attr:`TwoStage.heads_report_`. Finally the candidate
+ranks, and both results are kept in :attr:`TwoStage.heads_report_`. If on those held-out users
+one candidate source alone orders the candidates better than the heads do, the ranker ranks by
+that source and the heads only break its ties (``rank_by_``; reported), so a label window too thin
+to learn from cannot bury good candidates. Finally the candidate
 models and item statistics are refitted on everything before T, the state requests are
 answered from.
 
@@ -43,8 +49,16 @@ class RankerConfig(BaseModel):
     )
     attention_types: tuple[str, ...] = ("view", "click", "cart", "favourite")
     purchase_types: tuple[str, ...] = ("purchase",)
-    label_days: float | None = Field(None, gt=0, description="label window length; None: label_fraction")
-    label_fraction: float = Field(0.15, gt=0, lt=1, description="label window holds this share of the events")
+    label_mode: Literal["time", "last", "random"] = Field(
+        "time",
+        description="time: the last stretch of time; last: each user's last purchase-type events and what "
+        "followed; random: a seeded share of (user, item) pairs",
+    )
+    label_days: float | None = Field(None, gt=0, description="time: window length; None: label_fraction")
+    label_fraction: float = Field(
+        0.15, gt=0, lt=1, description="time: the window's share of the events; random: share of pairs held out"
+    )
+    label_last: int = Field(1, ge=1, description="last: purchase-type events held out per user")
     max_train_users: int = Field(10_000, ge=10, description="window users sampled to train the heads")
     valid_fraction: float = Field(0.2, gt=0, lt=1, description="share of those users held out for early stopping")
     history_length: int = Field(50, ge=1, description="recent events the DIN head attends over")
@@ -59,7 +73,10 @@ class RankerConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TrainingExamples:
-    """The heads' training pairs: features as of ``cut``, labels from ``[cut, end]``, and whose they are."""
+    """The heads' training pairs: features from the events before the labels, the labels, and whose they are.
+
+    ``cut`` is the label window's start in time mode, the training end (plus one second) otherwise.
+    """
 
     frame: FeatureFrame
     labels: np.ndarray
@@ -76,9 +93,15 @@ class Scored:
     frame: FeatureFrame
     probabilities: np.ndarray
     value: np.ndarray
+    prior: np.ndarray | None = None
 
     def fused(self, alpha: float) -> np.ndarray:
-        return fuse(self.probabilities, self.value, alpha)
+        """The blended score; with a ``prior`` (a source's order, see ``TwoStage.rank_by_``) it only breaks ties."""
+        fused = fuse(self.probabilities, self.value, alpha)
+        if self.prior is None:
+            return fused
+        top = float(fused.max(initial=0.0))
+        return self.prior + 0.999 * fused / top if top > 0 else self.prior + fused
 
 
 class TwoStage(Recommender):
@@ -137,7 +160,9 @@ class TwoStage(Recommender):
                 held = self.boosted_.predict(frame.values[valid])
             self.heads_report_["purchase_ndcg_by_alpha"] = alpha_curve(frame.users[valid], held, labels[valid, 1])
         self.alpha_ = self._alpha()
+        self.rank_by_ = self._rank_by(frame, labels, valid, held if valid.any() else None)
         self.training_ = {
+            "label_mode": cfg.label_mode,
             "label_window": [examples.cut, end],
             "users": len(users),
             "pairs": len(labels),
@@ -156,15 +181,10 @@ class TwoStage(Recommender):
         if seq is None or end is None or not len(seq.times):
             raise ValueError("the two-stage ranker needs timed event sequences")
         cfg = self.config
-        if cfg.label_days is not None:
-            cut = int(end - cfg.label_days * DAY)
-        else:  # by event count, so a few late stragglers (returns) do not stretch the window
-            cut = int(np.quantile(seq.times, 1 - cfg.label_fraction))
-        if cut <= int(seq.times.min()):
-            raise ValueError("the training data spans too little time to cut a label window from it")
-        past, window = data.window(None, cut), data.window(cut, end + 1)
-        assert window.sequences is not None  # window() always keeps the sequences
-        users = self._window_users(window.sequences)
+        labelled, cut = self._holdout(seq, end)
+        past, window = data.select(~labelled, cut), data.select(labelled, end + 1)
+        assert window.sequences is not None and past.sequences is not None  # select() keeps the sequences
+        users = self._window_users(window.sequences, past.sequences)
         generator = CandidateGenerator(cfg.candidates).fit(past)
         features = PairFeatures(cfg.purchase_types).fit(past)
         history = past.rows(users)
@@ -174,12 +194,35 @@ class TwoStage(Recommender):
             raise ValueError("no candidate in the label window was viewed or bought: nothing to learn from")
         return TrainingExamples(frame, labels, users, history, cut)
 
-    def _window_users(self, window: Sequences | None) -> np.ndarray:
-        """Users who did anything the heads predict in the label window, a seeded sample if too many."""
-        assert window is not None
+    def _holdout(self, seq: Sequences, end: int) -> tuple[np.ndarray, int]:
+        """Which events are labels (a mask over ``seq``), and the time the rest is measured at."""
+        cfg = self.config
+        if cfg.label_mode == "last":
+            return last_events(seq, type_mask(seq, cfg.purchase_types), cfg.label_last), end + 1
+        if cfg.label_mode == "random":
+            n_items = int(seq.items.max(initial=0)) + 1
+            _, pair = np.unique(seq.owners().astype(np.int64) * n_items + seq.items, return_inverse=True)
+            drawn = np.random.default_rng(cfg.seed).random(int(pair.max(initial=-1)) + 1) < cfg.label_fraction
+            return drawn[pair.ravel()], end + 1
+        if cfg.label_days is not None:
+            cut = int(end - cfg.label_days * DAY)
+        else:  # by event count, so a few late stragglers (returns) do not stretch the window
+            cut = int(np.quantile(seq.times, 1 - cfg.label_fraction))
+        if cut <= int(seq.times.min()):
+            raise ValueError("the training data spans too little time to cut a label window from it")
+        return seq.times >= cut, cut
+
+    def _window_users(self, window: Sequences, past: Sequences) -> np.ndarray:
+        """Users who did anything the heads predict in the label window, a seeded sample if too many.
+
+        Outside time mode only users with history before their labels count: the evaluation
+        such holdouts mirror scores users without history apart, as cold start.
+        """
         cfg = self.config
         active = type_mask(window, (*cfg.attention_types, *cfg.purchase_types))
         users = np.unique(window.owners()[active])
+        if cfg.label_mode != "time":
+            users = users[np.diff(past.indptr)[users] > 0]
         if len(users) > cfg.max_train_users:
             users = np.sort(np.random.default_rng(cfg.seed).choice(users, cfg.max_train_users, replace=False))
         if not len(users):
@@ -192,6 +235,24 @@ class TwoStage(Recommender):
         if not self.config.tune_alpha or not curve or all(np.isnan(v) for v in curve.values()):
             return self.config.fusion.alpha
         return float(max(curve, key=lambda alpha: (np.nan_to_num(curve[alpha], nan=-1.0), -float(alpha))))
+
+    def _rank_by(
+        self, frame: FeatureFrame, labels: np.ndarray, valid: np.ndarray, held: np.ndarray | None
+    ) -> str | None:
+        """A candidate source that alone orders held-out users' purchases better than the heads, else None."""
+        if held is None:
+            return None
+        users, bought = frame.users[valid], labels[valid, 1]
+        heads = grouped_ndcg(users, fuse(held, np.ones(len(held)), self.alpha_), bought)
+        report: dict[str, float] = {"heads": heads}
+        for name in frame.sources:
+            rank = frame.source_rank(name)[valid]
+            report[name] = grouped_ndcg(users, np.where(np.isnan(rank), -np.inf, -rank), bought)
+        self.heads_report_["purchase_ndcg_by_order"] = report
+        best = max(frame.sources, key=lambda name: np.nan_to_num(report[name], nan=-1.0), default=None)
+        if best is None or not np.nan_to_num(report[best], nan=-1.0) > np.nan_to_num(heads, nan=-1.0):
+            return None
+        return best
 
     def _better_head(self) -> str:
         """The head with the lower mean validation log-loss over attention and purchase."""
@@ -215,7 +276,11 @@ class TwoStage(Recommender):
             probabilities = self.din_.predict(frame.values, frame.items, frame.users, recent, types)
         else:
             probabilities = self.boosted_.predict(frame.values)
-        return Scored(candidates, frame, probabilities, self.value_[frame.items])
+        prior, rank_by = None, getattr(self, "rank_by_", None)  # bundles saved before rank_by_ existed lack it
+        if rank_by is not None:
+            rank = frame.source_rank(rank_by)
+            prior = np.where(np.isnan(rank), 0.0, float(np.nanmax(rank, initial=0.0)) + 1.0 - rank)
+        return Scored(candidates, frame, probabilities, self.value_[frame.items], prior)
 
     def _score_for(self, history: Interactions, exclude: sp.csr_matrix | None) -> np.ndarray:
         scored = self.score_candidates(history, exclude)
@@ -270,6 +335,19 @@ def pair_labels(window: Sequences | None, users: np.ndarray, items: np.ndarray, 
     bought = type_mask(window, config.purchase_types)
     engaged = bought | type_mask(window, config.attention_types)
     return np.column_stack([np.isin(keys, owners[engaged]), np.isin(keys, owners[bought])]).astype(float)
+
+
+def last_events(seq: Sequences, targets: np.ndarray, k: int) -> np.ndarray:
+    """Mask of each user's events from their k-th last ``targets`` event on (the leave-last-k cut)."""
+    owners = seq.owners()
+    running = np.cumsum(targets)
+    before = np.r_[0, running][seq.indptr[:-1]]  # targets before each user's first event
+    count = np.diff(np.r_[0, running][seq.indptr])  # targets per user
+    held = targets & (running - before[owners] > count[owners] - k)
+    first = np.full(len(seq.indptr) - 1, len(owners))
+    np.minimum.at(first, owners[held], np.flatnonzero(held))
+    labelled: np.ndarray = np.arange(len(owners)) >= first[owners]
+    return labelled
 
 
 def recent_events(

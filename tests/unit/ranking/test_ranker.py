@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shopsense.features.interactions import Interactions, build_interactions
-from shopsense.ranking.ranker import RankerConfig, TwoStage, grouped_ndcg, recent_events
+from shopsense.features.interactions import Interactions, Sequences, build_interactions
+from shopsense.ranking.ranker import RankerConfig, Scored, TwoStage, grouped_ndcg, last_events, recent_events
 from shopsense.settings import DEFAULT_EVENT_TYPES
 
 FAST = {"boost": {"max_trees": 60}}
@@ -83,7 +83,7 @@ def test_auto_head_compares_lightgbm_with_din(shop: Interactions) -> None:
     config = {**FAST, "head": "auto", "max_train_users": 150, "din": {"max_epochs": 2, "dim": 8, "hidden": [16]}}
     model = TwoStage(RankerConfig.model_validate(config)).fit(shop)
     report = model.heads_report_
-    assert {"lightgbm", "din", "chosen", "purchase_ndcg_by_alpha"} == set(report)
+    assert {"lightgbm", "din", "chosen", "purchase_ndcg_by_alpha", "purchase_ndcg_by_order"} == set(report)
     assert report["chosen"] in ("lightgbm", "din")
     losses = {
         name: np.mean([report[name][h]["logloss"] for h in ("attention", "purchase")]) for name in ("lightgbm", "din")
@@ -153,3 +153,64 @@ def test_tune_alpha_ranks_with_the_validation_best(shop: Interactions) -> None:
     assert curve[f"{model.alpha_:.1f}"] == max(curve.values())
     fixed = TwoStage(RankerConfig.model_validate({**FAST, "fusion": {"alpha": 0.3}})).fit(shop)
     assert fixed.alpha_ == 0.3, "without tune_alpha the configured alpha ranks"
+
+
+def test_last_events_cuts_at_each_users_kth_last_target() -> None:
+    # user 0: v p v p v -> from the last purchase on; user 1: no purchase -> nothing; user 2: p p, k=1 -> last p
+    types = np.array([0, 1, 0, 1, 0, 0, 0, 1, 1])
+    seq = Sequences(np.array([0, 5, 7, 9]), np.arange(9), types, np.arange(9), np.ones(9), ("view", "purchase"))
+    assert last_events(seq, types == 1, 1).tolist() == [0, 0, 0, 1, 1, 0, 0, 0, 1]
+    assert last_events(seq, types == 1, 2).tolist() == [0, 1, 1, 1, 1, 0, 0, 1, 1]
+
+
+def test_last_mode_learns_from_each_users_last_purchase_without_leakage(shop: Interactions) -> None:
+    """Labels are each user's last purchase and what followed; features come only from what came before."""
+    model = TwoStage(RankerConfig.model_validate({**FAST, "label_mode": "last"}))
+    examples = model.training_examples(shop)
+    seq = shop.sequences
+    assert seq is not None
+    held = last_events(seq, seq.types == seq.type_code("purchase"), 1)
+    # Every training user has history before the label, and that history is exactly what preceded it.
+    expected = shop.select(~held, int(seq.times.max()) + 1).rows(examples.users)
+    assert expected.sequences is not None and examples.history.sequences is not None
+    assert (np.diff(examples.history.sequences.indptr) > 0).all()
+    assert np.array_equal(expected.sequences.items, examples.history.sequences.items)
+    assert examples.labels[:, 1].sum() > 0
+    bought = seq.where(held & (seq.types == seq.type_code("purchase")))
+    owners, items = bought.owners(), bought.items
+    pairs = set(zip(owners.tolist(), items.tolist(), strict=True))
+    labelled = {
+        (int(examples.users[u]), int(i))
+        for u, i, y in zip(examples.frame.users, examples.frame.items, examples.labels[:, 1], strict=True)
+        if y
+    }
+    assert labelled <= pairs
+
+
+def test_random_mode_holds_out_whole_pairs(shop: Interactions) -> None:
+    model = TwoStage(RankerConfig.model_validate({**FAST, "label_mode": "random", "label_fraction": 0.3}))
+    seq = shop.sequences
+    assert seq is not None and shop.as_of is not None
+    held, _ = model._holdout(seq, shop.as_of)
+    keys = seq.owners().astype(np.int64) * shop.matrix.shape[1] + seq.items
+    assert not np.intersect1d(keys[held], keys[~held]).size, "a pair was split between features and labels"
+    assert 0.2 < held.mean() < 0.4
+
+
+def test_rank_by_source_orders_by_that_source_and_heads_break_ties(shop: Interactions) -> None:
+    model = TwoStage(RankerConfig.model_validate(FAST)).fit(shop)
+    sources = {source.name for source in model.config.candidates.sources}
+    assert set(model.heads_report_["purchase_ndcg_by_order"]) == {"heads", *sources}
+    model.rank_by_ = "co_bought"
+    scored = model.score_candidates(shop.rows(np.arange(20)))
+    rank = scored.frame.source_rank("co_bought")
+    fused = scored.fused(0.5)
+    plain = Scored(scored.candidates, scored.frame, scored.probabilities, scored.value).fused(0.5)
+    for user in range(20):
+        mine = scored.frame.users == user
+        order = np.argsort(-fused[mine], kind="stable")
+        ranks = np.nan_to_num(rank[mine][order], nan=1e9)
+        assert (np.diff(ranks) >= 0).all(), "the chosen source's order was not kept"
+        unproposed = ranks == 1e9
+        assert unproposed.any() and not unproposed.all()
+        assert (np.diff(plain[mine][order][unproposed]) <= 0).all(), "the heads did not order the rest"
