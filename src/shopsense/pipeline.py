@@ -115,9 +115,28 @@ class Pipeline:
         rules: Mapping[str, Any] | None = None,
         diversity: float | None = None,
     ) -> list[Recommendation]:
-        """One live request: the user's events (any, possibly none) as a history on this pipeline's item
-        index, ranked at the later of the training data's end and the user's newest event, so time
-        features never count from before what the model has seen.
+        """One live request: the user's events (any, possibly none), see :meth:`recommend_users`.
+
+        Raises:
+            ValueError: alpha, diversity or a rule override is out of range.
+        """
+        return self.recommend_users([user_id], events, weights, k, alpha=alpha, rules=rules, diversity=diversity)[0]
+
+    def recommend_users(
+        self,
+        user_ids: list[str],
+        events: pa.Table,
+        weights: dict[str, float],
+        k: int | None = None,
+        *,
+        alpha: float | None = None,
+        rules: Mapping[str, Any] | None = None,
+        diversity: float | None = None,
+    ) -> list[list[Recommendation]]:
+        """Answers for users from their events (``events`` holds theirs, any number), on this pipeline's
+        item index, ranked at the later of the training data's end and the newest of these events, so
+        time features never count from before what the model has seen. One user at a time is the live
+        request; many at once is how a bundle precomputes its answers, and gives the same lists.
 
         Raises:
             ValueError: alpha, diversity or a rule override is out of range.
@@ -130,10 +149,10 @@ class Pipeline:
             weights,
             items=self.items_,
             catalog=self.catalog_,
-            users=IdIndex([user_id]),
+            users=IdIndex(user_ids),
             as_of=datetime.fromtimestamp(end, UTC),
         )
-        return self.recommend(history, k, alpha=alpha, rules=rules, diversity=diversity)[0]
+        return self.recommend(history, k, alpha=alpha, rules=rules, diversity=diversity)
 
     def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
         """Items related to one item ("customers also bought"), from the first candidate source that

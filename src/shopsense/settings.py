@@ -100,6 +100,12 @@ class ServeSettings(_Strict):
     commit_wait_ms: float = Field(2.0, ge=0, description="how long a write waits to share a commit with others")
     reload_seconds: float = Field(30.0, ge=0, description="how often to look for a newer model bundle (0: never)")
     attribution_hours: float = Field(24.0, gt=0, description="clicks/purchases this soon after an impression count")
+    precompute_k: int = Field(
+        10, ge=0, le=100, description="items per precomputed answer, written at training (0: compute every answer)"
+    )
+    precompute_users: int = Field(
+        100_000, ge=0, description="the most recently active users whose default answers training precomputes"
+    )
 
 
 class Settings(_Strict):

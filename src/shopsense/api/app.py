@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (events, catalog, recommendations, users, impressions, marketing, admin, ops):
         app.include_router(router.router)
     _errors(app)
-    _observe(app)
+    app.add_middleware(Observe, metrics=app.state.metrics)
     if settings.serve.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -194,21 +194,35 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse(_error_body("invalid_request", str(exc)), 400)
 
 
-def _observe(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+class Observe:
+    """Counts requests and their latency per route and status for /metrics.
+
+    Pure ASGI: Starlette's ``BaseHTTPMiddleware`` re-streams every response through a task and
+    queue, which cost more than a cached recommendation itself.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sending)
         finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics: Metrics = request.app.state.metrics
-            metrics.requests.labels(path, request.method, str(status)).inc()
-            metrics.latency.labels(path).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

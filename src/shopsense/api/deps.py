@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -51,15 +51,20 @@ class RateLimiter:
             return (1 - tokens) / self.rate
 
 
-def service(request: Request) -> ServingService:
+async def service(request: Request) -> ServingService:
+    """The app's service (async: a sync dependency would cost every request a thread hop)."""
     served: ServingService = request.app.state.service
     return served
 
 
-def require(scope: Scope) -> Callable[[Request], KeyRecord]:
-    """A dependency that admits a request only with a valid key holding ``scope`` (or admin)."""
+def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
+    """A dependency that admits a request only with a valid key holding ``scope`` (or admin).
 
-    def check(request: Request) -> KeyRecord:
+    Async because it never blocks (a hash, a stat of the key file, a token bucket): a sync
+    dependency would cost every request a hop to the thread pool.
+    """
+
+    async def check(request: Request) -> KeyRecord:
         keys: KeyRing = request.app.state.keys
         presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
         if not presented:

@@ -2,7 +2,8 @@
 
 A bundle is a folder ``<data_dir>/models/<pipeline>/<version>/`` holding ``bundle.json`` (the
 pipeline config, the data range and counts it was trained on, its validation metrics) and
-``model.pkl`` (the fitted pipeline). Versions sort by creation time. The served version is the
+``model.pkl`` (the fitted pipeline) and, when precomputed, ``answers.arrow`` (active users' default
+answers, :mod:`shopsense.services.answers`). Versions sort by creation time. The served version is the
 newest unless a version is pinned (``PINNED`` beside the versions), which is also how a rollback
 works: pin the one before. Folders are written under a temporary name and renamed, so a reader
 sees a whole bundle or none.
@@ -19,8 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline
+from shopsense.services.answers import ANSWERS_FILE, Answers, write_answers
 
 _FORMAT = b"shopsense-pipeline-1\n"
 _PIN = "PINNED"
@@ -40,6 +44,9 @@ class BundleInfo:
     items: int
     metrics: dict[str, Any]
     config: dict[str, Any]
+    answers_k: int = 0
+    """Items per precomputed answer (0: none were precomputed)."""
+    answers_users: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,8 +58,11 @@ class Bundles:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def write(self, fitted: Pipeline, manifest: dict[str, Any]) -> BundleInfo:
-        """Save a fitted pipeline as a new version; durable (fsynced) before it returns."""
+    def write(self, fitted: Pipeline, manifest: dict[str, Any], answers: pa.Table | None = None) -> BundleInfo:
+        """Save a fitted pipeline (and its precomputed answers) as a new version; durable (fsynced) before it returns.
+
+        ``manifest`` says ``answers_k`` when ``answers`` is given.
+        """
         now = datetime.now(UTC)
         version = now.strftime("%Y%m%dT%H%M%S") + f"-{secrets.token_hex(3)}"
         info = BundleInfo(
@@ -66,6 +76,9 @@ class Bundles:
         partial = folder.with_name(f".{version}.partial")
         partial.mkdir(parents=True)
         _write_synced(partial / "model.pkl", _FORMAT + pickle.dumps(fitted, protocol=5))
+        if answers is not None:
+            write_answers(answers, partial / ANSWERS_FILE)
+            _sync(partial / ANSWERS_FILE)
         _write_synced(partial / "bundle.json", json.dumps(info.to_dict(), indent=2, default=str).encode())
         partial.rename(folder)
         return info
@@ -122,6 +135,11 @@ class Bundles:
         assert isinstance(fitted, Pipeline)
         return fitted
 
+    def answers(self, info: BundleInfo) -> Answers | None:
+        """The bundle's precomputed answers, memory-mapped; None when it has none."""
+        path = self.root / info.pipeline / info.version / ANSWERS_FILE
+        return Answers.load(path, info.answers_k) if info.answers_k and path.exists() else None
+
     def _info(self, folder: Path) -> BundleInfo:
         try:
             return BundleInfo(**json.loads((folder / "bundle.json").read_text()))
@@ -134,3 +152,11 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

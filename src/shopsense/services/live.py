@@ -58,6 +58,12 @@ class LiveHistories:
             parts = [self._base.slice(start, end - start), *self._tail.get(user_id, ())]
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
+    def count(self, user_id: str) -> int:
+        """How many events the user has: a precomputed answer holds while this is what it was computed from."""
+        with self._lock:
+            start, end = self._offsets.get(user_id, (0, 0))
+            return end - start + sum(int(part.num_rows) for part in self._tail.get(user_id, ()))
+
     def version(self, user_id: str) -> int:
         """Changes whenever the user's history does: a cache key for their recommendations."""
         return self._versions.get(user_id, 0)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.interactions import build_interactions
 from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline
+from shopsense.services.answers import build_answers
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.data import DataService
 
@@ -68,6 +69,10 @@ class RecommendationService:
         ranker = fitted.ranker
         times = events.column("timestamp")
         training = {k: v for k, v in ranker.training_.items() if k != "feature_names"}
+        serve = self.data.settings.serve
+        answers = build_answers(
+            fitted, events, self.data.settings.event_types.weights, serve.precompute_k, serve.precompute_users
+        )
         info = self.bundles.write(
             fitted,
             {
@@ -77,7 +82,10 @@ class RecommendationService:
                 "users": len(data.users),
                 "items": len(data.items),
                 "metrics": {"heads": ranker.heads_report_, "training": training, "seconds": round(seconds, 1)},
+                "answers_k": serve.precompute_k if answers.num_rows else 0,
+                "answers_users": len(pc.unique(answers.column("user_id"))),
             },
+            answers,
         )
         self._loaded[config.name] = fitted
         path = self.bundles.root / info.pipeline / info.version

@@ -31,7 +31,8 @@ from pydantic import TypeAdapter, ValidationError
 from shopsense.domain import Event, Item, RecordKind, User
 from shopsense.errors import ConfigError
 from shopsense.ingest.importer import content_key_sql, id_key_sql
-from shopsense.pipeline import Pipeline, Recommendation
+from shopsense.pipeline import Pipeline
+from shopsense.services.answers import Answers, rec_dict
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.live import LiveHistories
 from shopsense.services.writer import StoreWriter
@@ -80,10 +81,11 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Served:
-    """A bundle in service: its manifest and the fitted pipeline."""
+    """A bundle in service: its manifest, the fitted pipeline and its precomputed answers (if any)."""
 
     info: BundleInfo
     pipeline: Pipeline
+    answers: Answers | None = None
 
 
 @dataclass
@@ -96,6 +98,8 @@ class RecAnswer:
     items: list[dict[str, Any]]
     fallback: str | None = None
     cached: bool = False
+    encoded: list[str] | None = None
+    """The items as JSON objects, when the answer was precomputed (``items`` is then empty)."""
 
 
 @dataclass
@@ -166,7 +170,7 @@ class ServingService:
                     self._model_error = f"pipeline {name!r} has no trained bundle yet (run `shopsense train`)"
                     return None
                 if self._served is None or self._served.info.version != info.version:
-                    self._served = Served(info, self.bundles.load(info))
+                    self._served = Served(info, self.bundles.load(info), self.bundles.answers(info))
                     log.info("serving %s bundle %s", name, info.version)
                 self._model_error = None
                 return info
@@ -322,6 +326,17 @@ class ServingService:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def precomputed(self, user_id: str, k: int) -> RecAnswer | None:
+        """The served bundle's stored default answer, if it still holds for this user (no override asked)."""
+        served = self._served
+        if served is None or served.answers is None:
+            return None
+        available = served.pipeline.catalog_.available if served.pipeline.config.rules.exclude_unavailable else None
+        encoded = served.answers.lookup(user_id, self.live.count(user_id), k, available)
+        if encoded is None:
+            return None
+        return RecAnswer(uuid.uuid4().hex, user_id, served.info.version, [], cached=True, encoded=encoded)
+
     def recommend(
         self,
         user_id: str,
@@ -332,6 +347,8 @@ class ServingService:
         rules: Mapping[str, Any] | None = None,
     ) -> RecAnswer:
         """The served pipeline's answer for one user, or trending items when no model can answer."""
+        if alpha is None and diversity is None and not rules and (answer := self.precomputed(user_id, k)):
+            return answer
         served = self._served
         version = served.info.version if served else None
         key = (self.live.version(user_id), version, k, alpha, diversity, json.dumps(rules, sort_keys=True))
@@ -365,7 +382,7 @@ class ServingService:
         except Exception as exc:  # the model failed: degrade, never 500
             log.exception("pipeline %s failed for user %s", served.info.version, user_id)
             return RecAnswer(rid, user_id, None, self._trending_items(k), f"the model failed ({exc!r}): trending items")
-        return RecAnswer(rid, user_id, served.info.version, [_rec_dict(r) for r in recs])
+        return RecAnswer(rid, user_id, served.info.version, [rec_dict(r) for r in recs])
 
     def _trending_items(self, k: int) -> list[dict[str, Any]]:
         made, items = self._trending
@@ -449,6 +466,9 @@ class ServingService:
         counts: dict[str, int] = self.writer.call(lambda store: store.erase_user(user_id)).result()
         self.live.erase(user_id)
         self._cache.drop(user_id)
+        served = self._served
+        if served is not None and served.answers is not None:
+            served.answers.forget(user_id)
         return counts
 
     def close(self) -> None:
@@ -492,25 +512,3 @@ def _records_table(kind: RecordKind, records: list[Item] | list[User] | list[Any
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
-
-
-def _rec_dict(rec: Recommendation) -> dict[str, Any]:
-    explanation = rec.explanation
-    return {
-        "item_id": rec.item_id,
-        "title": rec.title or None,
-        "score": _finite(rec.score),
-        "p_attention": _finite(rec.p_attention),
-        "p_purchase": _finite(rec.p_purchase),
-        "value": _finite(rec.value),
-        "pinned": rec.pinned,
-        "sources": list(rec.sources),
-        "reason": explanation.reason,
-        "evidence": explanation.evidence,
-        "related_item": explanation.related_item,
-        "contributions": {k: round(float(v), 6) for k, v in explanation.contributions.items()},
-    }
-
-
-def _finite(value: float) -> float | None:
-    return value if value == value and abs(value) != float("inf") else None

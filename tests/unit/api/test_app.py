@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from shopsense.api.schemas import RecommendationResponse
 from shopsense.domain import RecordKind
 from shopsense.ingest.importer import id_key_sql
 from shopsense.services.bundles import Bundles
@@ -279,3 +280,15 @@ def test_event_id_keys_equal_the_file_importers(api: Api) -> None:
         0
     ]
     assert (table.column("key_hi")[0].as_py() << 64) | table.column("key_lo")[0].as_py() == expected
+
+
+def test_a_default_request_is_served_from_the_bundles_precomputed_answers(api: Api) -> None:
+    """Same body as a live computation (forced here by naming the default alpha), marked cached; an event ends it."""
+    stored = _recs(api, "user-5", k=8)
+    live = _recs(api, "user-5", k=8, alpha=0.5)
+    assert stored["cached"] is True and live["cached"] is False
+    assert stored["items"] == live["items"] and len(stored["items"]) == 8
+    assert RecommendationResponse.model_validate(stored).items[0].item_id == stored["items"][0]["item_id"]
+    event = {"user_id": "user-5", "item_id": "item-9", "type": "cart", "timestamp": datetime.now(UTC).isoformat()}
+    assert api.client.post("/v1/events", json=event, headers=api.headers("events:write")).status_code == 200
+    assert _recs(api, "user-5", k=8)["cached"] is False, "the new event made the stored answer stale"

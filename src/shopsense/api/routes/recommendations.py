@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from shopsense.api.deps import ApiError, require, service
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import RecommendationResponse, SimilarResponse
 from shopsense.errors import ConfigError
 from shopsense.services.keys import Scope
-from shopsense.services.serving import ServingService
+from shopsense.services.serving import RecAnswer, ServingService
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -19,7 +21,7 @@ Id = Annotated[str, Query(min_length=1, max_length=256)]
 
 
 @router.get("/recommendations", response_model=RecommendationResponse, responses=errors(400))
-def recommendations(
+async def recommendations(
     request: Request,
     user_id: Id,
     _: Annotated[Any, Depends(require(Scope.RECOMMEND_READ))],
@@ -35,9 +37,12 @@ def recommendations(
     min_price: Annotated[float | None, Query(ge=0, le=1e12)] = None,
     max_price: Annotated[float | None, Query(ge=0, le=1e12)] = None,
     channel: Annotated[str | None, Query(max_length=32, description="where it will be shown (recorded)")] = None,
-) -> RecommendationResponse:
+) -> RecommendationResponse | Response:
     """The pipeline's top-k for a user, with scores, both heads' probabilities and a reason for each item.
-    A user with no history gets trending items; if no model can answer, trending items with ``fallback`` set."""
+    A user with no history gets trending items; if no model can answer, trending items with ``fallback`` set.
+
+    A default request for a user whose history is unchanged since training is answered from the bundle's
+    precomputed answers, on the event loop; everything else is computed in the thread pool."""
     rules: dict[str, Any] = {}
     for key, value in (
         ("include_categories", category),
@@ -48,12 +53,19 @@ def recommendations(
     ):
         if value:
             rules[key] = value
-    try:
-        answer = svc.recommend(user_id, k, alpha=alpha, diversity=diversity, rules=rules or None)
-    except ConfigError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from exc
+    default = alpha is None and diversity is None and not rules
+    answer = svc.precomputed(user_id, k) if default else None
+    if answer is None:
+        try:
+            answer = await run_in_threadpool(
+                svc.recommend, user_id, k, alpha=alpha, diversity=diversity, rules=rules or None
+            )
+        except ConfigError as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from exc
     request.app.state.metrics.recommendation(answer.fallback is not None, answer.cached)
     svc.remember(answer, channel)
+    if answer.encoded is not None:  # already JSON: skip building and validating models for it
+        return Response(_encoded(answer), media_type="application/json")
     return RecommendationResponse(
         recommendation_id=answer.recommendation_id,
         user_id=user_id,
@@ -62,6 +74,21 @@ def recommendations(
         cached=answer.cached,
         items=answer.items,
     )
+
+
+def _encoded(answer: RecAnswer) -> bytes:
+    """The response body of a precomputed answer (the RecommendationResponse schema, fields in order)."""
+    head = json.dumps(
+        {
+            "recommendation_id": answer.recommendation_id,
+            "user_id": answer.user_id,
+            "model_version": answer.model_version,
+            "fallback": answer.fallback,
+            "cached": answer.cached,
+        },
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"items":[{",".join(answer.encoded or ())}]}}'.encode()
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarResponse, responses=errors(404))

@@ -1,0 +1,163 @@
+"""Precomputed answers: the default recommendations of a bundle's active users, ready to send.
+
+Computing an answer (candidates from several models, features, two heads, reasons with their
+contributions) takes tens of milliseconds; a shop's pages ask for the same default list again
+and again. So training computes, in batches, each recently active user's top items with the
+pipeline's own defaults and stores them beside the model (``answers.arrow``, one JSON object
+per item, memory-mapped at load). A request that asks for no more than that, for a user whose
+history has not changed since, is a lookup: the server checks the user's current event count
+against the one the answer was computed from, drops items that became unavailable and sends
+the stored objects. Anything else (an override, a new event, an unknown user) is computed live,
+and by the same pipeline code, so both paths give the same items (a test holds them equal).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+from tqdm import tqdm
+
+from shopsense.pipeline import Pipeline, Recommendation
+
+ANSWERS_FILE = "answers.arrow"
+_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("events", pa.int64()),
+        ("item", pa.int32()),
+        ("json", pa.large_string()),
+    ]
+)
+
+
+def rec_dict(rec: Recommendation) -> dict[str, Any]:
+    """One recommended item as the API sends it (non-finite numbers as null)."""
+    explanation = rec.explanation
+    return {
+        "item_id": rec.item_id,
+        "title": rec.title or None,
+        "score": _finite(rec.score),
+        "p_attention": _finite(rec.p_attention),
+        "p_purchase": _finite(rec.p_purchase),
+        "value": _finite(rec.value),
+        "pinned": rec.pinned,
+        "sources": list(rec.sources),
+        "reason": explanation.reason,
+        "evidence": explanation.evidence,
+        "related_item": explanation.related_item,
+        "contributions": {k: round(float(v), 6) for k, v in explanation.contributions.items()},
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def build_answers(
+    pipeline: Pipeline,
+    events: pa.Table,
+    weights: dict[str, float],
+    k: int,
+    max_users: int,
+    batch: int = 1_000,
+) -> pa.Table:
+    """Top-``k`` default answers of the ``max_users`` most recently active users of ``events``.
+
+    ``events`` is what the pipeline was trained on (``user_id, item_id, type, timestamp, ...``);
+    each user's event count is stored so a later request can tell whether the history moved on.
+    """
+    if events.num_rows == 0 or max_users == 0:
+        return _SCHEMA.empty_table()
+    latest = pa.TableGroupBy(events.select(["user_id", "timestamp"]), "user_id").aggregate(
+        [("timestamp", "max"), ("timestamp", "count")]
+    )
+    order = pc.sort_indices(latest, [("timestamp_max", "descending"), ("user_id", "ascending")])
+    chosen = latest.take(order[:max_users])
+    users = chosen.column("user_id").to_pylist()
+    counts = dict(zip(users, chosen.column("timestamp_count").to_pylist(), strict=True))
+    own = events.filter(pc.is_in(events.column("user_id"), chosen.column("user_id")))
+    own = own.take(pc.sort_indices(own, [("user_id", "ascending")]))
+    parts = []
+    for start in tqdm(range(0, len(users), batch), desc="precomputing answers", unit="batch", leave=False):
+        ids = users[start : start + batch]
+        mine = own.filter(pc.is_in(own.column("user_id"), pa.array(ids, pa.string())))
+        answers = pipeline.recommend_users(ids, mine, weights, k)
+        rows = [(user, counts[user], rec) for user, recs in zip(ids, answers, strict=True) for rec in recs]
+        parts.append(
+            pa.table(
+                {
+                    "user_id": [user for user, _, _ in rows],
+                    "events": [n for _, n, _ in rows],
+                    "item": pipeline.items_.index([rec.item_id for _, _, rec in rows]),
+                    "json": [json.dumps(rec_dict(rec), separators=(",", ":")) for _, _, rec in rows],
+                },
+                schema=_SCHEMA,
+            )
+        )
+    return pa.concat_tables(parts) if parts else _SCHEMA.empty_table()
+
+
+def write_answers(table: pa.Table, path: Path) -> None:
+    """An uncompressed Arrow file, so the server can memory-map it instead of reading it into memory."""
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+
+
+@dataclass
+class Answers:
+    """A bundle's precomputed answers, looked up per request."""
+
+    table: pa.Table
+    k: int
+    _where: dict[str, tuple[int, int, int]] = field(init=False)
+    _forgotten: set[str] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.table = self.table.combine_chunks()
+        users = self.table.column("user_id").to_numpy(zero_copy_only=False)
+        counts = self.table.column("events").to_numpy()
+        self._items = self.table.column("item").to_numpy()
+        self._json = self.table.column("json")
+        if not len(users):
+            self._where = {}
+            return
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+        ends = np.r_[starts[1:], len(users)]
+        self._where = {str(users[s]): (int(s), int(e), int(counts[s])) for s, e in zip(starts, ends, strict=True)}
+
+    @classmethod
+    def load(cls, path: Path, k: int) -> Answers:
+        """Memory-map a bundle's answers file (pages are read when first asked for)."""
+        return cls(ipc.open_file(pa.memory_map(str(path))).read_all(), k)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def lookup(self, user_id: str, events: int, k: int, available: np.ndarray | None) -> list[str] | None:
+        """The user's first ``k`` stored items that are still available, as JSON objects; None when the
+        answer cannot be trusted: no stored answer, the history changed (``events`` differs), or too few
+        stored items are left to fill ``k``."""
+        if k > self.k or user_id in self._forgotten:
+            return None
+        where = self._where.get(user_id)
+        if where is None or where[2] != events:
+            return None
+        start, end, _ = where
+        rows = np.arange(start, end)
+        if available is not None:
+            rows = rows[available[self._items[start:end]]]
+        if len(rows) < min(k, end - start):
+            return None
+        return [self._json[int(row)].as_py() for row in rows[:k]]
+
+    def forget(self, user_id: str) -> None:
+        """Never answer for this user again (erasure)."""
+        self._forgotten.add(user_id)
