@@ -62,6 +62,7 @@ class PairFeatures:
         self.catalog_ = data.catalog
         self.items_ = item_stats(data.sequences, n_items, data.as_of, self.purchase_types, data.catalog)
         self.cooc_ = _cosine_cooccurrence(data.matrix, self.max_user_items)
+        self.cooc_.sum_duplicates()  # canonical (sorted, unique) rows: sparse_values searches them
         return self
 
     def build(self, history: Interactions, candidates: Candidates) -> FeatureFrame:
@@ -126,13 +127,34 @@ class PairFeatures:
             position = ends - back
             present = position >= starts
             recent_item = np.where(present, seq.items[np.maximum(position, 0)] if len(seq.items) else 0, 0)
-            value = np.where(present, np.asarray(self.cooc_[recent_item, items]).ravel(), 0.0)
+            value = np.where(present, sparse_values(self.cooc_, recent_item, items), 0.0)
             value = np.where(recent_item == items, 0.0, value)
             total += value
             stronger = value > best
             best = np.where(stronger, value, best)
             related = np.where(stronger, recent_item, related)
         return total, related
+
+
+def sparse_values(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows, cols]`` of a canonical CSR matrix, by a binary search within each row, all lookups at once.
+
+    scipy's fancy indexing scans the whole row for each lookup when there are few lookups for the
+    matrix's size, and the co-occurrence rows of popular items hold thousands of entries.
+    """
+    indptr, indices = matrix.indptr, matrix.indices
+    lo, hi = indptr[rows].astype(np.int64), indptr[rows + 1].astype(np.int64)
+    end = hi.copy()
+    last = max(len(indices) - 1, 0)
+    while (active := lo < hi).any():
+        mid = (lo + hi) // 2
+        right = active & (indices[np.minimum(mid, last)] < cols)
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
+    at = np.minimum(lo, last)
+    found = (lo < end) & (indices[at] == cols) if len(indices) else np.zeros(len(rows), dtype=bool)
+    values: np.ndarray = np.where(found, matrix.data[at] if len(indices) else 0.0, 0.0)
+    return values
 
 
 def _affinity(seq: Sequences, users: np.ndarray, items: np.ndarray, catalog: Catalog | None) -> dict[str, np.ndarray]:

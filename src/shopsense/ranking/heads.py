@@ -3,8 +3,12 @@
 Two binary classifiers on the same pair features: attention (the user will view, click,
 cart or buy the item in the next window) and purchase (will buy it). Each stops early on
 held-out users' log-loss, so the number of trees is chosen without looking at the test
-window. SHAP contributions (LightGBM's ``pred_contrib``) say why a pair scored high; the
-explanations are built from them.
+window. Path contributions say why a pair scored high, and the explanations are built from
+them: each split on a pair's way down a tree credits its feature with the change in the node's
+value (Saabas), so a feature's contributions plus the trees' root values add up exactly to the
+log-odds. Each leaf's vector is computed once per model, so a pair's contributions are one
+leaf lookup per tree -- exact TreeSHAP (LightGBM's ``pred_contrib``) cost about a millisecond
+per pair, more than the rest of a recommendation.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -89,11 +94,15 @@ class BoostedHeads:
         return np.column_stack([self._predict_one(head, values) for head in HEADS])
 
     def contributions(self, values: np.ndarray, head: str) -> np.ndarray:
-        """SHAP contributions in log-odds, (pairs, features + 1); the last column is the bias."""
+        """Path contributions in log-odds, (pairs, features + 1); the last column is the bias (root values)."""
         self._check()
         booster = self.boosters_[head]
         best = booster.best_iteration or None
-        return np.asarray(booster.predict(values, num_iteration=best, pred_contrib=True, num_threads=_threads(values)))
+        paths: dict[str, LeafPaths] = self.__dict__.setdefault("paths_", {})  # bundles older than paths_ lack it
+        if head not in paths:
+            paths[head] = LeafPaths(booster)
+        leaves = np.asarray(booster.predict(values, num_iteration=best, pred_leaf=True, num_threads=_threads(values)))
+        return paths[head].contributions(leaves.reshape(len(values), -1))
 
     def _predict_one(self, head: str, values: np.ndarray) -> np.ndarray:
         return self._score_with(self.boosters_[head], values)
@@ -106,6 +115,42 @@ class BoostedHeads:
     def _check(self) -> None:
         if not hasattr(self, "boosters_"):
             raise NotFitted("the ranker's heads are not fitted")
+
+
+class LeafPaths:
+    """Per leaf of every tree, what each feature's splits on the way to it added (Saabas attribution)."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        trees = booster.dump_model(num_iteration=booster.best_iteration or None)["tree_info"]
+        n_features = booster.num_feature()
+        self.offsets = np.cumsum([0] + [tree["num_leaves"] for tree in trees])
+        self.table = np.zeros((int(self.offsets[-1]), n_features + 1))
+        for offset, tree in zip(self.offsets, trees, strict=False):
+            root = tree["tree_structure"]
+            start = np.zeros(n_features + 1)
+            start[-1] = root.get("internal_value", root.get("leaf_value", 0.0))
+            stack = [(root, start)]
+            while stack:  # one walk per tree node, once per model
+                node, credit = stack.pop()
+                if "leaf_index" in node or "split_feature" not in node:
+                    self.table[offset + node.get("leaf_index", 0)] = credit
+                    continue
+                here = node["internal_value"]
+                for side in ("left_child", "right_child"):
+                    child = node[side]
+                    moved = credit.copy()
+                    moved[node["split_feature"]] += child.get("internal_value", child.get("leaf_value", 0.0)) - here
+                    stack.append((child, moved))
+
+    def contributions(self, leaves: np.ndarray) -> np.ndarray:
+        """(pairs, features + 1) from (pairs, trees) leaf indices: a sparse pick-and-sum, no per-pair loop."""
+        pairs, trees = leaves.shape
+        columns = (leaves + self.offsets[:trees]).ravel()
+        picks = sp.csr_matrix(
+            (np.ones(pairs * trees), columns, np.arange(0, pairs * trees + 1, trees)), shape=(pairs, len(self.table))
+        )
+        summed: np.ndarray = picks @ self.table
+        return summed
 
 
 def _threads(values: np.ndarray) -> int:

@@ -70,9 +70,11 @@ class RecommendationService:
         times = events.column("timestamp")
         training = {k: v for k, v in ranker.training_.items() if k != "feature_names"}
         serve = self.data.settings.serve
+        precomputing = time.perf_counter()
         answers = build_answers(
             fitted, events, self.data.settings.event_types.weights, serve.precompute_k, serve.precompute_users
         )
+        precompute_seconds = time.perf_counter() - precomputing
         info = self.bundles.write(
             fitted,
             {
@@ -81,7 +83,12 @@ class RecommendationService:
                 "events": events.num_rows,
                 "users": len(data.users),
                 "items": len(data.items),
-                "metrics": {"heads": ranker.heads_report_, "training": training, "seconds": round(seconds, 1)},
+                "metrics": {
+                    "heads": ranker.heads_report_,
+                    "training": training,
+                    "seconds": round(seconds, 1),
+                    "precompute_seconds": round(precompute_seconds, 1),
+                },
                 "answers_k": serve.precompute_k if answers.num_rows else 0,
                 "answers_users": len(pc.unique(answers.column("user_id"))),
             },

@@ -5,11 +5,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shopsense.domain import IdIndex
 from shopsense.features.interactions import build_interactions
 from shopsense.ranking.candidates import CandidateConfig, CandidateGenerator, Source
-from shopsense.ranking.features import PairFeatures
+from shopsense.ranking.features import PairFeatures, sparse_values
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -58,3 +61,13 @@ def test_pair_features_have_known_values() -> None:
     assert ay["cooc_recent"] > 0 and value[(1, 0)]["cooc_recent"] > 0
     assert frame.related[list(zip(frame.users, frame.items, strict=True)).index((0, 1))] == 0
     assert ax["score_pop"] > 0 and ax["rank_pop"] >= 1 and ax["n_sources"] == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40), st.floats(0.0, 0.9))
+def test_sparse_values_equal_scipy_indexing(seed: int, n: int, density: float) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(n, n, density=density, format="csr", random_state=seed)
+    matrix.sum_duplicates()
+    rows, cols = rng.integers(0, n, 200), rng.integers(0, n, 200)
+    assert np.array_equal(sparse_values(matrix, rows, cols), np.asarray(matrix[rows, cols]).ravel())
