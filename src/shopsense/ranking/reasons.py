@@ -1,8 +1,9 @@
 """Explanations: a readable reason from each recommendation's strongest evidence, and the numbers behind it.
 
 The gradient-boosted heads give every feature's path contribution (log-odds, see
-:mod:`shopsense.ranking.heads`) to a pair's score. Features are grouped by the evidence they stand for (the user bought it before, it goes
-with something they just viewed, it is trending, shoppers like them bought it…); the groups'
+:mod:`shopsense.ranking.heads`) to a pair's score. Features are grouped by the evidence they
+stand for (the user bought it before, it goes with something they just viewed, it is trending,
+shoppers like them bought it…); the groups'
 contributions to the fused score (each head's weighted by its share of alpha) are the
 machine-readable explanation, and the strongest positive group the user can actually be
 told about becomes the sentence.
