@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,15 @@ import pyarrow.compute as pc
 from shopsense.store.base import Store
 
 MAX_GROUP_ROWS = 100_000
+
+
+@runtime_checkable
+class RemembersKeys(Protocol):
+    """A store that can keep its stored keys and ids in memory for a process that is its only writer."""
+
+    def remember_keys(self) -> None:
+        """From now on, check and extend the remembered keys instead of scanning the tables."""
+        ...
 
 
 @dataclass
@@ -42,6 +51,8 @@ class StoreWriter:
         self.store = store
         self.wait = wait
         self.on_commit = on_commit
+        if isinstance(store, RemembersKeys):  # this thread is the store's only writer from here on
+            store.remember_keys()
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="shopsense-store-writer", daemon=True)
         self._thread.start()

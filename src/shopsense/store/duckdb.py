@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
-from shopsense.store.base import StoreSummary, WriteResult, register_backend
+from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult, register_backend
+from shopsense.store.remembered import DenseIds, KeyIndex, Remembered
 
 SCHEMA_VERSION = "1"
 
@@ -70,6 +72,8 @@ class DuckDBStore:
         self._con.execute("SET preserve_insertion_order = false")
         self._con.execute(_DDL)
         self._depth = 0
+        self._remember = False
+        self._memory: Remembered | None = None
         version = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         if not version:
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
@@ -78,7 +82,35 @@ class DuckDBStore:
 
     # -- writes -------------------------------------------------------------------------------
 
+    def remember_keys(self) -> None:
+        """Keep the stored event keys, user and item ids and the batch counter in memory from now on.
+
+        Only for a process that is this store's only writer while it runs (the server): appends of
+        event tables then check and extend what is remembered instead of scanning the events, users
+        and items tables on every commit (see :mod:`shopsense.store.remembered`).
+        """
+        self._remember = True
+        self._recall()
+
+    def _recall(self) -> Remembered | None:
+        """What is remembered, if asked for: rebuilt from the tables when a write dropped it."""
+        if self._remember and self._memory is None:
+            keys = self._con.execute("SELECT key_hi FROM events").fetchnumpy()["key_hi"]
+            self._memory = Remembered(
+                KeyIndex(np.asarray(keys, np.uint64)),
+                self._dense_ids("users", "user_id", "user_idx"),
+                self._dense_ids("items", "item_id", "item_idx"),
+                self._count("SELECT coalesce(max(batch_id), 0) FROM imports"),
+            )
+        return self._memory
+
+    def _dense_ids(self, table: str, id_col: str, idx_col: str) -> DenseIds:
+        rows = self._con.sql(f"SELECT {id_col}, {idx_col} FROM {table}").to_arrow_table()
+        return DenseIds(rows.column(0).to_pylist(), rows.column(1).to_pylist())
+
     def _next_batch(self) -> int:
+        if self._memory is not None:
+            return self._memory.batch + 1
         return self._count("SELECT coalesce(max(batch_id), 0) + 1 FROM imports")
 
     def _log(self, batch: int, kind: str, source: str, received: int, written: int) -> None:
@@ -86,14 +118,30 @@ class DuckDBStore:
             "INSERT INTO imports VALUES (?, ?, ?, now(), ?, ?, ?)",
             [batch, kind, source, received, written, received - written],
         )
+        if self._memory is not None:
+            self._memory.batch = batch
 
     def _add_ids(self, table: str, id_col: str, idx_col: str, ids: str) -> int:
         """Give every id in relation ``ids`` (column ``id``) not yet stored the next dense index."""
-        return self._count(
+        added = self._count(
             f"""INSERT INTO {table} ({idx_col}, {id_col}, updated_at)
             SELECT (SELECT coalesce(max({idx_col}), -1) FROM {table}) + row_number() OVER (ORDER BY id), id, now()
             FROM (SELECT DISTINCT id FROM {ids} WHERE id NOT IN (SELECT {id_col} FROM {table}))"""
         )
+        if added and self._memory is not None:  # the new ids got the indices from the remembered next on
+            known = self._memory.ids(table)
+            rows = self._con.execute(f"SELECT {id_col}, {idx_col} FROM {table} WHERE {idx_col} >= ?", [known.next])
+            known.add(dict(rows.fetchall()))
+        return added
+
+    def _insert_ids(self, table: str, id_col: str, idx_col: str, pending: dict[str, int]) -> None:
+        """Store new ids with the indices the remembered ids gave them."""
+        if pending:
+            self._con.execute(
+                f"""INSERT INTO {table} ({idx_col}, {id_col}, updated_at)
+                SELECT unnest(?::INTEGER[]), unnest(?::VARCHAR[]), now()""",
+                [list(pending.values()), list(pending)],
+            )
 
     def _count(self, sql: str, params: list[Any] | None = None) -> int:
         rows = self._con.execute(sql, params or []).fetchall()
@@ -112,12 +160,15 @@ class DuckDBStore:
         self._con.execute("BEGIN TRANSACTION")
         self._depth = 1
         try:
-            yield
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        else:
+            try:
+                yield
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
             self._con.execute("COMMIT")
+        except BaseException:
+            self._memory = None  # it may remember rows that were rolled back: rebuilt from the tables
+            raise
         finally:
             self._depth = 0
 
@@ -125,6 +176,10 @@ class DuckDBStore:
         self, events: pa.RecordBatchReader | pa.Table, user_ids: pa.Array, item_ids: pa.Array, source: str
     ) -> WriteResult:
         """See :class:`shopsense.store.base.EventStore`."""
+        memory = self._recall() if isinstance(events, pa.Table) else None
+        if memory is not None:
+            return self._append_remembered(events, user_ids, item_ids, source, memory)
+        self._memory = None  # a stream's keys and ids are not tracked: rebuilt from the tables on next use
         counted = _Counted(events) if isinstance(events, pa.RecordBatchReader) else None
         with self._registered(incoming_users=pa.table({"id": user_ids}), incoming_items=pa.table({"id": item_ids})):
             self._con.register("incoming_events", counted.reader() if counted is not None else events)
@@ -155,6 +210,44 @@ class DuckDBStore:
                 self._con.execute("RESET disabled_optimizers")
                 self._con.unregister("incoming_events")
         return WriteResult(batch, received, written, received - written, new_users, new_items)
+
+    def _append_remembered(
+        self, events: pa.Table, user_ids: pa.Array, item_ids: pa.Array, source: str, memory: Remembered
+    ) -> WriteResult:
+        """``append_events`` for a table, with the tables remembered: no stored row is read unless an
+        event's key may be stored, and new users and items get their indices from memory."""
+        users, new_users = _dense(memory.users, events.column("user_id"), user_ids)
+        items, new_items = _dense(memory.items, events.column("item_id"), item_ids)
+        fresh = pa.array(~self._stored(events, memory.keys))
+        rows = {**{name: events.column(name) for name in EVENT_COLUMNS}, "user_id": users, "item_id": items}
+        table = pa.table([rows[name] for name in EVENT_COLUMNS], names=list(EVENT_COLUMNS)).filter(fresh)
+        with self.transaction():
+            batch = self._next_batch()
+            self._insert_ids("users", "user_id", "user_idx", new_users)
+            self._insert_ids("items", "item_id", "item_idx", new_items)
+            if table.num_rows:  # the events table's columns: EVENT_COLUMNS with dense ids, then batch_id
+                batches = pa.array(np.full(table.num_rows, batch, np.int32))
+                self._con.from_arrow(table.append_column("batch_id", batches)).insert_into("events")
+            self._log(batch, "events", source, events.num_rows, table.num_rows)
+        memory.users.add(new_users)
+        memory.items.add(new_items)
+        memory.keys.add(table.column("key_hi").to_numpy())
+        written = table.num_rows
+        return WriteResult(batch, events.num_rows, written, events.num_rows - written, len(new_users), len(new_items))
+
+    def _stored(self, events: pa.Table, keys: KeyIndex) -> np.ndarray:
+        """Which events are stored already: exact, reading only the stored keys sharing a high half with one."""
+        high = events.column("key_hi").to_numpy()
+        maybe = keys.maybe_stored(high)
+        if not maybe.any():
+            return maybe
+        found = self._con.execute(
+            "SELECT key_hi, key_lo FROM events WHERE key_hi IN (SELECT unnest(?::UBIGINT[]))", [high[maybe].tolist()]
+        ).fetchnumpy()
+        stored: np.ndarray = np.isin(
+            _pairs(high, events.column("key_lo").to_numpy()), _pairs(found["key_hi"], found["key_lo"])
+        )
+        return stored
 
     def upsert_items(self, items: pa.RecordBatchReader, source: str) -> WriteResult:
         """See :class:`shopsense.store.base.CatalogStore`."""
@@ -370,6 +463,7 @@ class DuckDBStore:
             if not found:
                 return {"events": 0, "impressions": 0, "users": 0}
             counts = {table: self._deleted(table, found[0][0]) for table in ("events", "impressions", "users")}
+            self._memory = None  # the user's id is gone; rebuilt from the tables on next use
             counts["assignments"] = len(
                 self._con.execute("DELETE FROM assignments WHERE user_id = ? RETURNING 1", [user_id]).fetchall()
             )
@@ -451,6 +545,21 @@ class DuckDBStore:
 _EVENTS_VIEW = """SELECT e.event_id, u.user_id, i.item_id, e.type, e.ts AS timestamp, e.channel, e.session_id,
     e.quantity, e.value, e.rating, e.context
 FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)"""
+
+
+def _dense(ids: DenseIds, rows: pa.ChunkedArray, distinct: pa.Array) -> tuple[pa.Array, dict[str, int]]:
+    """Each row's dense index, and the ``distinct`` ids not stored yet with the indices they get."""
+    try:
+        indices, pending = ids.resolve(distinct.to_pylist(), rows.to_pylist())
+    except KeyError as exc:
+        raise StoreError("an event names a user or item missing from the ids given with the events") from exc
+    return pa.array(indices, pa.int32()), pending
+
+
+def _pairs(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """128-bit keys as single comparable values (for set membership)."""
+    keys: np.ndarray = np.stack([np.asarray(high, np.uint64), np.asarray(low, np.uint64)], axis=1)
+    return keys.view(np.dtype((np.void, 16))).ravel()
 
 
 def _sql_path(path: Path) -> str:
