@@ -178,7 +178,7 @@ class DuckDBStore:
         """See :class:`shopsense.store.base.EventStore`."""
         memory = self._recall() if isinstance(events, pa.Table) else None
         if memory is not None:
-            return self._append_remembered(events, user_ids, item_ids, source, memory)
+            return self._append_remembered(events, source, memory)
         self._memory = None  # a stream's keys and ids are not tracked: rebuilt from the tables on next use
         counted = _Counted(events) if isinstance(events, pa.RecordBatchReader) else None
         with self._registered(incoming_users=pa.table({"id": user_ids}), incoming_items=pa.table({"id": item_ids})):
@@ -211,13 +211,12 @@ class DuckDBStore:
                 self._con.unregister("incoming_events")
         return WriteResult(batch, received, written, received - written, new_users, new_items)
 
-    def _append_remembered(
-        self, events: pa.Table, user_ids: pa.Array, item_ids: pa.Array, source: str, memory: Remembered
-    ) -> WriteResult:
+    def _append_remembered(self, events: pa.Table, source: str, memory: Remembered) -> WriteResult:
         """``append_events`` for a table, with the tables remembered: no stored row is read unless an
-        event's key may be stored, and new users and items get their indices from memory."""
-        users, new_users = _dense(memory.users, events.column("user_id"), user_ids)
-        items, new_items = _dense(memory.items, events.column("item_id"), item_ids)
+        event's key may be stored, and new users and items get their indices from memory. The ids
+        come from the rows themselves: the distinct ids given with them are those, by contract."""
+        users, new_users = _dense(memory.users, events.column("user_id"))
+        items, new_items = _dense(memory.items, events.column("item_id"))
         fresh = pa.array(~self._stored(events, memory.keys))
         rows = {**{name: events.column(name) for name in EVENT_COLUMNS}, "user_id": users, "item_id": items}
         table = pa.table([rows[name] for name in EVENT_COLUMNS], names=list(EVENT_COLUMNS)).filter(fresh)
@@ -547,12 +546,9 @@ _EVENTS_VIEW = """SELECT e.event_id, u.user_id, i.item_id, e.type, e.ts AS times
 FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)"""
 
 
-def _dense(ids: DenseIds, rows: pa.ChunkedArray, distinct: pa.Array) -> tuple[pa.Array, dict[str, int]]:
-    """Each row's dense index, and the ``distinct`` ids not stored yet with the indices they get."""
-    try:
-        indices, pending = ids.resolve(distinct.to_pylist(), rows.to_pylist())
-    except KeyError as exc:
-        raise StoreError("an event names a user or item missing from the ids given with the events") from exc
+def _dense(ids: DenseIds, rows: pa.ChunkedArray) -> tuple[pa.Array, dict[str, int]]:
+    """Each row's dense index, and the ids not stored yet with the indices they get."""
+    indices, pending = ids.resolve(rows.to_pylist())
     return pa.array(indices, pa.int32()), pending
 
 
