@@ -16,7 +16,7 @@ from shopsense.domain import RecordKind
 from shopsense.ingest.importer import id_key_sql
 from shopsense.services import event_rows
 from shopsense.services.serving import ServingService
-from shopsense.services.writer import StoreWriter
+from shopsense.services.writer import StoreWriter, _first_of_each_key
 from shopsense.settings import Settings
 from shopsense.store import open_store
 from shopsense.store.duckdb import DuckDBStore
@@ -135,6 +135,18 @@ def test_writer_stores_an_event_sent_twice_in_one_commit_once(tmp_path: Path, se
         writer.close()
     assert store.summary().events == 3
     store.close()
+
+
+def test_a_commit_keeps_the_first_copy_of_each_whole_key() -> None:
+    group = pa.table(
+        {
+            "key_hi": pa.array([1, 1, 2, 1, 2], pa.uint64()),
+            "key_lo": pa.array([5, 6, 7, 5, 8], pa.uint64()),
+            "sent": ["a", "b", "c", "a again", "d"],
+        }
+    )
+    assert _first_of_each_key(group).column("sent").to_pylist() == ["a", "b", "c", "d"]
+    assert _first_of_each_key(group.slice(0, 3)).num_rows == 3, "a shared high half alone is no repeat"
 
 
 def test_events_stored_before_the_server_started_are_not_stored_again(tmp_path: Path) -> None:
