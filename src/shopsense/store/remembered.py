@@ -37,9 +37,6 @@ class KeyIndex:
         self._merged = np.sort(stored.astype(np.uint64, copy=False))
         self._tail = np.empty(0, np.uint64)
 
-    def __len__(self) -> int:
-        return len(self._merged) + len(self._tail)
-
     def maybe_stored(self, high: np.ndarray) -> np.ndarray:
         """For each high half, whether an event with that high half may be stored."""
         maybe: np.ndarray = _member(self._merged, high) | _member(self._tail, high)
@@ -59,9 +56,6 @@ class DenseIds:
     def __init__(self, ids: list[str], indices: list[int]) -> None:
         self._index = dict(zip(ids, indices, strict=True))
         self._next = max(indices, default=-1) + 1
-
-    def __len__(self) -> int:
-        return len(self._index)
 
     @property
     def next(self) -> int:
