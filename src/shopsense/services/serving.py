@@ -9,7 +9,6 @@ trending items and the answer says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -32,6 +31,7 @@ from shopsense.domain import Event, Item, RecordKind, User
 from shopsense.errors import ConfigError
 from shopsense.ingest.importer import content_key_sql, id_key_sql
 from shopsense.pipeline import Pipeline
+from shopsense.services import event_rows
 from shopsense.services.answers import Answers, rec_dict
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.live import LiveHistories
@@ -41,6 +41,8 @@ from shopsense.store.base import EVENT_COLUMNS, Store, WriteResult
 
 log = logging.getLogger("shopsense.serve")
 
+COLD = "\x00cold"
+"""Cache slot of the answer every user without history shares (no real id starts with NUL)."""
 CACHE_USERS = 50_000
 """Users whose latest answers are kept; the least recently asked are dropped first."""
 TRENDING_DAYS = 7
@@ -48,16 +50,6 @@ ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
 _TS = pa.timestamp("us", tz="UTC")
 _LOW64 = (1 << 64) - 1
-_EVENT_SCHEMA = pa.schema(
-    [
-        *((name, pa.string()) for name in ("event_id", "user_id", "item_id", "type")),
-        ("timestamp", _TS),
-        *((name, pa.string()) for name in ("channel", "session_id")),
-        *((name, pa.float64()) for name in ("quantity", "value", "rating")),
-        ("context", pa.string()),
-    ]
-)
-"""Events as the store takes them, before their idempotency keys."""
 _EVENTS = TypeAdapter(list[Event])
 
 
@@ -131,6 +123,10 @@ class _Cache:
         with self.lock:
             self.entries.pop(user, None)
 
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
 
 class ServingService:
     """The online service: ingest, recommendations, impressions, erasure, model swaps."""
@@ -198,7 +194,11 @@ class ServingService:
     # -- writes --------------------------------------------------------------------------------
 
     def validate_events(self, raw: list[Any]) -> tuple[pa.Table, list[Rejected]]:
-        """Check each event; return the accepted ones as keyed store rows and the rejected with reasons."""
+        """Check each event; return the accepted ones as keyed store rows and the rejected with reasons.
+
+        Pydantic checks each event's shape; the rules that need the settings and the conversion to
+        Arrow run on whole columns (:mod:`shopsense.services.event_rows`), not event by event.
+        """
         rejected: dict[int, Rejected] = {}
         try:
             events = _EVENTS.validate_python(raw)
@@ -214,43 +214,33 @@ class ServingService:
         now = datetime.now(UTC)
         earliest = datetime.fromisoformat(self.settings.ingest.min_timestamp)
         latest = now + timedelta(seconds=self.settings.ingest.max_future_seconds)
-        rows: list[Event] = []
-        for index, event in zip(kept, events, strict=True):
-            reason = self._event_problem(event, earliest, latest)
-            if reason is not None:
-                rejected[index] = Rejected(index, reason[1], reason[0])
-                continue
-            rows.append(event.model_copy(update={"type": self._types[event.type.strip().lower()]}))
-        try:
-            table = self._keyed(rows)
+        fields = event_rows.columns(events)
+        types = event_rows.canonical(fields["type"], self._types)
+        channels = event_rows.canonical(fields["channel"], {name: name for name in self._channels})
+        failed = event_rows.failures(types, fields["channel"], channels, fields["timestamp"], earliest, latest)
+        for at, rule in failed.items():
+            rejected[kept[at]] = Rejected(kept[at], self._event_problem(events[at], rule, earliest), rule)
+        fields.update(type=types, channel=channels)
+        try:  # only accepted events are converted: what Arrow cannot encode in a rejected one fails nothing
+            table = self._keyed(event_rows.kept(fields, list(failed)))
         except (pa.ArrowException, UnicodeError, OverflowError) as exc:  # e.g. a lone surrogate in an id
             raise ConfigError(f"the events cannot be stored as given: {exc}") from exc
         return table, sorted(rejected.values(), key=lambda r: r.index)
 
-    def _event_problem(self, event: Event, earliest: datetime, latest: datetime) -> tuple[str, str] | None:
-        if event.type.strip().lower() not in self._types:
-            return "type", f"unknown event type {event.type!r} (known: {', '.join(sorted(self._types))})"
-        if event.channel is not None and event.channel.strip().lower() not in self._channels:
-            return "channel", f"unknown channel {event.channel!r} (known: {', '.join(sorted(self._channels))})"
-        if not earliest <= event.timestamp <= latest:
-            return "timestamp", f"timestamp {event.timestamp.isoformat()} is outside [{earliest}, now + max_future]"
-        return None
+    def _event_problem(self, event: Event, field: str, earliest: datetime) -> str:
+        """Why ``event`` fails the rule on ``field``, the first rule it fails (found for the whole batch)."""
+        if field == "type":
+            return f"unknown event type {event.type!r} (known: {', '.join(sorted(self._types))})"
+        if field == "channel":
+            return f"unknown channel {event.channel!r} (known: {', '.join(sorted(self._channels))})"
+        return f"timestamp {event.timestamp.isoformat()} is outside [{earliest}, now + max_future]"
 
-    def _keyed(self, events: list[Event]) -> pa.Table:
+    def _keyed(self, fields: dict[str, list[Any]]) -> pa.Table:
         """Store rows with the same idempotency keys the file importer gives (re-sent events collapse)."""
-        rows = [event.model_dump(include=set(EVENT_COLUMNS)) for event in events]
-        for row in rows:
-            if row["context"] is not None:
-                row["context"] = json.dumps(row["context"])
-            if row["channel"] is not None:
-                row["channel"] = row["channel"].strip().lower()
-        table = pa.Table.from_pylist(rows, schema=_EVENT_SCHEMA)
-        ids = table.column("event_id")
-        if table.num_rows and ids.null_count == 0:  # the usual case: keys straight from the ids
-            keys = [int.from_bytes(hashlib.md5(b"id:" + i.encode()).digest(), "little") for i in ids.to_pylist()]
-            hi = pa.array([k >> 64 for k in keys], pa.uint64())
-            lo = pa.array([k & _LOW64 for k in keys], pa.uint64())
-            return table.add_column(0, "key_lo", lo).add_column(0, "key_hi", hi).select(list(EVENT_COLUMNS))
+        ids = fields["event_id"]
+        if None not in ids:  # the usual case: keys straight from the ids
+            return event_rows.table(fields, event_rows.id_keys(ids))
+        table = event_rows.table(fields)
         con = self._duck()
         con.register("incoming", table)
         try:
@@ -323,6 +313,7 @@ class ServingService:
             pc.fill_null(stock, 1).to_numpy(zero_copy_only=False) > 0
         )
         catalog.available[index[touched]] = available[touched]
+        self._cache.clear()  # cached answers may hold an item that just became unavailable
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -332,9 +323,13 @@ class ServingService:
         if served is None or served.answers is None:
             return None
         available = served.pipeline.catalog_.available if served.pipeline.config.rules.exclude_unavailable else None
-        encoded = served.answers.lookup(user_id, self.live.count(user_id), k, available)
+        events = self.live.count(user_id)
+        encoded = served.answers.lookup(user_id, events, k, available)
         if encoded is None:
-            return None
+            hit = self._cache.get(COLD, (0, served.info.version, k, None, None, "null")) if events == 0 else None
+            return (
+                None if hit is None else RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, cached=True)
+            )
         return RecAnswer(uuid.uuid4().hex, user_id, served.info.version, [], cached=True, encoded=encoded)
 
     def recommend(
@@ -351,12 +346,22 @@ class ServingService:
             return answer
         served = self._served
         version = served.info.version if served else None
-        key = (self.live.version(user_id), version, k, alpha, diversity, json.dumps(rules, sort_keys=True))
-        hit = self._cache.get(user_id, key)
+        # Everyone without history gets the same answer: one cache entry serves them all.
+        cold = self.live.count(user_id) == 0
+        owner = COLD if cold else user_id
+        key = (
+            0 if cold else self.live.version(user_id),
+            version,
+            k,
+            alpha,
+            diversity,
+            json.dumps(rules, sort_keys=True),
+        )
+        hit = self._cache.get(owner, key)
         if hit is not None:
             return RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, hit.fallback, cached=True)
         answer = self._answer(served, user_id, k, alpha, diversity, rules)
-        self._cache.put(user_id, key, answer)
+        self._cache.put(owner, key, answer)
         return answer
 
     def _answer(

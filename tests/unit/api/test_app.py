@@ -292,3 +292,10 @@ def test_a_default_request_is_served_from_the_bundles_precomputed_answers(api: A
     event = {"user_id": "user-5", "item_id": "item-9", "type": "cart", "timestamp": datetime.now(UTC).isoformat()}
     assert api.client.post("/v1/events", json=event, headers=api.headers("events:write")).status_code == 200
     assert _recs(api, "user-5", k=8)["cached"] is False, "the new event made the stored answer stale"
+
+
+def test_users_without_history_share_one_cold_answer(api: Api) -> None:
+    first = _recs(api, "nobody-1", k=6)
+    second = _recs(api, "nobody-2", k=6)
+    assert first["cached"] is False and second["cached"] is True
+    assert second["user_id"] == "nobody-2" and second["items"] == first["items"] and first["items"]
