@@ -177,7 +177,8 @@ def _requests(phase: str, key: str, seed: int) -> Any:
     rng = random.Random(seed)
     n = 0
     now = datetime.now(UTC).isoformat()
-    zipf = np.random.default_rng(seed).zipf(1.2, 1_000_000) % 2_000
+    # Drawn only where used: a million draws per connection stalled the driver's event loop for seconds.
+    zipf = np.random.default_rng(seed).zipf(1.2, 100_000) % 2_000 if phase == "recommendations_zipf" else None
     while True:
         n += 1
         if phase == "recommendations_unique":
@@ -185,6 +186,7 @@ def _requests(phase: str, key: str, seed: int) -> Any:
         elif phase == "recommendations_live":
             yield _get(f"/v1/recommendations?user_id=user-{(n * 7919 + seed * 1013) % WORLD.users}&k=10&alpha=0.3", key)
         elif phase == "recommendations_zipf":
+            assert zipf is not None
             yield _get(f"/v1/recommendations?user_id=user-{int(zipf[n % len(zipf)])}&k=10", key)
         elif phase == "events_single":
             event = {
