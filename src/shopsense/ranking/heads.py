@@ -7,8 +7,8 @@ window. Path contributions say why a pair scored high, and the explanations are 
 them: each split on a pair's way down a tree credits its feature with the change in the node's
 value (Saabas), so a feature's contributions plus the trees' root values add up exactly to the
 log-odds. Each leaf's vector is computed once per model, so a pair's contributions are one
-leaf lookup per tree -- exact TreeSHAP (LightGBM's ``pred_contrib``) cost about a millisecond
-per pair, more than the rest of a recommendation.
+leaf lookup per tree, where exact TreeSHAP (LightGBM's ``pred_contrib``) costs more than the
+rest of a recommendation.
 """
 
 from __future__ import annotations

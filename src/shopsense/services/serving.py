@@ -317,20 +317,47 @@ class ServingService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def precomputed(self, user_id: str, k: int) -> RecAnswer | None:
-        """The served bundle's stored default answer, if it still holds for this user (no override asked)."""
+    def ready(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        alpha: float | None = None,
+        diversity: float | None = None,
+        rules: Mapping[str, Any] | None = None,
+    ) -> RecAnswer | None:
+        """An answer that needs no computing: the bundle's stored default answer while it still holds for
+        this user (no override asked), else a cached one; None when :meth:`recommend` must compute it.
+        Cheap enough for the event loop."""
         served = self._served
-        if served is None or served.answers is None:
+        if served is not None and served.answers is not None and alpha is None and diversity is None and not rules:
+            rules_on = served.pipeline.config.rules
+            available = served.pipeline.catalog_.available if rules_on.exclude_unavailable else None
+            encoded = served.answers.lookup(user_id, self.live.count(user_id), k, available)
+            if encoded is not None:
+                return RecAnswer(uuid.uuid4().hex, user_id, served.info.version, [], cached=True, encoded=encoded)
+        hit = self._cache.get(*self._cache_key(served, user_id, k, alpha, diversity, rules))
+        if hit is None:
             return None
-        available = served.pipeline.catalog_.available if served.pipeline.config.rules.exclude_unavailable else None
-        events = self.live.count(user_id)
-        encoded = served.answers.lookup(user_id, events, k, available)
-        if encoded is None:
-            hit = self._cache.get(COLD, (0, served.info.version, k, None, None, "null")) if events == 0 else None
-            return (
-                None if hit is None else RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, cached=True)
-            )
-        return RecAnswer(uuid.uuid4().hex, user_id, served.info.version, [], cached=True, encoded=encoded)
+        return RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, hit.fallback, cached=True)
+
+    def _cache_key(
+        self,
+        served: Served | None,
+        user_id: str,
+        k: int,
+        alpha: float | None,
+        diversity: float | None,
+        rules: Mapping[str, Any] | None,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """Where an answer is cached: its owner's slot and the key that says what it answers.
+
+        Everyone without history gets the same answer, so they share one slot.
+        """
+        cold = self.live.count(user_id) == 0
+        version = served.info.version if served else None
+        history = 0 if cold else self.live.version(user_id)
+        return COLD if cold else user_id, (history, version, k, alpha, diversity, json.dumps(rules, sort_keys=True))
 
     def recommend(
         self,
@@ -341,25 +368,10 @@ class ServingService:
         diversity: float | None = None,
         rules: Mapping[str, Any] | None = None,
     ) -> RecAnswer:
-        """The served pipeline's answer for one user, or trending items when no model can answer."""
-        if alpha is None and diversity is None and not rules and (answer := self.precomputed(user_id, k)):
-            return answer
+        """The served pipeline's answer for one user, computed and cached (or trending items when no
+        model can answer). Callers try :meth:`ready` first: this one is for the thread pool."""
         served = self._served
-        version = served.info.version if served else None
-        # Everyone without history gets the same answer: one cache entry serves them all.
-        cold = self.live.count(user_id) == 0
-        owner = COLD if cold else user_id
-        key = (
-            0 if cold else self.live.version(user_id),
-            version,
-            k,
-            alpha,
-            diversity,
-            json.dumps(rules, sort_keys=True),
-        )
-        hit = self._cache.get(owner, key)
-        if hit is not None:
-            return RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, hit.fallback, cached=True)
+        owner, key = self._cache_key(served, user_id, k, alpha, diversity, rules)
         answer = self._answer(served, user_id, k, alpha, diversity, rules)
         self._cache.put(owner, key, answer)
         return answer

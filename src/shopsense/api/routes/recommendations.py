@@ -42,7 +42,8 @@ async def recommendations(
     A user with no history gets trending items; if no model can answer, trending items with ``fallback`` set.
 
     A default request for a user whose history is unchanged since training is answered from the bundle's
-    precomputed answers, on the event loop; everything else is computed in the thread pool."""
+    precomputed answers, a repeated one from the cache, both on the event loop; everything else is
+    computed in the thread pool."""
     rules: dict[str, Any] = {}
     for key, value in (
         ("include_categories", category),
@@ -53,8 +54,7 @@ async def recommendations(
     ):
         if value:
             rules[key] = value
-    default = alpha is None and diversity is None and not rules
-    answer = svc.precomputed(user_id, k) if default else None
+    answer = svc.ready(user_id, k, alpha=alpha, diversity=diversity, rules=rules or None)
     if answer is None:
         try:
             answer = await run_in_threadpool(
