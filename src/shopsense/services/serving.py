@@ -51,6 +51,7 @@ ANSWERS_KEPT = 200_000
 _TS = pa.timestamp("us", tz="UTC")
 _LOW64 = (1 << 64) - 1
 _EVENTS = TypeAdapter(list[Event])
+_EVENT = TypeAdapter(Event)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,33 @@ class ServingService:
                     rejected[index] = Rejected(index, error["msg"], where)
             kept = [i for i in range(len(raw)) if i not in rejected]
             events = _EVENTS.validate_python([raw[i] for i in kept])
+        table, rejects = self._accept(events, kept)
+        assert isinstance(table, pa.Table)
+        return table, sorted([*rejected.values(), *rejects], key=lambda r: r.index)
+
+    def parse_events(self, body: bytes) -> tuple[pa.Table | event_rows.Columns, list[Rejected]] | None:
+        """The events of a JSON request body (one object or an array) when it is valid JSON and every
+        event has a valid shape, as :meth:`validate_events` would accept them; None otherwise.
+
+        Nearly every request is like that, and validating it straight from the bytes skips building
+        Python dicts first. Events with ids are left as column lists for the writer to convert and key
+        together with the rest of their commit. For anything else, :meth:`validate_events` on the
+        parsed body gives each event its own verdict.
+        """
+        many = body[:64].lstrip()[:1] == b"["
+        try:
+            parsed = (_EVENTS if many else _EVENT).validate_json(body)
+        except ValidationError:
+            return None
+        events = parsed if isinstance(parsed, list) else [parsed]
+        return self._accept(events, list(range(len(events))), deferred=True) if events else None
+
+    def _accept(
+        self, events: list[Event], kept: list[int], *, deferred: bool = False
+    ) -> tuple[pa.Table | event_rows.Columns, list[Rejected]]:
+        """The rules that need the settings, on well-shaped ``events`` (at positions ``kept`` of the
+        request), and the accepted ones converted: keyed rows, or (``deferred``, all with ids) columns."""
+        rejected = []
         now = datetime.now(UTC)
         earliest = datetime.fromisoformat(self.settings.ingest.min_timestamp)
         latest = now + timedelta(seconds=self.settings.ingest.max_future_seconds)
@@ -219,13 +247,15 @@ class ServingService:
         channels = event_rows.canonical(fields["channel"], {name: name for name in self._channels})
         failed = event_rows.failures(types, fields["channel"], channels, fields["timestamp"], earliest, latest)
         for at, rule in failed.items():
-            rejected[kept[at]] = Rejected(kept[at], self._event_problem(events[at], rule, earliest), rule)
+            rejected.append(Rejected(kept[at], self._event_problem(events[at], rule, earliest), rule))
         fields.update(type=types, channel=channels)
+        accepted = event_rows.kept(fields, list(failed))
+        if deferred and None not in accepted["event_id"]:
+            return event_rows.Columns(accepted), rejected
         try:  # only accepted events are converted: what Arrow cannot encode in a rejected one fails nothing
-            table = self._keyed(event_rows.kept(fields, list(failed)))
+            return self._keyed(accepted), rejected
         except (pa.ArrowException, UnicodeError, OverflowError) as exc:  # e.g. a lone surrogate in an id
             raise ConfigError(f"the events cannot be stored as given: {exc}") from exc
-        return table, sorted(rejected.values(), key=lambda r: r.index)
 
     def _event_problem(self, event: Event, field: str, earliest: datetime) -> str:
         """Why ``event`` fails the rule on ``field``, the first rule it fails (found for the whole batch)."""
@@ -270,9 +300,9 @@ class ServingService:
             self._key_connections.append(con)
         return con
 
-    def submit_events(self, table: pa.Table) -> Future[Any]:
-        """Queue validated rows; the future resolves when they are committed (and visible to recommendations)."""
-        return self.writer.append(table)
+    def submit_events(self, events: pa.Table | event_rows.Columns) -> Future[Any]:
+        """Queue validated events; the future resolves when they are committed (and visible to recommendations)."""
+        return self.writer.append(events)
 
     def upsert(self, kind: RecordKind, raw: list[Any]) -> tuple[Future[Any] | None, list[Rejected]]:
         """Validate items or users; queue the valid ones for one upsert."""

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shopsense.services.event_rows import Columns, keyed_table
 from shopsense.store.base import Store
 
 MAX_GROUP_ROWS = 100_000
@@ -39,7 +40,7 @@ class RemembersKeys(Protocol):
 @dataclass
 class _Job:
     future: Future[Any]
-    events: pa.Table | None = None
+    events: pa.Table | Columns | None = None
     call: Callable[[Store], Any] | None = None
     stop: bool = False
 
@@ -57,8 +58,9 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name="shopsense-store-writer", daemon=True)
         self._thread.start()
 
-    def append(self, events: pa.Table) -> Future[Any]:
-        """Queue keyed event rows (store EVENT_COLUMNS); the future resolves once they are committed."""
+    def append(self, events: pa.Table | Columns) -> Future[Any]:
+        """Queue keyed event rows (store EVENT_COLUMNS), or events with ids to be keyed and converted
+        together with the others of their commit; the future resolves once they are committed."""
         job = _Job(Future(), events=events)
         self._queue.put(job)
         return job.future
@@ -99,9 +101,10 @@ class StoreWriter:
             self._commit(group)
 
     def _commit(self, group: list[_Job]) -> None:
-        tables = [job.events for job in group if job.events is not None]
-        combined = _first_of_each_key(pa.concat_tables(tables))
         try:
+            tables = [job.events for job in group if isinstance(job.events, pa.Table)]
+            columns = [job.events for job in group if isinstance(job.events, Columns)]
+            combined = _first_of_each_key(pa.concat_tables([*tables, *([keyed_table(columns)] if columns else [])]))
             users = pc.unique(combined.column("user_id"))
             items = pc.unique(combined.column("item_id"))
             result = self.store.append_events(combined, users, items, "api")
