@@ -13,8 +13,8 @@ time, each reporting throughput and p50/p95/p99 latency as seen by the client:
 - recommendations computed live: distinct users with a per-request alpha, so neither the stored
   answers nor the cache can serve them (candidates, features, both heads and reasons every time:
   what a user who just acted gets);
-- single events (one per request; concurrent writes share commits);
-- batches of 1,000 events.
+- single events (one per request; concurrent writes share commits), from 32 and from 128 connections;
+- batches of 1,000 events, from 4 and from 8 connections.
 
 Every event is acknowledged only after its commit; after the run the server is stopped and the
 store is counted, so the report says how many acknowledged events are stored. Also the server's
@@ -252,8 +252,11 @@ PHASES = (
     ("recommendations_zipf", 16),
     ("recommendations_live", 4),
     ("events_single", 32),
+    ("events_single", 128),
     ("events_batch_1000", 4),
+    ("events_batch_1000", 8),
 )
+"""Writes run at two concurrencies: a group commit's throughput grows with the writers in flight."""
 
 
 def cache_hits(port: int) -> dict[str, float]:

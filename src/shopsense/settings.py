@@ -98,6 +98,9 @@ class ServeSettings(_Strict):
     rate_burst: int = Field(4_000, ge=1, description="requests a key may make at once before the rate applies")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
     commit_wait_ms: float = Field(2.0, ge=0, description="how long a write waits to share a commit with others")
+    store_threads: int = Field(
+        1, ge=1, description="DuckDB worker threads of the server's store (its work is small commits and reads)"
+    )
     reload_seconds: float = Field(30.0, ge=0, description="how often to look for a newer model bundle (0: never)")
     attribution_hours: float = Field(24.0, gt=0, description="clicks/purchases this soon after an impression count")
     precompute_k: int = Field(

@@ -87,10 +87,12 @@ class StoreWriter:
                 _settle(job.future, job.call, self.store)
                 continue
             group, rows = [job], _rows(job)
-            deadline = time.monotonic() + self.wait
+            # Sleep through the window, then take what came: waking for each arrival would cost a
+            # thread switch (and a fight for the GIL with the event loop) per request.
+            time.sleep(self.wait)
             while rows < MAX_GROUP_ROWS:
                 try:
-                    nxt = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt.events is None:  # a call or the stop: it runs after this commit

@@ -64,13 +64,17 @@ async def post_events(request: Request, _: Annotated[Any, Depends(require(Scope.
     """Each event is validated on its own: valid ones are committed (with re-sent ones collapsing by
     ``event_id``, or by content when there is none), invalid ones are listed with the reason. The
     response comes only after the commit, and the next recommendation for these users sees them."""
-    svc: ServingService = request.app.state.service  # not a dependency: this route is the hottest
-    body = await request.body()
-    read = (await run_in_threadpool(_read, svc, body)) if len(body) > THREAD_BYTES else _read(svc, body)
-    events, rejected = read
+    return await ingest(request.app.state, await request.body())
+
+
+async def ingest(state: Any, body: bytes) -> Response:
+    """The work of this route once the key is checked: validate, commit, answer. The app's
+    ``EventsFastPath`` calls it too, skipping the framework's routing (see there)."""
+    svc: ServingService = state.service
+    events, rejected = (await run_in_threadpool(_read, svc, body)) if len(body) > THREAD_BYTES else _read(svc, body)
     if events.num_rows:
         await asyncio.wrap_future(svc.submit_events(events))
-    request.app.state.metrics.events(events.num_rows, len(rejected))
+    state.metrics.events(events.num_rows, len(rejected))
     if rejected:
         return JSONResponse(write_response(events.num_rows, rejected).model_dump())
     return Response(b'{"accepted":%d,"rejected":[]}' % events.num_rows, media_type="application/json")
