@@ -173,8 +173,9 @@ def _post(path: str, key: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-def _requests(phase: str, key: str, seed: int) -> Any:
+def _requests(phase: str, key: str, seed: int, connections: int = 0) -> Any:
     rng = random.Random(seed)
+    tag = f"{connections}-{seed}"  # event ids differ between runs of a phase: none is a re-send
     n = 0
     now = datetime.now(UTC).isoformat()
     # Drawn only where used: a million draws per connection stalled the driver's event loop for seconds.
@@ -190,7 +191,7 @@ def _requests(phase: str, key: str, seed: int) -> Any:
             yield _get(f"/v1/recommendations?user_id=user-{int(zipf[n % len(zipf)])}&k=10", key)
         elif phase == "events_single":
             event = {
-                "event_id": f"bench-single-{seed}-{n}",
+                "event_id": f"bench-single-{tag}-{n}",
                 "user_id": f"user-{rng.randrange(WORLD.users)}",
                 "item_id": f"item-{rng.randrange(WORLD.items)}",
                 "type": "view",
@@ -200,7 +201,7 @@ def _requests(phase: str, key: str, seed: int) -> Any:
         else:
             batch = [
                 {
-                    "event_id": f"bench-batch-{seed}-{n}-{j}",
+                    "event_id": f"bench-batch-{tag}-{n}-{j}",
                     "user_id": f"user-{rng.randrange(WORLD.users)}",
                     "item_id": f"item-{rng.randrange(WORLD.items)}",
                     "type": "view",
@@ -218,7 +219,7 @@ def drive(port: int, key: str, phase: str, seconds: float, connections: int) -> 
     async def main() -> None:
         deadline = time.perf_counter() + seconds
         await asyncio.gather(
-            *(_worker(port, _requests(phase, key, seed), deadline, out) for seed in range(connections))
+            *(_worker(port, _requests(phase, key, seed, connections), deadline, out) for seed in range(connections))
         )
 
     started = time.perf_counter()

@@ -121,7 +121,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.resolved_store_url, threads=settings.serve.store_threads)
+        serve = settings.serve
+        store = open_store(
+            settings.resolved_store_url, threads=serve.store_threads, checkpoint_mb=serve.store_checkpoint_mb
+        )
         service = ServingService(settings, store)
         app.state.service = service
         stop = threading.Event()

@@ -54,7 +54,12 @@ _ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency"
 class DuckDBStore:
     """Store backed by a DuckDB database file (or ``:memory:``)."""
 
-    def __init__(self, url: str, path: str, memory_limit: str = "1GB", threads: int = 2) -> None:
+    def __init__(
+        self, url: str, path: str, memory_limit: str = "1GB", threads: int = 2, checkpoint_mb: int = 16
+    ) -> None:
+        """``checkpoint_mb``: the write-ahead log is folded into the file once it is this large. Each
+        fold costs a stall whatever its size, so a store taking many small commits (the server) folds
+        less often; a crash then replays a longer log at the next start."""
         self.url = url
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +75,7 @@ class DuckDBStore:
         self._con.execute(f"SET memory_limit = '{memory_limit}'")
         self._con.execute(f"SET threads = {int(threads)}")
         self._con.execute("SET preserve_insertion_order = false")
+        self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_mb)}MB'")
         self._con.execute(_DDL)
         self._depth = 0
         self._remember = False
