@@ -212,9 +212,8 @@ class ServingService:
                     rejected[index] = Rejected(index, error["msg"], where)
             kept = [i for i in range(len(raw)) if i not in rejected]
             events = _EVENTS.validate_python([raw[i] for i in kept])
-        table, rejects = self._accept(events, kept)
-        assert isinstance(table, pa.Table)
-        return table, sorted([*rejected.values(), *rejects], key=lambda r: r.index)
+        accepted, rejects = self._accept(events, kept)
+        return self._stored_rows(accepted), sorted([*rejected.values(), *rejects], key=lambda r: r.index)
 
     def parse_events(self, body: bytes) -> tuple[pa.Table | event_rows.Columns, list[Rejected]] | None:
         """The events of a JSON request body (one object or an array) when it is valid JSON and every
@@ -231,13 +230,16 @@ class ServingService:
         except ValidationError:
             return None
         events = parsed if isinstance(parsed, list) else [parsed]
-        return self._accept(events, list(range(len(events))), deferred=True) if events else None
+        if not events:
+            return None
+        accepted, rejected = self._accept(events, list(range(len(events))))
+        if None not in accepted["event_id"]:
+            return event_rows.Columns(accepted), rejected
+        return self._stored_rows(accepted), rejected
 
-    def _accept(
-        self, events: list[Event], kept: list[int], *, deferred: bool = False
-    ) -> tuple[pa.Table | event_rows.Columns, list[Rejected]]:
+    def _accept(self, events: list[Event], kept: list[int]) -> tuple[dict[str, list[Any]], list[Rejected]]:
         """The rules that need the settings, on well-shaped ``events`` (at positions ``kept`` of the
-        request), and the accepted ones converted: keyed rows, or (``deferred``, all with ids) columns."""
+        request): the accepted events' fields, and the rejected with reasons."""
         rejected = []
         now = datetime.now(UTC)
         earliest = datetime.fromisoformat(self.settings.ingest.min_timestamp)
@@ -249,11 +251,13 @@ class ServingService:
         for at, rule in failed.items():
             rejected.append(Rejected(kept[at], self._event_problem(events[at], rule, earliest), rule))
         fields.update(type=types, channel=channels)
-        accepted = event_rows.kept(fields, list(failed))
-        if deferred and None not in accepted["event_id"]:
-            return event_rows.Columns(accepted), rejected
-        try:  # only accepted events are converted: what Arrow cannot encode in a rejected one fails nothing
-            return self._keyed(accepted), rejected
+        return event_rows.kept(fields, list(failed)), rejected
+
+    def _stored_rows(self, accepted: dict[str, list[Any]]) -> pa.Table:
+        """Accepted events as keyed store rows. Only accepted events are converted: what Arrow cannot
+        encode in a rejected one fails nothing."""
+        try:
+            return self._keyed(accepted)
         except (pa.ArrowException, UnicodeError, OverflowError) as exc:  # e.g. a lone surrogate in an id
             raise ConfigError(f"the events cannot be stored as given: {exc}") from exc
 
