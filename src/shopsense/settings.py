@@ -104,6 +104,9 @@ class ServeSettings(_Strict):
     store_checkpoint_mb: int = Field(
         1024, ge=1, description="the server's store folds its write-ahead log into the file at this size"
     )
+    opentelemetry: bool = Field(
+        False, description="FastAPI's OpenTelemetry spans, metrics and logs, to the providers this process sets up"
+    )
     reload_seconds: float = Field(30.0, ge=0, description="how often to look for a newer model bundle (0: never)")
     attribution_hours: float = Field(24.0, gt=0, description="clicks/purchases this soon after an impression count")
     precompute_k: int = Field(

@@ -151,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
             "always have the body `{error: {code, message, details}}`."
         ),
         lifespan=lifespan,
+        telemetry=None if settings.serve.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.keys = KeyRing(settings.data_dir / "keys.json")
     app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)

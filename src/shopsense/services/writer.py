@@ -10,12 +10,13 @@ writes and the embedded database is only ever touched by one thread.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,9 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopsense.services.event_rows import Columns, keyed_table
-from shopsense.store.base import Store
+from shopsense.store.base import Store, WriteResult
+
+logger = logging.getLogger(__name__)
 
 MAX_GROUP_ROWS = 100_000
+LOG_SECONDS = 60.0
+"""The import log gets one row per this many seconds of commits (and one at close), not one per commit."""
 
 
 @runtime_checkable
@@ -55,6 +60,7 @@ class StoreWriter:
         if isinstance(store, RemembersKeys):  # this thread is the store's only writer from here on
             store.remember_keys()
         self._queue: queue.Queue[_Job] = queue.Queue()
+        self._unlogged = _Unlogged()
         self._thread = threading.Thread(target=self._run, name="shopsense-store-writer", daemon=True)
         self._thread.start()
 
@@ -82,6 +88,7 @@ class StoreWriter:
             job = carried or self._queue.get()
             carried = None
             if job.stop:
+                self._log(force=True)
                 return
             if job.call is not None:
                 _settle(job.future, job.call, self.store)
@@ -109,7 +116,7 @@ class StoreWriter:
             combined = _first_of_each_key(pa.concat_tables([*tables, *([keyed_table(columns)] if columns else [])]))
             users = pc.unique(combined.column("user_id"))
             items = pc.unique(combined.column("item_id"))
-            result = self.store.append_events(combined, users, items, "api")
+            result = self.store.append_events(combined, users, items, "api", log=False)
         except BaseException as exc:  # every waiter learns of the failure; nothing was acknowledged
             for job in group:
                 job.future.set_exception(exc)
@@ -118,6 +125,33 @@ class StoreWriter:
             self.on_commit(combined)
         for job in group:
             job.future.set_result(result)
+        self._unlogged.add(result)
+        self._log(force=False)
+
+    def _log(self, *, force: bool) -> None:
+        """Summarise the commits since the last import-log row, if a row is due."""
+        done = self._unlogged
+        if done.received and (force or time.monotonic() - done.since >= LOG_SECONDS):
+            self._unlogged = _Unlogged()
+            try:
+                self.store.log_import(done.batch, "events", "api", done.received, done.written)
+            except Exception:  # the log is a summary; the events themselves are committed
+                logger.exception("could not write the import log row for %d API events", done.received)
+
+
+@dataclass
+class _Unlogged:
+    """Counts of the commits the import log does not show yet."""
+
+    since: float = field(default_factory=time.monotonic)
+    batch: int = 0
+    received: int = 0
+    written: int = 0
+
+    def add(self, result: WriteResult) -> None:
+        self.batch = result.batch_id
+        self.received += result.received
+        self.written += result.written
 
 
 def _rows(job: _Job) -> int:

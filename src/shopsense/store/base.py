@@ -78,13 +78,25 @@ class EventStore(Protocol):
     """Append-only behaviour history."""
 
     def append_events(
-        self, events: pa.RecordBatchReader | pa.Table, user_ids: pa.Array, item_ids: pa.Array, source: str
+        self,
+        events: pa.RecordBatchReader | pa.Table,
+        user_ids: pa.Array,
+        item_ids: pa.Array,
+        source: str,
+        *,
+        log: bool = True,
     ) -> WriteResult:
         """Write events in one transaction; events whose key is stored already are skipped.
 
         ``user_ids``/``item_ids`` are the distinct ids the stream mentions: unknown ones are
-        created (as bare users/items) in the same transaction.
+        created (as bare users/items) in the same transaction. With ``log`` the write gets its own
+        row in the import log; a server's many small commits leave it off and summarise them with
+        :meth:`log_import`, so the log does not grow with traffic.
         """
+        ...
+
+    def log_import(self, batch_id: int, kind: str, source: str, received: int, written: int) -> None:
+        """Add one row to the import log; ``batch_id`` is the last write it covers."""
         ...
 
     def scan_events(

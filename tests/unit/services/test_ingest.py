@@ -166,3 +166,50 @@ def test_events_stored_before_the_server_started_are_not_stored_again(tmp_path: 
         second.close()
     assert store.summary().events == 3
     store.close()
+
+
+def _api_log(store: DuckDBStore) -> list[tuple[object, ...]]:
+    return store._con.execute(
+        "SELECT batch_id, received, written FROM imports WHERE source = 'api' ORDER BY batch_id"
+    ).fetchall()
+
+
+def test_the_writer_logs_a_summary_of_its_commits_not_a_row_each(
+    tmp_path: Path, serving: ServingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    assert isinstance(store, DuckDBStore)
+    writer = StoreWriter(store, wait=0)
+    try:
+        results = [writer.append(_keyed(serving, *ids)).result() for ids in (["a", "b"], ["b", "c"], ["d"])]
+        assert len({r.batch_id for r in results}) == 3, "three commits, numbered apart"
+        assert writer.call(_api_log).result() == [], "no log row per commit"
+        monkeypatch.setattr("shopsense.services.writer.LOG_SECONDS", 0.0)
+        writer.append(_keyed(serving, "e")).result()
+        logged = writer.call(_api_log).result()  # read on the writer's thread, after its queued work
+        assert logged == [(results[-1].batch_id + 1, 6, 5)], "one row sums every commit since the last"
+        monkeypatch.setattr("shopsense.services.writer.LOG_SECONDS", 3600.0)
+        last = writer.append(_keyed(serving, "f", "a")).result()
+    finally:
+        writer.close()
+    assert _api_log(store)[1:] == [(last.batch_id, 2, 1)], "closing logs what was left"
+    store.close()
+
+
+def test_commits_without_log_rows_still_get_new_batch_ids_after_a_restart(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    batches = []
+    for ids, crash in ((["a", "b"], True), (["c"], False)):
+        store = open_store(settings.resolved_store_url)
+        service = ServingService(settings, store)
+        service.writer.wait = 0
+        batches.append(service.submit_events(_keyed(service, *ids)).result().batch_id)
+        if not crash:  # a crash leaves no summary row in the import log: the events alone number on
+            service.close()
+        store.close()
+    assert batches[1] > batches[0]
+    store = open_store(settings.resolved_store_url)
+    assert isinstance(store, DuckDBStore)
+    stored = store._con.execute("SELECT batch_id, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall()
+    store.close()
+    assert stored == [(batches[0], 2), (batches[1], 1)]
