@@ -260,6 +260,19 @@ PHASES = (
 """Writes run at two concurrencies: a group commit's throughput grows with the writers in flight."""
 
 
+def machine_speed() -> float:
+    """Seconds a fixed pure-Python loop takes (median of three): this machine's CPU speed drifts by a third
+    within an hour, so a run's figures are only comparable with another's at a similar value."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(3_000_000):
+            total += i
+        times.append(time.perf_counter() - started)
+    return round(sorted(times)[1], 3)
+
+
 def cache_hits(port: int) -> dict[str, float]:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -284,6 +297,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['prepared'].get('precomputed_users', 0):,} users {report['prepared'].get('precompute_seconds')} s "
         f"(cached between runs); server start (1M events into memory, bundle loaded) "
         f"{report['server_start_seconds']} s.\n",
+        f"Machine speed (`machine_speed`, a fixed pure-Python loop; lower is faster): "
+        f"{report['speed']['before']} s before the phases, {report['speed']['after']} s after.\n",
         "| phase | connections | req/s | events/s | p50 ms | p95 ms | p99 ms | non-200 | target | met |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -334,6 +349,7 @@ def main() -> None:
     before = store.summary().events
     store.close()
     port = free_port()
+    speed_before = machine_speed()
     server, start_seconds = start_server(run_data, port)
     phases = []
     try:
@@ -352,6 +368,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+    speed_after = machine_speed()
     store = open_store(f"duckdb:///{run_data / 'shopsense.duckdb'}")
     stored_new = store.summary().events - before
     store.close()
@@ -362,6 +379,7 @@ def main() -> None:
         "world": WORLD.model_dump(),
         "prepared": prepared,
         "server_start_seconds": round(start_seconds, 1),
+        "speed": {"before": speed_before, "after": speed_after},
         "phases": phases,
         "cache": cache,
         "durability": {"acknowledged": acknowledged, "stored_new": stored_new, "ok": stored_new >= acknowledged},
