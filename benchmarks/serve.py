@@ -261,8 +261,8 @@ PHASES = (
 
 
 def machine_speed() -> float:
-    """Seconds a fixed pure-Python loop takes (median of three): this machine's CPU speed drifts by a third
-    within an hour, so a run's figures are only comparable with another's at a similar value."""
+    """Seconds a fixed pure-Python loop takes (median of three): this machine's CPU speed drifts (1.7x
+    within one run, measured so), so a run's figures are only comparable with another's at a similar value."""
     times = []
     for _ in range(3):
         started = time.perf_counter()
