@@ -21,23 +21,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from shopsense.domain import Event, Item, RecordKind, User
+from shopsense.domain import Item, RecordKind, User
 from shopsense.errors import ConfigError
-from shopsense.ingest.importer import content_key_sql, id_key_sql
 from shopsense.pipeline import Pipeline
 from shopsense.services import event_rows
 from shopsense.services.answers import Answers, rec_dict
 from shopsense.services.bundles import BundleInfo, Bundles
+from shopsense.services.event_check import EventChecker, Rejected
 from shopsense.services.live import LiveHistories
 from shopsense.services.writer import StoreWriter
 from shopsense.settings import Settings
-from shopsense.store.base import EVENT_COLUMNS, Store, WriteResult
+from shopsense.store.base import Store, WriteResult
 
 log = logging.getLogger("shopsense.serve")
 
@@ -49,18 +48,6 @@ TRENDING_DAYS = 7
 ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
 _TS = pa.timestamp("us", tz="UTC")
-_LOW64 = (1 << 64) - 1
-_EVENTS = TypeAdapter(list[Event])
-_EVENT = TypeAdapter(Event)
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """One item of a batch that was not accepted, and why."""
-
-    index: int
-    reason: str
-    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,10 +129,8 @@ class ServingService:
         self._model_error: str | None = None
         self._swap_lock = threading.Lock()
         self._cache = _Cache()
-        self._keys = threading.local()
-        self._key_connections: list[duckdb.DuckDBPyConnection] = []
+        self.checker = EventChecker(settings)
         self._types = settings.event_types.canonical()
-        self._channels = set(settings.channels)
         self._trending: tuple[float, list[str]] = (0.0, [])
         self._answers: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._log_lock = threading.Lock()
@@ -193,116 +178,6 @@ class ServingService:
         return self._model_error
 
     # -- writes --------------------------------------------------------------------------------
-
-    def validate_events(self, raw: list[Any]) -> tuple[pa.Table, list[Rejected]]:
-        """Check each event; return the accepted ones as keyed store rows and the rejected with reasons.
-
-        Pydantic checks each event's shape; the rules that need the settings and the conversion to
-        Arrow run on whole columns (:mod:`shopsense.services.event_rows`), not event by event.
-        """
-        rejected: dict[int, Rejected] = {}
-        try:
-            events = _EVENTS.validate_python(raw)
-            kept = list(range(len(raw)))
-        except ValidationError as exc:
-            for error in exc.errors():
-                index = error["loc"][0] if error["loc"] and isinstance(error["loc"][0], int) else -1
-                where = ".".join(str(p) for p in error["loc"][1:]) or None
-                if isinstance(index, int) and index >= 0 and index not in rejected:
-                    rejected[index] = Rejected(index, error["msg"], where)
-            kept = [i for i in range(len(raw)) if i not in rejected]
-            events = _EVENTS.validate_python([raw[i] for i in kept])
-        accepted, rejects = self._accept(events, kept)
-        return self._stored_rows(accepted), sorted([*rejected.values(), *rejects], key=lambda r: r.index)
-
-    def parse_events(self, body: bytes) -> tuple[pa.Table | event_rows.Columns, list[Rejected]] | None:
-        """The events of a JSON request body (one object or an array) when it is valid JSON and every
-        event has a valid shape, as :meth:`validate_events` would accept them; None otherwise.
-
-        Nearly every request is like that, and validating it straight from the bytes skips building
-        Python dicts first. Events with ids are left as column lists for the writer to convert and key
-        together with the rest of their commit. For anything else, :meth:`validate_events` on the
-        parsed body gives each event its own verdict.
-        """
-        many = body[:64].lstrip()[:1] == b"["
-        try:
-            parsed = (_EVENTS if many else _EVENT).validate_json(body)
-        except ValidationError:
-            return None
-        events = parsed if isinstance(parsed, list) else [parsed]
-        if not events:
-            return None
-        accepted, rejected = self._accept(events, list(range(len(events))))
-        if None not in accepted["event_id"]:
-            return event_rows.Columns(accepted), rejected
-        return self._stored_rows(accepted), rejected
-
-    def _accept(self, events: list[Event], kept: list[int]) -> tuple[dict[str, list[Any]], list[Rejected]]:
-        """The rules that need the settings, on well-shaped ``events`` (at positions ``kept`` of the
-        request): the accepted events' fields, and the rejected with reasons."""
-        rejected = []
-        now = datetime.now(UTC)
-        earliest = datetime.fromisoformat(self.settings.ingest.min_timestamp)
-        latest = now + timedelta(seconds=self.settings.ingest.max_future_seconds)
-        fields = event_rows.columns(events)
-        types = event_rows.canonical(fields["type"], self._types)
-        channels = event_rows.canonical(fields["channel"], {name: name for name in self._channels})
-        failed = event_rows.failures(types, fields["channel"], channels, fields["timestamp"], earliest, latest)
-        for at, rule in failed.items():
-            rejected.append(Rejected(kept[at], self._event_problem(events[at], rule, earliest), rule))
-        fields.update(type=types, channel=channels)
-        return event_rows.kept(fields, list(failed)), rejected
-
-    def _stored_rows(self, accepted: dict[str, list[Any]]) -> pa.Table:
-        """Accepted events as keyed store rows. Only accepted events are converted: what Arrow cannot
-        encode in a rejected one fails nothing."""
-        try:
-            return self._keyed(accepted)
-        except (pa.ArrowException, UnicodeError, OverflowError) as exc:  # e.g. a lone surrogate in an id
-            raise ConfigError(f"the events cannot be stored as given: {exc}") from exc
-
-    def _event_problem(self, event: Event, field: str, earliest: datetime) -> str:
-        """Why ``event`` fails the rule on ``field``, the first rule it fails (found for the whole batch)."""
-        if field == "type":
-            return f"unknown event type {event.type!r} (known: {', '.join(sorted(self._types))})"
-        if field == "channel":
-            return f"unknown channel {event.channel!r} (known: {', '.join(sorted(self._channels))})"
-        return f"timestamp {event.timestamp.isoformat()} is outside [{earliest}, now + max_future]"
-
-    def _keyed(self, fields: dict[str, list[Any]]) -> pa.Table:
-        """Store rows with the same idempotency keys the file importer gives (re-sent events collapse)."""
-        ids = fields["event_id"]
-        if None not in ids:  # the usual case: keys straight from the ids
-            return event_rows.table(fields, event_rows.id_keys(ids))
-        table = event_rows.table(fields)
-        con = self._duck()
-        con.register("incoming", table)
-        try:
-            # Identical id-less events in one request are separate events (two views of one page): the
-            # second and later copies get numbered keys, as in file imports.
-            keyed = con.sql(
-                f"""SELECT CAST(k >> 64 AS UBIGINT) AS key_hi, CAST(k & {_LOW64} AS UBIGINT) AS key_lo, *
-                EXCLUDE (k, n, r, c) FROM (
-                    SELECT *, CASE WHEN event_id IS NULL AND n > 1 THEN md5_number(CAST(c AS VARCHAR) || '#' || n)
-                                   ELSE c END AS k
-                    FROM (SELECT *, row_number() OVER (PARTITION BY c ORDER BY r) AS n FROM (
-                        SELECT *, coalesce({id_key_sql(RecordKind.EVENTS)}, {content_key_sql(RecordKind.EVENTS)}) AS c,
-                               row_number() OVER () AS r
-                        FROM incoming))
-                ) ORDER BY r"""
-            ).to_arrow_table()
-        finally:
-            con.unregister("incoming")
-        return keyed.select(list(EVENT_COLUMNS))
-
-    def _duck(self) -> duckdb.DuckDBPyConnection:
-        con = getattr(self._keys, "con", None)
-        if con is None:
-            con = duckdb.connect()
-            con.execute("SET TimeZone = 'UTC'")
-            self._keys.con = con
-            self._key_connections.append(con)
-        return con
 
     def submit_events(self, events: pa.Table | event_rows.Columns) -> Future[Any]:
         """Queue validated events; the future resolves when they are committed (and visible to recommendations)."""
@@ -524,8 +399,7 @@ class ServingService:
 
     def close(self) -> None:
         self.writer.close()
-        for con in self._key_connections:
-            con.close()
+        self.checker.close()
 
 
 def _then(result: WriteResult, service: ServingService, table: pa.Table) -> WriteResult:

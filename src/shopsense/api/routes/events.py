@@ -14,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from shopsense.api.deps import ApiError, require
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import RejectedItem, WriteResponse
+from shopsense.services.event_check import Rejected
 from shopsense.services.event_rows import Columns
 from shopsense.services.keys import Scope
-from shopsense.services.serving import Rejected, ServingService
+from shopsense.services.serving import ServingService
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -87,11 +88,11 @@ THREAD_BYTES = 16_384
 def _read(svc: ServingService, body: bytes) -> tuple[pa.Table | Columns, list[Rejected]]:
     """The body's accepted and rejected events: straight from the bytes when all are valid (nearly
     always), else parsed first so that each event gets its own verdict."""
-    parsed = svc.parse_events(body)
+    parsed = svc.checker.parse(body)
     if parsed is not None and parsed[0].num_rows + len(parsed[1]) <= svc.settings.serve.max_batch:
         return parsed
     try:
         raw = json.loads(body)
     except ValueError as exc:
         raise ApiError(422, "invalid_request", f"the body is not valid JSON: {exc}") from exc
-    return svc.validate_events(batch(raw, svc.settings.serve.max_batch, "events"))
+    return svc.checker.validate(batch(raw, svc.settings.serve.max_batch, "events"))

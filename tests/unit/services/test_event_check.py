@@ -1,0 +1,105 @@
+"""Event validation: each rule with its field and reason, keys like the importer's, only accepted events converted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from shopsense.domain import RecordKind
+from shopsense.ingest.importer import id_key_sql
+from shopsense.services import event_rows
+from shopsense.services.event_check import EventChecker
+from shopsense.settings import Settings
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _event(user: str = "u1", item: str = "i1", kind: str = "view", **extra: Any) -> dict[str, Any]:
+    return {"user_id": user, "item_id": item, "type": kind, "timestamp": NOW.isoformat(), **extra}
+
+
+@pytest.fixture
+def checker() -> Iterator[EventChecker]:
+    checker = EventChecker(Settings())
+    yield checker
+    checker.close()
+
+
+def test_each_rule_rejects_with_its_field_and_the_first_failing_rule_wins(checker: EventChecker) -> None:
+    batch = [
+        _event(event_id="ok-1", kind=" Add_To_Cart ", channel=" App ", context={"page": "home"}),
+        _event(kind="teleport", channel="fax"),  # both wrong: the type is reported
+        _event(channel="fax"),
+        _event(timestamp=(NOW + timedelta(days=3)).isoformat()),
+        _event(timestamp="1960-01-01T00:00:00+00:00", channel="fax"),  # channel before time
+        {"user_id": "u1"},  # pydantic: missing fields
+        _event(event_id="ok-2", timestamp="2024-05-01T12:00:00+02:00", quantity=2, value=9.5),
+    ]
+    table, rejected = checker.validate(batch)
+    assert [(r.index, r.field) for r in rejected] == [
+        (1, "type"),
+        (2, "channel"),
+        (3, "timestamp"),
+        (4, "channel"),
+        (5, "item_id"),
+    ]
+    assert rejected[0].reason.startswith("unknown event type 'teleport' (known: ")
+    assert rejected[1].reason.startswith("unknown channel 'fax' (known: ")
+    assert rejected[2].reason.startswith(f"timestamp {(NOW + timedelta(days=3)).isoformat()} is outside [")
+    assert table.schema == event_rows.KEYED
+    rows = table.to_pylist()
+    assert [r["event_id"] for r in rows] == ["ok-1", "ok-2"]
+    assert (rows[0]["type"], rows[0]["channel"], rows[0]["context"]) == ("cart", "app", '{"page": "home"}')
+    assert rows[1]["timestamp"] == datetime(2024, 5, 1, 10, tzinfo=UTC), "converted to UTC"
+    assert (rows[1]["quantity"], rows[1]["value"], rows[1]["channel"]) == (2.0, 9.5, None)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"kind": "teleport"}, "type"),
+        ({"channel": "fax"}, "channel"),
+        ({"timestamp": "1960-01-01T00:00:00Z"}, "timestamp"),
+        ({"timestamp": (NOW + timedelta(days=3)).isoformat()}, "timestamp"),
+    ],
+)
+def test_a_request_failing_one_rule_only_is_caught(checker: EventChecker, bad: dict[str, Any], field: str) -> None:
+    table, rejected = checker.validate([_event(event_id="ok"), _event(**bad)])
+    assert [(r.index, r.field) for r in rejected] == [(1, field)] and table["event_id"].to_pylist() == ["ok"]
+
+
+@pytest.mark.parametrize("ids", [["a"], ["shared-1", "é-ünï", "x" * 256, "🛒 42"]])
+def test_keys_from_ids_equal_the_importers(checker: EventChecker, ids: list[str]) -> None:
+    table, _ = checker.validate([_event(event_id=i) for i in ids])
+    con = duckdb.connect()
+    con.register("sent", pa.table({"event_id": ids}))
+    expected = [row[0] for row in con.execute(f"SELECT {id_key_sql(RecordKind.EVENTS)} FROM sent").fetchall()]
+    got = [(hi << 64) | lo for hi, lo in zip(table["key_hi"].to_pylist(), table["key_lo"].to_pylist(), strict=True)]
+    assert got == expected
+
+
+def test_events_without_ids_are_keyed_by_content_and_numbered_within_a_request(checker: EventChecker) -> None:
+    table, rejected = checker.validate([_event(), _event(), _event(event_id="e-9")])
+    assert not rejected and table.schema == event_rows.KEYED
+    keys = list(zip(table["key_hi"].to_pylist(), table["key_lo"].to_pylist(), strict=True))
+    assert len(set(keys)) == 3, "two identical id-less events are two events"
+    again, _ = checker.validate([_event(), _event()])
+    assert list(zip(again["key_hi"].to_pylist(), again["key_lo"].to_pylist(), strict=True)) == keys[:2]
+
+
+def test_only_accepted_events_are_converted(checker: EventChecker) -> None:
+    """A rejected event's fields are never converted, so what cannot be (here a context that is not
+    JSON, which a Python caller can pass) fails nothing."""
+    unconvertible = _event(kind="teleport", context={"when": object()})
+    table, rejected = checker.validate([unconvertible, _event(event_id="fine")])
+    assert [r.index for r in rejected] == [0] and table["event_id"].to_pylist() == ["fine"]
+
+
+def test_an_empty_or_all_rejected_request_gives_an_empty_keyed_table(checker: EventChecker) -> None:
+    table, rejected = checker.validate([_event(kind="teleport")])
+    assert table.num_rows == 0 and table.schema == event_rows.KEYED and len(rejected) == 1
