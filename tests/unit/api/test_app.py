@@ -59,9 +59,15 @@ def test_keys_401_403_and_revocation(api: Api) -> None:
     forbidden = client.get("/v1/recommendations", params={"user_id": "user-1"}, headers=api.headers("events:write"))
     assert forbidden.status_code == 403 and "recommend:read" in forbidden.json()["error"]["message"]
     assert client.get("/v1/recommendations", params={"user_id": "u"}, headers=api.headers("admin")).status_code == 200
+    reader = api.headers("recommend:read")
+    assert client.get("/v1/recommendations", params={"user_id": "u"}, headers=reader).status_code == 200
+    tampered = {
+        "Authorization": reader["Authorization"][:-2] + ("xy" if not reader["Authorization"].endswith("xy") else "zz")
+    }
+    assert client.get("/v1/recommendations", params={"user_id": "u"}, headers=tampered).status_code == 401
     ring = KeyRing(api.settings.data_dir / "keys.json")
     key_id = api.keys["recommend:read"].split("_")[1]
-    ring.revoke(key_id)
+    ring.revoke(key_id)  # the server has just verified (and remembered) this key
     revoked = client.get("/v1/recommendations", params={"user_id": "user-1"}, headers=api.headers("recommend:read"))
     assert revoked.status_code == 401, "a revocation from the CLI applies to the running server's next request"
     stored = (api.settings.data_dir / "keys.json").read_text()
