@@ -60,12 +60,9 @@ class KeyRing:
     """The key file, cached in memory and re-read when its modification time changes."""
 
     path: Path
-    _records: dict[str, KeyRecord] = field(default_factory=dict)
+    _loaded: _Loaded = field(default_factory=lambda: _Loaded({}, {}))
     _stamp: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _verified: dict[str, KeyRecord] = field(default_factory=dict)
-    """Keys presented and found valid since the file was last read: a client sends the same key on
-    every request, and hashing it each time was a few percent of a small request."""
 
     def create(self, name: str, scopes: list[str]) -> tuple[str, KeyRecord]:
         """Make a key; returns the full key (shown once, never stored) and its record."""
@@ -98,36 +95,37 @@ class KeyRing:
             return sorted(self._read().values(), key=lambda r: r.created_at)
 
     def verify(self, presented: str) -> KeyRecord | None:
-        """The record of a well-formed, known, unrevoked key; None otherwise. Constant-time comparison."""
-        records = self._current()
-        known = self._verified.get(presented)
+        """The record of a well-formed, known, unrevoked key; None otherwise. The secret's hash is
+        compared in constant time; a key already verified against this version of the file is found
+        by a dictionary lookup instead (string hashes are randomised per process)."""
+        loaded = self._current()
+        known = loaded.verified.get(presented)
         if known is not None:
             return known
         parts = presented.split("_", 2)
         if len(parts) != 3 or parts[0] != "ss":
             return None
-        record = records.get(parts[1])
+        record = loaded.records.get(parts[1])
         if record is None or record.revoked_at is not None:
             return None
         if not hmac.compare_digest(record.secret_sha256, _digest(parts[2])):
             return None
-        if len(self._verified) >= VERIFIED_KEYS:
-            self._verified.clear()
-        self._verified[presented] = record
+        if len(loaded.verified) >= VERIFIED_KEYS:
+            loaded.verified.clear()
+        loaded.verified[presented] = record  # this version's set: a newer file starts an empty one
         return record
 
-    def _current(self) -> dict[str, KeyRecord]:
-        """The file's records, read again (and the verified keys forgotten) when the file changed: a
-        stat per request, so a revocation holds from the next request."""
+    def _current(self) -> _Loaded:
+        """The file's records, read again when the file changed: a stat per request, so a revocation
+        holds from the next request."""
         try:
             stamp = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
-            self._verified = {}
-            return {}
+            return _Loaded({}, {})
         if stamp != self._stamp:
             with self._lock:
-                self._records, self._stamp, self._verified = self._read(), stamp, {}
-        return self._records
+                self._loaded, self._stamp = _Loaded(self._read(), {}), stamp
+        return self._loaded
 
     def _read(self) -> dict[str, KeyRecord]:
         if not self.path.exists():
@@ -147,6 +145,17 @@ class KeyRing:
             handle.flush()
             os.fsync(handle.fileno())
         partial.replace(self.path)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One version of the key file: its records, and the keys presented and found valid against it
+    (a client sends the same key on every request; hashing it each time was a few percent of a
+    small request). Replaced whole, so a check that started on an older version cannot remember a
+    key in the newer one."""
+
+    records: dict[str, KeyRecord]
+    verified: dict[str, KeyRecord]
 
 
 def _digest(secret: str) -> str:
