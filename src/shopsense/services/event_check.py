@@ -90,6 +90,7 @@ class EventChecker:
         return self._stored_rows(accepted), rejected
 
     def close(self) -> None:
+        """Close the in-memory connections that keyed events without ids."""
         for con in self._connections:
             con.close()
 
