@@ -37,6 +37,7 @@ from shopsense.services.live import LiveHistories
 from shopsense.services.writer import StoreWriter
 from shopsense.settings import Settings
 from shopsense.store.base import Store, WriteResult
+from shopsense.store.journal import Journal
 
 log = logging.getLogger("shopsense.serve")
 
@@ -124,7 +125,8 @@ class ServingService:
         self.store = store
         self.bundles = Bundles(settings.data_dir / "models")
         self.live = LiveHistories(store.scan_events())
-        self.writer = StoreWriter(store, settings.serve.commit_wait_ms / 1000, on_commit=self.live.append)
+        journal = Journal(store.journal_path) if store.journal_path is not None else None
+        self.writer = StoreWriter(store, settings.serve.commit_wait_ms / 1000, self.live.append, journal)
         self._served: Served | None = None
         self._model_error: str | None = None
         self._swap_lock = threading.Lock()
@@ -180,7 +182,7 @@ class ServingService:
     # -- writes --------------------------------------------------------------------------------
 
     def submit_events(self, events: pa.Table | event_rows.Columns) -> Future[Any]:
-        """Queue validated events; the future resolves when they are committed (and visible to recommendations)."""
+        """Queue validated events; the future resolves when they are durable (and visible to recommendations)."""
         return self.writer.append(events)
 
     def upsert(self, kind: RecordKind, raw: list[Any]) -> tuple[Future[Any] | None, list[Rejected]]:

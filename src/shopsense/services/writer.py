@@ -1,11 +1,17 @@
 """One writer thread for the store: group commit for many small concurrent writes.
 
-Every commit costs a WAL flush, so a thousand clients each posting one event would crawl if each
+Every commit costs a log flush, so a thousand clients each posting one event would crawl if each
 got its own transaction. Requests hand their (already validated) rows to this thread and wait;
-the thread takes whatever arrived within ``wait`` seconds, writes it in one transaction and only
-then releases the waiters: an acknowledged event is always committed. Other store operations
-(erasure, catalogue upserts, reads) go through the same thread, so they are ordered with the
-writes and the embedded database is only ever touched by one thread.
+the thread takes whatever arrived within ``wait`` seconds and makes it durable at once, and only
+then releases the waiters: an acknowledged event is never lost.
+
+With a journal (a store on disk), durable means synced to the journal; the events are written
+into the store later, many groups in one transaction: after ``APPLY_SECONDS``, at
+``APPLY_ROWS`` rows, and always before any other store operation runs, so that reads,
+erasures and exports see every acknowledged event. Without one, each group is committed to the
+store directly. Other store operations (erasure, catalogue upserts, reads) go through the same
+thread, so they are ordered with the writes and the embedded database is only ever touched by
+one thread.
 """
 
 from __future__ import annotations
@@ -19,18 +25,28 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopsense.services.event_rows import Columns, keyed_table
 from shopsense.store.base import Store, WriteResult
+from shopsense.store.journal import Journal, first_of_each_key
 
 logger = logging.getLogger(__name__)
 
 MAX_GROUP_ROWS = 100_000
 LOG_SECONDS = 60.0
 """The import log gets one row per this many seconds of commits (and one at close), not one per commit."""
+APPLY_SECONDS = 1.0
+APPLY_ROWS = 50_000
+"""Journaled events are written into the store once the oldest has waited this long, or once this many wait."""
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """What an append through the journal did: ``rows`` events synced to it, not yet in the store."""
+
+    rows: int
 
 
 @runtime_checkable
@@ -53,20 +69,33 @@ class _Job:
 class StoreWriter:
     """Serialises all store access on one thread; event appends are grouped into shared commits."""
 
-    def __init__(self, store: Store, wait: float, on_commit: Callable[[pa.Table], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        wait: float,
+        on_commit: Callable[[pa.Table], None] | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        """``on_commit`` sees every group once it is durable; ``journal``, when given, is where it is
+        made durable (the writer closes it)."""
         self.store = store
         self.wait = wait
         self.on_commit = on_commit
+        self.journal = journal
         if isinstance(store, RemembersKeys):  # this thread is the store's only writer from here on
             store.remember_keys()
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._unlogged = _Unlogged()
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_since = 0.0
         self._thread = threading.Thread(target=self._run, name="shopsense-store-writer", daemon=True)
         self._thread.start()
 
     def append(self, events: pa.Table | Columns) -> Future[Any]:
         """Queue keyed event rows (store EVENT_COLUMNS), or events with ids to be keyed and converted
-        together with the others of their commit; the future resolves once they are committed."""
+        together with the others of their commit; the future resolves once they are durable: to a
+        :class:`Journaled` with a journal, else to the commit's :class:`WriteResult`."""
         job = _Job(Future(), events=events)
         self._queue.put(job)
         return job.future
@@ -85,12 +114,22 @@ class StoreWriter:
     def _run(self) -> None:
         carried: _Job | None = None
         while True:
-            job = carried or self._queue.get()
+            job = carried or self._next()
             carried = None
+            if job is None:  # the oldest journaled event has waited long enough
+                self._apply()
+                continue
             if job.stop:
+                self._apply()
                 self._log(force=True)
+                if self.journal is not None:
+                    self.journal.close()
                 return
             if job.call is not None:
+                failed = self._apply()
+                if failed is not None:  # the call would miss acknowledged events (or erase too little)
+                    job.future.set_exception(failed)
+                    continue
                 _settle(job.future, job.call, self.store)
                 continue
             group, rows = [job], _rows(job)
@@ -109,14 +148,25 @@ class StoreWriter:
                 rows += _rows(nxt)
             self._commit(group)
 
+    def _next(self) -> _Job | None:
+        """The next job, or None once journaled events have waited ``APPLY_SECONDS`` without one."""
+        if not self._pending:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=max(self._pending_since + APPLY_SECONDS - time.monotonic(), 0))
+        except queue.Empty:
+            return None
+
     def _commit(self, group: list[_Job]) -> None:
         try:
             tables = [job.events for job in group if isinstance(job.events, pa.Table)]
             columns = [job.events for job in group if isinstance(job.events, Columns)]
-            combined = _first_of_each_key(pa.concat_tables([*tables, *([keyed_table(columns)] if columns else [])]))
-            users = pc.unique(combined.column("user_id"))
-            items = pc.unique(combined.column("item_id"))
-            result = self.store.append_events(combined, users, items, "api", log=False)
+            combined = first_of_each_key(pa.concat_tables([*tables, *([keyed_table(columns)] if columns else [])]))
+            if self.journal is None:
+                result: WriteResult | Journaled = self._write(combined)
+            else:
+                self.journal.append(combined)
+                result = Journaled(combined.num_rows)
         except BaseException as exc:  # every waiter learns of the failure; nothing was acknowledged
             for job in group:
                 job.future.set_exception(exc)
@@ -125,8 +175,39 @@ class StoreWriter:
             self.on_commit(combined)
         for job in group:
             job.future.set_result(result)
+        if isinstance(result, Journaled):
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append(combined)
+            self._pending_rows += combined.num_rows
+            if self._pending_rows >= APPLY_ROWS:
+                self._apply()
+
+    def _write(self, events: pa.Table) -> WriteResult:
+        """Commit keyed events to the store (those it holds already are skipped)."""
+        users, items = pc.unique(events.column("user_id")), pc.unique(events.column("item_id"))
+        result = self.store.append_events(events, users, items, "api", log=False)
         self._unlogged.add(result)
         self._log(force=False)
+        return result
+
+    def _apply(self) -> Exception | None:
+        """Write the journaled events into the store in one commit, then empty the journal.
+
+        Returns the error when that failed: the events then stay journaled and pending, for a later
+        apply or the replay at the next start.
+        """
+        if not self._pending or self.journal is None:
+            return None
+        try:
+            self._write(first_of_each_key(pa.concat_tables(self._pending)))
+            self.journal.clear()  # before forgetting them: a retry after a failed clear rewrites nothing twice
+            self._pending, self._pending_rows = [], 0
+        except Exception as exc:
+            logger.exception("could not write %d journaled events into the store; retrying later", self._pending_rows)
+            self._pending_since = time.monotonic()
+            return exc
+        return None
 
     def _log(self, *, force: bool) -> None:
         """Summarise the commits since the last import-log row, if a row is due."""
@@ -163,13 +244,3 @@ def _settle(future: Future[Any], fn: Callable[[Store], Any], store: Store) -> No
         future.set_result(fn(store))
     except BaseException as exc:
         future.set_exception(exc)
-
-
-def _first_of_each_key(table: pa.Table) -> pa.Table:
-    """Two requests in one commit may carry the same event: keep its first copy."""
-    high = table.column("key_hi").to_numpy()
-    if len(np.unique(high)) == len(high):  # the usual case, told 20x faster than by comparing whole keys
-        return table
-    keys = np.stack([high, table.column("key_lo").to_numpy()], axis=1)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return table if len(first) == table.num_rows else table.take(pa.array(np.sort(first)))

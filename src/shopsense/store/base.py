@@ -190,6 +190,10 @@ class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, P
     """Everything a shopsense deployment keeps, behind one URL."""
 
     url: str
+    journal_path: Path | None
+    """Where this store's only writer (the server) may journal acknowledged events before writing
+    them in (see :mod:`shopsense.store.journal`); opening the store replays it. None: no journal,
+    events are committed directly (a store in memory has nothing a journal could restore)."""
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group several writes into one all-or-nothing unit (writes inside join it)."""

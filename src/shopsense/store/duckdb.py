@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
+from shopsense.store import journal
 from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult, register_backend
 from shopsense.store.remembered import DenseIds, KeyIndex, Remembered
 
@@ -88,6 +89,9 @@ class DuckDBStore:
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         elif version[0][0] != SCHEMA_VERSION:
             raise StoreError(f"{url} has schema version {version[0][0]}; this shopsense reads {SCHEMA_VERSION}")
+        self.journal_path: Path | None = None if path == ":memory:" else Path(f"{path}.journal")
+        if self.journal_path is not None and self.journal_path.exists():
+            journal.replay(self, self.journal_path)
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from shopsense.services.serving import ServingService
-from shopsense.services.writer import StoreWriter, _first_of_each_key
+from shopsense.services.writer import Journaled, StoreWriter
 from shopsense.settings import Settings
 from shopsense.store import open_store
 from shopsense.store.duckdb import DuckDBStore
@@ -58,18 +58,6 @@ def test_writer_stores_an_event_sent_twice_in_one_commit_once(tmp_path: Path, se
     store.close()
 
 
-def test_a_commit_keeps_the_first_copy_of_each_whole_key() -> None:
-    group = pa.table(
-        {
-            "key_hi": pa.array([1, 1, 2, 1, 2], pa.uint64()),
-            "key_lo": pa.array([5, 6, 7, 5, 8], pa.uint64()),
-            "sent": ["a", "b", "c", "a again", "d"],
-        }
-    )
-    assert _first_of_each_key(group).column("sent").to_pylist() == ["a", "b", "c", "d"]
-    assert _first_of_each_key(group.slice(0, 3)).num_rows == 3, "a shared high half alone is no repeat"
-
-
 def test_events_stored_before_the_server_started_are_not_stored_again(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     store = open_store(settings.resolved_store_url)
@@ -80,13 +68,50 @@ def test_events_stored_before_the_server_started_are_not_stored_again(tmp_path: 
     store = open_store(settings.resolved_store_url)  # a restart: the keys come back from the table
     second = ServingService(settings, store)
     try:
-        again = second.submit_events(_keyed(second, "b", "c")).result()
-        assert (again.written, again.already_stored) == (1, 1)
-        assert second.submit_events(_keyed(second, "c")).result().already_stored == 1
+        assert second.submit_events(_keyed(second, "b", "c")).result() == Journaled(2)
+        assert second.writer.call(lambda s: s.summary().events).result() == 3, "b was stored already"
+        second.submit_events(_keyed(second, "c")).result()
     finally:
         second.close()
     assert store.summary().events == 3
     store.close()
+
+
+def test_acknowledged_events_are_journaled_until_written_and_read_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shopsense.services.writer.APPLY_SECONDS", 3600.0)
+    settings = Settings(data_dir=tmp_path / "data")
+    store = open_store(settings.resolved_store_url)
+    assert store.journal_path is not None
+    service = ServingService(settings, store)
+    service.writer.wait = 0
+    assert service.submit_events(_keyed(service, "a", "b")).result() == Journaled(2)
+    assert store.journal_path.stat().st_size > 0, "acknowledged: in the journal"
+    assert store.summary().events == 0, "not yet in the store (read beside the writer, for the test only)"
+    assert service.live.count("u1") == 2, "recommendations see them already"
+    service.writer.journal.close()  # type: ignore[union-attr]  # a crash: nothing more is written
+    store.close()
+    store = open_store(settings.resolved_store_url)  # opening replays the journal
+    try:
+        assert store.summary().events == 2
+        assert store.journal_path is not None and store.journal_path.stat().st_size == 0
+    finally:
+        store.close()
+
+
+def test_reads_and_erasures_wait_for_the_journal_to_be_written(
+    tmp_path: Path, serving: ServingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shopsense.services.writer.APPLY_SECONDS", 3600.0)
+    serving.writer.wait = 0
+    serving.submit_events(_keyed(serving, "a", "b", user="gone")).result()
+    serving.submit_events(_keyed(serving, "c", user="kept")).result()
+    assert serving.writer.call(lambda s: s.summary().events).result() == 3, "a read sees every acknowledged event"
+    assert serving.erase("gone")["events"] == 2
+    assert serving.store.journal_path is not None and serving.store.journal_path.stat().st_size == 0, (
+        "emptied before the erasure: a replay cannot bring the erased events back"
+    )
 
 
 def _api_log(store: DuckDBStore) -> list[tuple[object, ...]]:
@@ -117,19 +142,20 @@ def test_the_writer_logs_a_summary_of_its_commits_not_a_row_each(
     store.close()
 
 
-def test_commits_without_log_rows_still_get_new_batch_ids_after_a_restart(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+def test_commits_without_log_rows_still_get_new_batch_ids_after_a_restart(
+    tmp_path: Path, serving: ServingService
+) -> None:
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     batches = []
     for ids, crash in ((["a", "b"], True), (["c"], False)):
-        store = open_store(settings.resolved_store_url)
-        service = ServingService(settings, store)
-        service.writer.wait = 0
-        batches.append(service.submit_events(_keyed(service, *ids)).result().batch_id)
+        store = open_store(url)
+        writer = StoreWriter(store, wait=0)  # no journal: each group is committed directly
+        batches.append(writer.append(_keyed(serving, *ids)).result().batch_id)
         if not crash:  # a crash leaves no summary row in the import log: the events alone number on
-            service.close()
+            writer.close()
         store.close()
     assert batches[1] > batches[0]
-    store = open_store(settings.resolved_store_url)
+    store = open_store(url)
     assert isinstance(store, DuckDBStore)
     stored = store._con.execute("SELECT batch_id, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall()
     store.close()
