@@ -22,9 +22,12 @@ class RecordKind(StrEnum):
     USERS = "users"
 
 
+NAIVE_TIME = "timestamp needs a time zone (e.g. 2024-05-01T10:00:00Z)"
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
-        raise ValueError("timestamp needs a time zone (e.g. 2024-05-01T10:00:00Z)")
+        raise ValueError(NAIVE_TIME)
     return value.astimezone(UTC)
 
 

@@ -62,7 +62,7 @@ def keyed_table(parts: Sequence[Columns]) -> pa.Table:
     return table(fields, id_keys(fields["event_id"]))
 
 
-def columns(events: list[Event]) -> dict[str, list[Any]]:
+def columns(events: Sequence[Event]) -> dict[str, list[Any]]:
     """Each field's values over the events, in the order of :data:`SCHEMA`."""
     if not events:
         return {name: [] for name in SCHEMA.names}

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -30,11 +31,13 @@ import pyarrow.compute as pc
 
 from shopsense.services.event_rows import Columns, keyed_table
 from shopsense.store.base import Store, WriteResult
-from shopsense.store.journal import Journal, first_of_each_key
+from shopsense.store.journal import Journal, first_of_each_key, remove
 
 logger = logging.getLogger(__name__)
 
 MAX_GROUP_ROWS = 100_000
+ALONE_ROWS = 500
+"""A request of this many events is worth a commit (or journal sync) of its own: no window for company."""
 LOG_SECONDS = 60.0
 """The import log gets one row per this many seconds of commits (and one at close), not one per commit."""
 APPLY_SECONDS = 1.0
@@ -64,10 +67,15 @@ class _Job:
     events: pa.Table | Columns | None = None
     call: Callable[[Store], Any] | None = None
     stop: bool = False
+    apply: bool = False
 
 
 class StoreWriter:
-    """Serialises all store access on one thread; event appends are grouped into shared commits."""
+    """Serialises all store access on one thread; event appends are grouped into shared commits.
+
+    With a journal, a second thread makes event groups durable in it and acknowledges them, so that
+    acknowledgements never wait on a write into the store.
+    """
 
     def __init__(
         self,
@@ -82,71 +90,99 @@ class StoreWriter:
         self.wait = wait
         self.on_commit = on_commit
         self.journal = journal
-        if isinstance(store, RemembersKeys):  # this thread is the store's only writer from here on
+        if isinstance(store, RemembersKeys):  # the store thread is the store's only writer from here on
             store.remember_keys()
         self._queue: queue.Queue[_Job] = queue.Queue()
+        self._events: queue.Queue[_Job] = queue.Queue() if journal is not None else self._queue
         self._unlogged = _Unlogged()
+        self._lock = threading.Lock()
+        """Held while a group is journaled and made pending, and while the journal is sealed."""
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._pending_since = 0.0
+        self._unwritten: list[pa.Table] = []
+        self._sealed: list[Path] = []
         self._thread = threading.Thread(target=self._run, name="shopsense-store-writer", daemon=True)
         self._thread.start()
+        self._journaling: threading.Thread | None = None
+        if journal is not None:
+            self._journaling = threading.Thread(target=self._run_journal, name="shopsense-journal", daemon=True)
+            self._journaling.start()
 
     def append(self, events: pa.Table | Columns) -> Future[Any]:
         """Queue keyed event rows (store EVENT_COLUMNS), or events with ids to be keyed and converted
         together with the others of their commit; the future resolves once they are durable: to a
         :class:`Journaled` with a journal, else to the commit's :class:`WriteResult`."""
         job = _Job(Future(), events=events)
-        self._queue.put(job)
+        self._events.put(job)
         return job.future
 
     def call(self, fn: Callable[[Store], Any]) -> Future[Any]:
-        """Run ``fn(store)`` on the writer thread, after every write queued before it."""
+        """Run ``fn(store)`` on the store thread, once every event acknowledged before is in the store."""
         job = _Job(Future(), call=fn)
         self._queue.put(job)
         return job.future
 
     def close(self) -> None:
         """Finish queued work, then stop."""
+        if self._journaling is not None:
+            self._events.put(_Job(Future(), stop=True))
+            self._journaling.join()
         self._queue.put(_Job(Future(), stop=True))
         self._thread.join()
 
     def _run(self) -> None:
+        """The store thread: calls, journaled events written in, and (without a journal) event groups."""
         carried: _Job | None = None
         while True:
             job = carried or self._next()
             carried = None
-            if job is None:  # the oldest journaled event has waited long enough
+            if job is None or job.apply:  # journaled events waited long enough, or many wait
                 self._apply()
-                continue
-            if job.stop:
+            elif job.stop:
                 self._apply()
                 self._log(force=True)
                 if self.journal is not None:
                     self.journal.close()
                 return
-            if job.call is not None:
+            elif job.call is not None:
                 failed = self._apply()
                 if failed is not None:  # the call would miss acknowledged events (or erase too little)
                     job.future.set_exception(failed)
-                    continue
-                _settle(job.future, job.call, self.store)
-                continue
-            group, rows = [job], _rows(job)
+                else:
+                    _settle(job.future, job.call, self.store)
+            else:
+                group, carried = self._gather(job, self._queue)
+                self._commit(group)
+
+    def _run_journal(self) -> None:
+        """The journal thread: event groups made durable in the journal, then acknowledged."""
+        carried: _Job | None = None
+        while True:
+            job = carried or self._events.get()
+            if job.stop:
+                return
+            group, carried = self._gather(job, self._events)
+            self._journal(group)
+
+    def _gather(self, job: _Job, jobs: queue.Queue[_Job]) -> tuple[list[_Job], _Job | None]:
+        """``job`` and the event jobs queued within the window after it; a job of another kind that
+        came in the window is returned to run after the group."""
+        group, rows = [job], _rows(job)
+        if rows < ALONE_ROWS:
             # Sleep through the window, then take what came: waking for each arrival would cost a
             # thread switch (and a fight for the GIL with the event loop) per request.
             time.sleep(self.wait)
-            while rows < MAX_GROUP_ROWS:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt.events is None:  # a call or the stop: it runs after this commit
-                    carried = nxt
-                    break
-                group.append(nxt)
-                rows += _rows(nxt)
-            self._commit(group)
+        while rows < MAX_GROUP_ROWS:
+            try:
+                nxt = jobs.get_nowait()
+            except queue.Empty:
+                break
+            if nxt.events is None:
+                return group, nxt
+            group.append(nxt)
+            rows += _rows(nxt)
+        return group, None
 
     def _next(self) -> _Job | None:
         """The next job, or None once journaled events have waited ``APPLY_SECONDS`` without one."""
@@ -158,15 +194,34 @@ class StoreWriter:
             return None
 
     def _commit(self, group: list[_Job]) -> None:
+        """Without a journal: commit the group to the store, then acknowledge it."""
+        self._settle_group(group, self._write)
+
+    def _journal(self, group: list[_Job]) -> None:
+        """With a journal: sync the group to it and make it pending for the store thread, then acknowledge it."""
+
+        def durable(events: pa.Table) -> Journaled:
+            assert self.journal is not None
+            with self._lock:
+                self.journal.append(events)
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append(events)
+                self._pending_rows += events.num_rows
+                due = self._pending_rows >= APPLY_ROWS
+            if due:
+                self._queue.put(_Job(Future(), apply=True))
+            return Journaled(events.num_rows)
+
+        self._settle_group(group, durable)
+
+    def _settle_group(self, group: list[_Job], durable: Callable[[pa.Table], Any]) -> None:
+        """Key the group's events as one table, make them ``durable``, then tell every waiter."""
         try:
             tables = [job.events for job in group if isinstance(job.events, pa.Table)]
             columns = [job.events for job in group if isinstance(job.events, Columns)]
             combined = first_of_each_key(pa.concat_tables([*tables, *([keyed_table(columns)] if columns else [])]))
-            if self.journal is None:
-                result: WriteResult | Journaled = self._write(combined)
-            else:
-                self.journal.append(combined)
-                result = Journaled(combined.num_rows)
+            result = durable(combined)
         except BaseException as exc:  # every waiter learns of the failure; nothing was acknowledged
             for job in group:
                 job.future.set_exception(exc)
@@ -175,13 +230,6 @@ class StoreWriter:
             self.on_commit(combined)
         for job in group:
             job.future.set_result(result)
-        if isinstance(result, Journaled):
-            if not self._pending:
-                self._pending_since = time.monotonic()
-            self._pending.append(combined)
-            self._pending_rows += combined.num_rows
-            if self._pending_rows >= APPLY_ROWS:
-                self._apply()
 
     def _write(self, events: pa.Table) -> WriteResult:
         """Commit keyed events to the store (those it holds already are skipped)."""
@@ -192,20 +240,27 @@ class StoreWriter:
         return result
 
     def _apply(self) -> Exception | None:
-        """Write the journaled events into the store in one commit, then empty the journal.
+        """Write every journaled event into the store in one commit, then delete the journal files
+        that held them (sealed first, so that new events go on into a fresh file meanwhile).
 
-        Returns the error when that failed: the events then stay journaled and pending, for a later
-        apply or the replay at the next start.
+        Returns the error when that failed: the events then stay journaled, for a later apply or
+        the replay at the next start.
         """
-        if not self._pending or self.journal is None:
+        if self.journal is None:
+            return None
+        with self._lock:
+            if self._pending:
+                self._sealed.append(self.journal.seal())
+                self._unwritten.extend(self._pending)
+                self._pending, self._pending_rows = [], 0
+        if not self._unwritten:
             return None
         try:
-            self._write(first_of_each_key(pa.concat_tables(self._pending)))
-            self.journal.clear()  # before forgetting them: a retry after a failed clear rewrites nothing twice
-            self._pending, self._pending_rows = [], 0
+            self._write(first_of_each_key(pa.concat_tables(self._unwritten)))
+            remove(self._sealed)  # before forgetting them: a retry then rewrites nothing twice
+            self._unwritten, self._sealed = [], []
         except Exception as exc:
-            logger.exception("could not write %d journaled events into the store; retrying later", self._pending_rows)
-            self._pending_since = time.monotonic()
+            logger.exception("could not write %d journaled events into the store", sum(map(len, self._unwritten)))
             return exc
         return None
 

@@ -90,7 +90,7 @@ class DuckDBStore:
         elif version[0][0] != SCHEMA_VERSION:
             raise StoreError(f"{url} has schema version {version[0][0]}; this shopsense reads {SCHEMA_VERSION}")
         self.journal_path: Path | None = None if path == ":memory:" else Path(f"{path}.journal")
-        if self.journal_path is not None and self.journal_path.exists():
+        if self.journal_path is not None and journal.segments(self.journal_path):
             journal.replay(self, self.journal_path)
 
     # -- writes -------------------------------------------------------------------------------

@@ -37,17 +37,21 @@ _HEADER = struct.Struct("<4sII")
 
 
 class Journal:
-    """The append side of a journal file, for the store's only writer."""
+    """The append side of a journal, for the store's only writer: a live file taking new records,
+    and sealed files (``<path>.<n>``) whose records are being written into the store."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
 
     @property
     def size(self) -> int:
-        """Bytes in the journal (0 once everything in it is in the store)."""
+        """Bytes in the live file."""
         return self._size
 
     def append(self, events: pa.Table) -> None:
@@ -71,23 +75,43 @@ class Journal:
             raise
         self._size += len(record)
 
-    def clear(self) -> None:
-        """Empty the journal, durably, once everything in it is committed to the store.
+    def seal(self) -> Path:
+        """Close the live file under the next sealed name and start a new one; returns the sealed file.
 
-        Durably, because an erasure may follow: a journal that came back after a power cut would
-        bring the erased user's events back with it.
+        The caller writes the sealed records into the store while new ones go on arriving, then
+        removes it. Callers serialise ``seal`` with ``append``.
         """
-        os.ftruncate(self._fd, 0)
-        os.fdatasync(self._fd)
+        earlier = segments(self.path)[:-1]
+        sealed = self.path.with_name(f"{self.path.name}.{int(earlier[-1].suffix[1:]) + 1 if earlier else 1}")
+        os.close(self._fd)
+        os.rename(self.path, sealed)
+        self._fd = self._open()
         self._size = 0
+        _sync_dir(self.path.parent)
+        return sealed
 
     def close(self) -> None:
-        """Close the file (what it holds stays for the next replay)."""
+        """Close the live file (what the journal holds stays for the next replay)."""
         os.close(self._fd)
 
 
+def segments(path: Path) -> list[Path]:
+    """The journal's files, oldest first: the sealed ones in order, then the live one (if there)."""
+    sealed = [p for p in path.parent.glob(f"{path.name}.*") if p.suffix[1:].isdigit()]
+    return sorted(sealed, key=lambda p: int(p.suffix[1:])) + ([path] if path.exists() else [])
+
+
+def remove(files: list[Path]) -> None:
+    """Delete journal files whose records are all in the store, durably: a file that came back after a
+    power cut would bring back events erased since."""
+    for file in files:
+        file.unlink(missing_ok=True)
+    if files:
+        _sync_dir(files[0].parent)
+
+
 def read(path: Path) -> list[pa.Table]:
-    """The event tables in the journal at ``path``, oldest first, without a record cut short at the end.
+    """The event tables in one journal file, oldest first, without a record cut short at the end.
 
     Raises:
         StoreError: a record before the last one is damaged.
@@ -110,21 +134,26 @@ def read(path: Path) -> list[pa.Table]:
 
 
 def replay(store: Store, path: Path) -> WriteResult | None:
-    """Write the journal's events into ``store`` (those it holds already are skipped), then empty it.
-
-    Returns what the write did, or None when the journal held nothing.
-    """
-    tables = read(path)
+    """Write every journaled event into ``store`` (those it holds already are skipped), then delete
+    the journal's files. Returns what the write did, or None when the journal held nothing."""
+    files = segments(path)
+    tables = [table for file in files for table in read(file)]
     result = None
     if tables:
         events = first_of_each_key(pa.concat_tables(tables))
         users, items = pc.unique(events.column("user_id")), pc.unique(events.column("item_id"))
         result = store.append_events(events, users, items, "api journal")
         logger.info("%s: replayed %d events (%d already stored)", path, result.received, result.already_stored)
-    journal = Journal(path)  # emptied even when it held only a cut-off record: later records go after nothing
-    journal.clear()
-    journal.close()
+    remove(files)  # even one holding only a cut-off record: later records must not follow it
     return result
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def first_of_each_key(table: pa.Table) -> pa.Table:

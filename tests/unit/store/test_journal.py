@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from shopsense.errors import StoreError
-from shopsense.store import journal
+from shopsense.services.event_check import EventChecker
+from shopsense.settings import Settings
+from shopsense.store import journal, open_store
 from shopsense.store.journal import Journal, first_of_each_key
 
 
@@ -16,18 +19,43 @@ def _table(*sent: str) -> pa.Table:
     return pa.table({"key_hi": pa.array(range(len(sent)), pa.uint64()), "sent": list(sent)})
 
 
-def test_records_come_back_in_order_and_clear_empties_the_file(tmp_path: Path) -> None:
+def test_records_come_back_in_order_across_sealed_files(tmp_path: Path) -> None:
     path = tmp_path / "j" / "events.journal"
     log = Journal(path)
     log.append(_table("a", "b"))
+    first = log.seal()
     log.append(_table("c"))
-    assert [t.column("sent").to_pylist() for t in journal.read(path)] == [["a", "b"], ["c"]]
-    log.clear()
-    assert log.size == 0 and journal.read(path) == []
+    second = log.seal()
     log.append(_table("d"))
+    assert [f.name for f in journal.segments(path)] == ["events.journal.1", "events.journal.2", "events.journal"]
+    sent = [t.column("sent").to_pylist() for f in journal.segments(path) for t in journal.read(f)]
+    assert sent == [["a", "b"], ["c"], ["d"]]
+    journal.remove([first])
+    assert log.seal().name == "events.journal.3", "numbered on from the last sealed file still there"
     log.close()
-    assert Journal(path).size == path.stat().st_size > 0, "a reopened journal knows its size"
-    assert [t.column("sent").to_pylist() for t in journal.read(path)] == [["d"]]
+    assert [f.name for f in journal.segments(path)] == ["events.journal.2", "events.journal.3", "events.journal"]
+    assert Journal(path).size == 0 and second.exists()
+
+
+def test_replay_writes_every_file_into_the_store_once_and_deletes_them(tmp_path: Path) -> None:
+    store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")
+    checker = EventChecker(Settings(data_dir=tmp_path))
+    now = datetime.now(UTC).isoformat()
+    rows, _ = checker.validate(
+        [{"event_id": e, "user_id": "u", "item_id": "i", "type": "view", "timestamp": now} for e in ("a", "b", "c")]
+    )
+    assert store.journal_path is not None
+    log = Journal(store.journal_path)
+    log.append(rows.slice(0, 2))
+    log.seal()
+    log.append(rows.slice(1, 2))  # b again, as a re-sent request would bring it
+    log.close()
+    result = journal.replay(store, store.journal_path)
+    assert result is not None and (result.received, result.written) == (3, 3)
+    assert journal.segments(store.journal_path) == []
+    assert journal.replay(store, store.journal_path) is None
+    assert store.summary().events == 3
+    store.close()
 
 
 def test_a_record_cut_short_at_the_end_is_dropped(tmp_path: Path) -> None:
