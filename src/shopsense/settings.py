@@ -97,7 +97,9 @@ class ServeSettings(_Strict):
     rate_per_second: float = Field(2_000.0, gt=0, description="requests per second allowed per API key")
     rate_burst: int = Field(4_000, ge=1, description="requests a key may make at once before the rate applies")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
-    commit_wait_ms: float = Field(2.0, ge=0, description="how long an event write waits to share a journal sync (or commit) with others")
+    commit_wait_ms: float = Field(
+        2.0, ge=0, description="how long an event write waits to share a journal sync with others"
+    )
     store_threads: int = Field(
         1, ge=1, description="DuckDB worker threads of the server's store (its work is small commits and reads)"
     )
