@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from shopsense.durable import sync
 from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline
 from shopsense.services.answers import ANSWERS_FILE, Answers, write_answers
@@ -78,7 +79,7 @@ class Bundles:
         _write_synced(partial / "model.pkl", _FORMAT + pickle.dumps(fitted, protocol=5))
         if answers is not None:
             write_answers(answers, partial / ANSWERS_FILE)
-            _sync(partial / ANSWERS_FILE)
+            sync(partial / ANSWERS_FILE)
         _write_synced(partial / "bundle.json", json.dumps(info.to_dict(), indent=2, default=str).encode())
         partial.rename(folder)
         return info
@@ -152,11 +153,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shopsense.durable import sync
 from shopsense.errors import StoreError
 from shopsense.store.base import Store, WriteResult
 
@@ -87,7 +88,7 @@ class Journal:
         os.rename(self.path, sealed)
         self._fd = self._open()
         self._size = 0
-        _sync_dir(self.path.parent)
+        sync(self.path.parent)
         return sealed
 
     def close(self) -> None:
@@ -107,7 +108,7 @@ def remove(files: list[Path]) -> None:
     for file in files:
         file.unlink(missing_ok=True)
     if files:
-        _sync_dir(files[0].parent)
+        sync(files[0].parent)
 
 
 def read(path: Path) -> list[pa.Table]:
@@ -146,14 +147,6 @@ def replay(store: Store, path: Path) -> WriteResult | None:
         logger.info("%s: replayed %d events (%d already stored)", path, result.received, result.already_stored)
     remove(files)  # even one holding only a cut-off record: later records must not follow it
     return result
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def first_of_each_key(table: pa.Table) -> pa.Table:
