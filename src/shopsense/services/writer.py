@@ -248,14 +248,14 @@ class StoreWriter:
         """
         if self.journal is None:
             return None
-        with self._lock:
-            if self._pending:
-                self._sealed.append(self.journal.seal())
-                self._unwritten.extend(self._pending)
-                self._pending, self._pending_rows = [], 0
-        if not self._unwritten:
-            return None
         try:
+            with self._lock:
+                if self._pending:
+                    self._sealed.append(self.journal.seal())
+                    self._unwritten.extend(self._pending)
+                    self._pending, self._pending_rows = [], 0
+            if not self._unwritten:
+                return None
             self._write(first_of_each_key(pa.concat_tables(self._unwritten)))
             remove(self._sealed)  # before forgetting them: a retry then rewrites nothing twice
             self._unwritten, self._sealed = [], []

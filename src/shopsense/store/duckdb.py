@@ -91,7 +91,11 @@ class DuckDBStore:
             raise StoreError(f"{url} has schema version {version[0][0]}; this shopsense reads {SCHEMA_VERSION}")
         self.journal_path: Path | None = None if path == ":memory:" else Path(f"{path}.journal")
         if self.journal_path is not None and journal.segments(self.journal_path):
-            journal.replay(self, self.journal_path)
+            try:
+                journal.replay(self, self.journal_path)
+            except BaseException:
+                self._con.close()
+                raise
 
     # -- writes -------------------------------------------------------------------------------
 

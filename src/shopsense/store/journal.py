@@ -84,10 +84,10 @@ class Journal:
         """
         earlier = segments(self.path)[:-1]
         sealed = self.path.with_name(f"{self.path.name}.{int(earlier[-1].suffix[1:]) + 1 if earlier else 1}")
+        os.rename(self.path, sealed)  # the open descriptor follows the file: a failure here changes nothing
+        fresh = self._open()
         os.close(self._fd)
-        os.rename(self.path, sealed)
-        self._fd = self._open()
-        self._size = 0
+        self._fd, self._size = fresh, 0
         sync(self.path.parent)
         return sealed
 

@@ -161,3 +161,19 @@ def test_commits_without_log_rows_still_get_new_batch_ids_after_a_restart(
     stored = store._con.execute("SELECT batch_id, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall()
     store.close()
     assert stored == [(batches[0], 2), (batches[1], 1)]
+
+
+def test_a_failed_write_of_the_journal_fails_the_call_and_is_retried(
+    serving: ServingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shopsense.services.writer.APPLY_SECONDS", 3600.0)
+    serving.writer.wait = 0
+    serving.submit_events(_keyed(serving, "a", "b")).result()
+    real = serving.store.append_events
+    monkeypatch.setattr(serving.store, "append_events", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        serving.writer.call(lambda s: s.summary().events).result()
+    assert serving.store.journal_path is not None
+    assert sum(f.stat().st_size for f in journal.segments(serving.store.journal_path)) > 0, "still journaled"
+    monkeypatch.setattr(serving.store, "append_events", real)
+    assert serving.writer.call(lambda s: s.summary().events).result() == 2, "the next call writes them first"
