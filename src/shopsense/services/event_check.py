@@ -88,8 +88,8 @@ class EventChecker:
 
         Nearly every request is like that, and validating it straight from the bytes skips building
         Python dicts first. Small requests of events with ids are left as column lists for the writer
-        to convert and key together with the rest of their commit. For anything else, :meth:`validate` on the parsed
-        body gives each event its own verdict.
+        to convert and key together with the rest of their commit. For anything else, :meth:`validate`
+        on the parsed body gives each event its own verdict.
         """
         many = body[:64].lstrip()[:1] == b"["
         try:

@@ -3,8 +3,9 @@
 A commit to the embedded database costs several milliseconds, most of it spent handing the GIL
 back and forth with the server's event loop. A thousand clients each posting one event would
 wait on those commits. The server's writer instead appends each group of accepted events to this
-file, syncs it (about 0.2 ms) and only then acknowledges them. It writes them into the store
-later, many groups at once, and then empties the journal. Opening the store replays whatever a
+file, syncs it (about 0.2 ms) and only then acknowledges them. Later it seals the file (new
+records go to a fresh one), writes the sealed records into the store in one transaction and
+deletes the sealed file. Opening the store replays whatever a
 crash left in the journal, so an acknowledged event is never lost and every command (import,
 train, export) sees it.
 
