@@ -24,9 +24,6 @@ from shopsense.settings import Settings
 from shopsense.store.base import EVENT_COLUMNS
 
 _LOW64 = (1 << 64) - 1
-KEY_ALONE = 500
-"""Requests of this many events are keyed and converted here, in the request's own thread: merging
-them with others saves no fixed cost worth having, and the store's writer has less to do in series."""
 
 
 class _WireEvent(Event):
@@ -100,7 +97,7 @@ class EventChecker:
         if not events:
             return None
         accepted, rejected = self._accept(events, list(range(len(events))))
-        if None not in accepted["event_id"] and len(events) < KEY_ALONE:
+        if None not in accepted["event_id"] and len(events) < event_rows.ALONE_ROWS:
             return event_rows.Columns(accepted), rejected
         return self._stored_rows(accepted), rejected
 

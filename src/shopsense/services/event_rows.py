@@ -36,6 +36,10 @@ SCHEMA = pa.schema(
 """Events as the store takes them, before their idempotency keys."""
 KEYED = pa.schema([("key_hi", pa.uint64()), ("key_lo", pa.uint64()), *SCHEMA])
 """Events with their idempotency keys: the store's EVENT_COLUMNS."""
+ALONE_ROWS = 500
+"""A request of this many events stands alone: it is keyed and converted in its own thread, and the
+writer makes it durable without waiting for others to share the sync (merging saves nothing worth
+the wait, and the writer has less to do in series)."""
 _FIELDS = attrgetter(*SCHEMA.names)
 _SAME_TYPE = [(kind, [field.name for field in SCHEMA if field.type == kind]) for kind in (pa.string(), pa.float64())]
 

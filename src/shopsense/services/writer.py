@@ -29,15 +29,13 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shopsense.services.event_rows import Columns, keyed_table
+from shopsense.services.event_rows import ALONE_ROWS, Columns, keyed_table
 from shopsense.store.base import Store, WriteResult
 from shopsense.store.journal import Journal, first_of_each_key, remove
 
 logger = logging.getLogger(__name__)
 
 MAX_GROUP_ROWS = 100_000
-ALONE_ROWS = 500
-"""A request of this many events is worth a commit (or journal sync) of its own: no window for company."""
 LOG_SECONDS = 60.0
 """The import log gets one row per this many seconds of commits (and one at close), not one per commit."""
 APPLY_SECONDS = 1.0

@@ -34,7 +34,9 @@ def test_records_come_back_in_order_across_sealed_files(tmp_path: Path) -> None:
     assert log.seal().name == "events.journal.3", "numbered on from the last sealed file still there"
     log.close()
     assert [f.name for f in journal.segments(path)] == ["events.journal.2", "events.journal.3", "events.journal"]
-    assert Journal(path).size == 0 and second.exists()
+    reopened = Journal(path)
+    assert reopened.size == 0 and second.exists()
+    reopened.close()
 
 
 def test_replay_writes_every_file_into_the_store_once_and_deletes_them(tmp_path: Path) -> None:
