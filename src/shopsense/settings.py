@@ -100,6 +100,9 @@ class ServeSettings(_Strict):
     commit_wait_ms: float = Field(
         2.0, ge=0, description="how long an event write waits to share a journal sync with others"
     )
+    parse_processes: int = Field(
+        1, ge=0, le=8, description="processes beside the server that read large event batches (0: its thread pool)"
+    )
     store_threads: int = Field(
         1, ge=1, description="DuckDB worker threads of the server's store (its work is small commits and reads)"
     )

@@ -24,7 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense import __version__
-from shopsense.api.deps import ApiError, RateLimiter, require
+from shopsense.api.deps import RateLimiter, require
+from shopsense.api.errors import ApiError
+from shopsense.api.event_body import EventReader
 from shopsense.api.routes import admin, catalog, events, impressions, marketing, ops, recommendations, users
 from shopsense.domain import Event, Item, User
 from shopsense.errors import ShopsenseError
@@ -128,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         service = ServingService(settings, store)
         app.state.service = service
+        app.state.reader = EventReader(settings, service.checker)
         # Everything loaded so far (models, id maps, histories) lives as long as the server: keep it
         # out of the cyclic collector, whose full passes over it stalled requests for a quarter second.
         gc.freeze()
@@ -138,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             stop.set()
+            app.state.reader.close()
             service.close()
             store.close()
 

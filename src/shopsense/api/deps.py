@@ -5,29 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import Request
 
+from shopsense.api.errors import ApiError
 from shopsense.services.keys import KeyRecord, KeyRing, Scope
 from shopsense.services.serving import ServingService
-
-
-class ApiError(Exception):
-    """An HTTP error with a structured body (see :class:`shopsense.api.schemas.ErrorBody`)."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.details = details or []
-        self.headers = headers
 
 
 class RateLimiter:

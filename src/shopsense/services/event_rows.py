@@ -41,6 +41,7 @@ ALONE_ROWS = 500
 writer makes it durable without waiting for others to share the sync (merging saves nothing worth
 the wait, and the writer has less to do in series)."""
 _FIELDS = attrgetter(*SCHEMA.names)
+_DEFAULTS = {name: Event.model_fields[name].get_default() for name in SCHEMA.names}
 _SAME_TYPE = [(kind, [field.name for field in SCHEMA if field.type == kind]) for kind in (pa.string(), pa.float64())]
 
 
@@ -72,6 +73,12 @@ def columns(events: Sequence[Event]) -> dict[str, list[Any]]:
         return {name: [] for name in SCHEMA.names}
     rows = map(_FIELDS, events)
     return {name: list(values) for name, values in zip(SCHEMA.names, zip(*rows, strict=True), strict=True)}
+
+
+def dict_columns(events: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Each field's values over events validated as dicts, in the order of :data:`SCHEMA`; an absent
+    key means the field's default."""
+    return {name: [event.get(name, default) for event in events] for name, default in _DEFAULTS.items()}
 
 
 def canonical(values: Sequence[str | None], spellings: Mapping[str, str]) -> list[str | None]:

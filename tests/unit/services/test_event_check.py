@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from shopsense.domain import RecordKind
 from shopsense.ingest.importer import id_key_sql
@@ -103,3 +107,50 @@ def test_only_accepted_events_are_converted(checker: EventChecker) -> None:
 def test_an_empty_or_all_rejected_request_gives_an_empty_keyed_table(checker: EventChecker) -> None:
     table, rejected = checker.validate([_event(kind="teleport")])
     assert table.num_rows == 0 and table.schema == event_rows.KEYED and len(rejected) == 1
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "x", "view", " Cart ", "web", "teleport", "nan", "1e400", "x" * 257]),
+    st.sampled_from([NOW.isoformat(), "2026-01-01T00:00:00", "1999-01-01T00:00:00+00:00", "2020-06-01T12:00:00+05:30"]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.lists(st.integers(), max_size=2),
+)
+_FIELD_NAMES = [*event_rows.SCHEMA.names, "unknown_field"]
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(_FIELD_NAMES), _VALUES, max_size=4).map(
+            lambda changes: {**_event(event_id="e"), **changes}
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_reading_straight_from_the_bytes_agrees_with_checking_event_by_event(events: list[dict[str, Any]]) -> None:
+    """``parse`` validates JSON into dicts (the fast path of every request). It must give up on a
+    body only when the per-event path (``validate``, model by model) rejects some event's shape,
+    and whenever it answers, accept and reject exactly what that path does, with the same rows."""
+    checker = EventChecker(Settings())
+    try:
+        body = json.dumps(events).encode()
+        parsed = checker.parse(body)
+        expected_table, expected_rejected = checker.validate(json.loads(body))
+        if parsed is None:  # some event's shape is wrong, not merely a rule of the settings failed
+            assert any(not _a_rule_of_the_settings(r.reason) for r in expected_rejected)
+            return
+        rows, rejected = parsed
+        table = event_rows.keyed_table([rows]) if isinstance(rows, event_rows.Columns) else rows
+        assert rejected == expected_rejected
+        assert table.equals(expected_table)
+    finally:
+        checker.close()
+
+
+def _a_rule_of_the_settings(reason: str) -> bool:
+    return reason.startswith(("unknown event type", "unknown channel")) or " is outside [" in reason

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from shopsense.api.deps import ApiError, require, service
+from shopsense.api.deps import require, service
+from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import ModelsResponse
 from shopsense.errors import ConfigError

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 
 from shopsense.api.deps import require, service
+from shopsense.api.event_body import batch
 from shopsense.api.routes.common import errors
-from shopsense.api.routes.events import batch, write_response
+from shopsense.api.routes.events import write_response
 from shopsense.api.schemas import WriteResponse
 from shopsense.domain import RecordKind
 from shopsense.services.keys import Scope

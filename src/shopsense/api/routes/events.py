@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any
 
-import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
-from shopsense.api.deps import ApiError, require
+from shopsense.api.deps import require
+from shopsense.api.event_body import EventReader
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import RejectedItem, WriteResponse
-from shopsense.services.event_check import Rejected
-from shopsense.services.event_rows import Columns
 from shopsense.services.keys import Scope
 from shopsense.services.serving import ServingService
 
@@ -36,16 +32,6 @@ EVENTS_BODY = {
         },
     }
 }
-
-
-def batch(body: Any, limit: int, what: str) -> list[Any]:
-    """A single object or an array of objects, as a list; over ``limit`` is 413."""
-    items = body if isinstance(body, list) else [body]
-    if len(items) > limit:
-        raise ApiError(413, "batch_too_large", f"{len(items):,} {what} in one request; the limit is {limit:,}")
-    if not items:
-        raise ApiError(422, "invalid_request", f"the request holds no {what}")
-    return items
 
 
 def write_response(accepted: int, rejected: list[Any]) -> WriteResponse:
@@ -72,27 +58,11 @@ async def ingest(state: Any, body: bytes) -> Response:
     """The work of this route once the key is checked: validate, commit, answer. The app's
     ``EventsFastPath`` calls it too, skipping the framework's routing (see there)."""
     svc: ServingService = state.service
-    events, rejected = (await run_in_threadpool(_read, svc, body)) if len(body) > THREAD_BYTES else _read(svc, body)
+    reader: EventReader = state.reader
+    events, rejected = await reader.read(body)
     if events.num_rows:
         await asyncio.wrap_future(svc.submit_events(events))
     state.metrics.events(events.num_rows, len(rejected))
     if rejected:
         return JSONResponse(write_response(events.num_rows, rejected).model_dump())
     return Response(b'{"accepted":%d,"rejected":[]}' % events.num_rows, media_type="application/json")
-
-
-THREAD_BYTES = 16_384
-"""Bodies larger than this (about 50 events) are validated in the thread pool, off the event loop."""
-
-
-def _read(svc: ServingService, body: bytes) -> tuple[pa.Table | Columns, list[Rejected]]:
-    """The body's accepted and rejected events: straight from the bytes when all are valid (nearly
-    always), else parsed first so that each event gets its own verdict."""
-    parsed = svc.checker.parse(body)
-    if parsed is not None and parsed[0].num_rows + len(parsed[1]) <= svc.settings.serve.max_batch:
-        return parsed
-    try:
-        raw = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_request", f"the body is not valid JSON: {exc}") from exc
-    return svc.checker.validate(batch(raw, svc.settings.serve.max_batch, "events"))

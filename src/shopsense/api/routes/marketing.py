@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
-from shopsense.api.deps import ApiError, require, service
+from shopsense.api.deps import require, service
+from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
 from shopsense.domain import UtcDatetime
 from shopsense.errors import ConfigError, ShopsenseError

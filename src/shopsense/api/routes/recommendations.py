@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from shopsense.api.deps import ApiError, require, service
+from shopsense.api.deps import require, service
+from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import RecommendationResponse, SimilarResponse
 from shopsense.errors import ConfigError

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from shopsense.api.deps import ApiError, require, service
+from shopsense.api.deps import require, service
+from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import EraseResponse, ExportResponse, HistoryResponse
 from shopsense.services.keys import Scope
