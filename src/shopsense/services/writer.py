@@ -66,7 +66,6 @@ class _Job:
     call: Callable[[Store], Any] | None = None
     stop: bool = False
     apply: bool = False
-    arrived: float = field(default_factory=time.monotonic)
 
 
 class StoreWriter:
@@ -169,10 +168,9 @@ class StoreWriter:
         came in the window is returned to run after the group."""
         group, rows = [job], _rows(job)
         if rows < ALONE_ROWS:
-            # Sleep through the rest of the window that opened when ``job`` arrived, then take what
-            # came: waking for each arrival would cost a thread switch (and a fight for the GIL with
-            # the event loop) per request. A job that waited through the last sync has had its window.
-            time.sleep(max(job.arrived + self.wait - time.monotonic(), 0.0))
+            # Sleep through the window, then take what came: waking for each arrival would cost a
+            # thread switch (and a fight for the GIL with the event loop) per request.
+            time.sleep(self.wait)
         while rows < MAX_GROUP_ROWS:
             try:
                 nxt = jobs.get_nowait()
