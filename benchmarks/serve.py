@@ -333,10 +333,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{d['stored_new']:,} new events ({'all acknowledged events stored' if d['ok'] else '**LOST EVENTS**'}). "
             f"Server RSS {r['rss']['rss_mb']:.0f} MB at the end, peak {r['rss']['peak_rss_mb']:.0f} MB.\n"
         )
-    lines.append(
-        "The server's RSS excludes the process that reads large event batches (`serve.parse_processes`, "
-        "about 140 MB each)."
-    )
+    lines.append("The server's RSS excludes the process that reads large event batches (`serve.parse_processes`).")
     return "\n".join(lines) + "\n"
 
 
