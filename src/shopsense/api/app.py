@@ -15,23 +15,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense import __version__
-from shopsense.api.deps import RateLimiter, require
+from shopsense.api.deps import RateLimiter
+from shopsense.api.error_bodies import error_body, error_response, invalid_response
 from shopsense.api.errors import ApiError
 from shopsense.api.event_body import EventReader
+from shopsense.api.fast_paths import FastPaths
 from shopsense.api.routes import admin, catalog, events, impressions, marketing, ops, recommendations, users
 from shopsense.domain import Event, Item, User
 from shopsense.errors import ShopsenseError
 from shopsense.services.keys import KeyRing
-from shopsense.services.keys import Scope as KeyScope
 from shopsense.services.serving import ServingService
 from shopsense.settings import Settings
 from shopsense.store import open_store
@@ -106,17 +106,13 @@ class BodyLimit:
 
 async def _too_large(limit: int, send: Send) -> None:
     body = JSONResponse(
-        _error_body("body_too_large", f"request body over {limit:,} bytes (serve.max_body_bytes)"), status_code=413
+        error_body("body_too_large", f"request body over {limit:,} bytes (serve.max_body_bytes)"), status_code=413
     )
     await body({"type": "http"}, _nothing, send)
 
 
 async def _nothing() -> Message:
     return {"type": "http.request", "body": b""}
-
-
-def _error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or []}}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -160,11 +156,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.keys = KeyRing(settings.data_dir / "keys.json")
     app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)
     app.state.metrics = Metrics()
-    for router in (events, catalog, recommendations, users, impressions, marketing, admin, ops):
-        app.include_router(router.router)
+    modules = (events, catalog, recommendations, users, impressions, marketing, admin, ops)
+    for module in modules:
+        app.include_router(module.router)
     _errors(app)
-    post_events = next(r for r in events.router.routes if getattr(r, "path", None) == "/v1/events")
-    app.add_middleware(EventsFastPath, route=post_events)
+    app.add_middleware(
+        FastPaths, routes=(events.FAST, recommendations.FAST), declared=[r for m in modules for r in m.router.routes]
+    )
     app.add_middleware(Observe, metrics=app.state.metrics)
     if settings.serve.cors_origins:
         app.add_middleware(
@@ -185,63 +183,23 @@ def _watch_bundles(service: ServingService, settings: Settings, stop: threading.
         service.reload()
 
 
-def _error_response(exc: ApiError | ShopsenseError) -> JSONResponse:
-    """The structured body of a refused request: ApiError with its status, a domain error as 400."""
-    if isinstance(exc, ApiError):
-        return JSONResponse(_error_body(exc.code, exc.message, exc.details), exc.status, headers=exc.headers)
-    return JSONResponse(_error_body("invalid_request", str(exc)), 400)
-
-
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
-        message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
-        return JSONResponse(jsonable_encoder(_error_body("invalid_request", message, details)), 422)
+        return invalid_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(_error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ShopsenseError)
     async def domain_error(request: Request, exc: ShopsenseError) -> JSONResponse:
-        return _error_response(exc)
-
-
-class EventsFastPath:
-    """``POST /v1/events`` handed straight to its handler.
-
-    FastAPI's route matching and dependency solving cost a one-event request more than validating
-    and queueing its event, and single events are the busiest traffic a shop sends. This layer
-    sits inside the metrics, CORS and body-limit middleware, checks the key with the route's own
-    dependency, runs the route's own handler and answers errors with the same bodies; any other
-    request goes on to the app. The route stays declared, for the schema and for the docs.
-    """
-
-    def __init__(self, app: ASGIApp, route: Any) -> None:
-        self.app, self.route = app, route
-        self.check = require(KeyScope.EVENTS_WRITE)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/events":
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route  # the metrics label
-        request = Request(scope, receive)
-        try:
-            await self.check(request)
-            response: Response = await events.ingest(request.app.state, await request.body())
-        except (ApiError, ShopsenseError) as exc:
-            response = _error_response(exc)
-        await response(scope, receive, send)
+        return error_response(exc)
 
 
 class Observe:

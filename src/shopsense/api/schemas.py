@@ -55,6 +55,32 @@ class RecommendedItem(BaseModel):
     contributions: dict[str, float] = Field(default_factory=dict, description="score contribution per evidence")
 
 
+class RecommendationQuery(BaseModel):
+    """The query parameters of GET /v1/recommendations."""
+
+    user_id: str = Field(min_length=1, max_length=256)
+    k: int = Field(10, ge=1, le=100, description="how many items")
+    alpha: float | None = Field(None, ge=0, le=1, description="1 = attention only, 0 = purchase x value only")
+    diversity: float | None = Field(None, ge=0, le=1, description="MMR lambda: 1 = off, lower = varied")
+    category: list[str] | None = Field(None, max_length=20, description="only these categories")
+    exclude_category: list[str] | None = Field(None, max_length=20)
+    brand: list[str] | None = Field(None, max_length=20, description="only these brands")
+    min_price: float | None = Field(None, ge=0, le=1e12)
+    max_price: float | None = Field(None, ge=0, le=1e12)
+    channel: str | None = Field(None, max_length=32, description="where it will be shown (recorded)")
+
+    def rules(self) -> dict[str, Any] | None:
+        """The business rules asked for, named as the pipeline names them; None when there are none."""
+        asked = {
+            "include_categories": self.category,
+            "exclude_categories": self.exclude_category,
+            "include_brands": self.brand,
+            "min_price": self.min_price,
+            "max_price": self.max_price,
+        }
+        return {name: value for name, value in asked.items() if value} or None
+
+
 class RecommendationResponse(BaseModel):
     recommendation_id: str = Field(description="send it back with POST /v1/impressions to attribute outcomes")
     user_id: str

@@ -151,12 +151,14 @@ class Answers:
         if where is None or where[2] != events:
             return None
         start, end, _ = where
-        rows = np.arange(start, end)
-        if available is not None:
-            rows = rows[available[self._items[start:end]]]
-        if len(rows) < min(k, end - start):
+        if available is None:
+            first: list[str] = self._json.slice(start, min(k, end - start)).to_pylist()
+            return first
+        kept = np.flatnonzero(available[self._items[start:end]])[:k]
+        if len(kept) < min(k, end - start):
             return None
-        return [self._json[int(row)].as_py() for row in rows[:k]]
+        texts = self._json.slice(start, int(kept[-1]) + 1).to_pylist()
+        return [texts[i] for i in kept]
 
     def forget(self, user_id: str) -> None:
         """Never answer for this user again (erasure)."""

@@ -74,25 +74,6 @@ def test_keys_401_403_and_revocation(api: Api) -> None:
     assert api.keys["admin"].split("_", 2)[2] not in stored, "secrets are never stored, only their hashes"
 
 
-def test_events_route_checks_keys_and_answers_errors_like_every_route(api: Api) -> None:
-    """POST /v1/events skips the framework's routing (EventsFastPath): the same keys, errors and metrics."""
-    client, event = api.client, _event("user-1", "item-1", event_id="fast-1")
-    missing = client.post("/v1/events", json=event)
-    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthenticated"
-    assert missing.headers["www-authenticate"] == "Bearer"
-    forbidden = _post(api, event, scope="recommend:read")
-    assert forbidden.status_code == 403 and "events:write" in forbidden.json()["error"]["message"]
-    garbled = client.post("/v1/events", content=b'{"user_id": ', headers=api.headers("events:write"))
-    assert garbled.status_code == 422 and "not valid JSON" in garbled.json()["error"]["message"]
-    empty = _post(api, [])
-    assert empty.status_code == 422 and empty.json()["error"]["code"] == "invalid_request"
-    assert _post(api, event, scope="admin").json() == {"accepted": 1, "rejected": []}
-    assert client.get("/v1/events", headers=api.headers("admin")).status_code == 405, "other methods still route"
-    metrics = client.get("/metrics").text
-    assert 'shopsense_requests_total{method="POST",route="/v1/events",status="401"} 1.0' in metrics
-    assert 'shopsense_requests_total{method="POST",route="/v1/events",status="200"} 1.0' in metrics
-
-
 def test_batch_reports_each_rejected_item_and_commits_the_rest(api: Api) -> None:
     batch = [
         _event("user-1", "item-1", event_id="e-1"),

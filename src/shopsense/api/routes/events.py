@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from shopsense.api.deps import require
 from shopsense.api.event_body import EventReader
+from shopsense.api.fast_paths import FastRoute
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import RejectedItem, WriteResponse
 from shopsense.services.keys import Scope
@@ -51,18 +52,23 @@ async def post_events(request: Request, _: Annotated[Any, Depends(require(Scope.
     """Each event is validated on its own: valid ones are committed (with re-sent ones collapsing by
     ``event_id``, or by content when there is none), invalid ones are listed with the reason. The
     response comes only after the commit, and the next recommendation for these users sees them."""
-    return await ingest(request.app.state, await request.body())
+    return await handle(request)
 
 
-async def ingest(state: Any, body: bytes) -> Response:
-    """The work of this route once the key is checked: validate, commit, answer. The app's
-    ``EventsFastPath`` calls it too, skipping the framework's routing (see there)."""
+async def handle(request: Request) -> Response:
+    """The work of this route once the key is checked: validate, commit, answer."""
+    state = request.app.state
     svc: ServingService = state.service
     reader: EventReader = state.reader
-    events, rejected = await reader.read(body)
+    events, rejected = await reader.read(await request.body())
     if events.num_rows:
         await asyncio.wrap_future(svc.submit_events(events))
     state.metrics.events(events.num_rows, len(rejected))
     if rejected:
         return JSONResponse(write_response(events.num_rows, rejected).model_dump())
     return Response(b'{"accepted":%d,"rejected":[]}' % events.num_rows, media_type="application/json")
+
+
+FAST = FastRoute("POST", "/v1/events", Scope.EVENTS_WRITE, handle)
+"""Answered past the framework's routing (:mod:`shopsense.api.fast_paths`): single events are the
+busiest traffic a shop sends."""

@@ -3,78 +3,78 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from shopsense.api.deps import require, service
 from shopsense.api.errors import ApiError
+from shopsense.api.fast_paths import FastRoute
 from shopsense.api.routes.common import errors
-from shopsense.api.schemas import RecommendationResponse, SimilarResponse
+from shopsense.api.schemas import RecommendationQuery, RecommendationResponse, SimilarResponse
 from shopsense.errors import ConfigError
 from shopsense.services.keys import Scope
 from shopsense.services.serving import RecAnswer, ServingService
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
-Id = Annotated[str, Query(min_length=1, max_length=256)]
-
 
 @router.get("/recommendations", response_model=RecommendationResponse, responses=errors(400))
 async def recommendations(
     request: Request,
-    user_id: Id,
+    query: Annotated[RecommendationQuery, Query()],
     _: Annotated[Any, Depends(require(Scope.RECOMMEND_READ))],
-    svc: Annotated[ServingService, Depends(service)],
-    k: Annotated[int, Query(ge=1, le=100, description="how many items")] = 10,
-    alpha: Annotated[
-        float | None, Query(ge=0, le=1, description="1 = attention only, 0 = purchase x value only")
-    ] = None,
-    diversity: Annotated[float | None, Query(ge=0, le=1, description="MMR lambda: 1 = off, lower = varied")] = None,
-    category: Annotated[list[str] | None, Query(max_length=20, description="only these categories")] = None,
-    exclude_category: Annotated[list[str] | None, Query(max_length=20)] = None,
-    brand: Annotated[list[str] | None, Query(max_length=20, description="only these brands")] = None,
-    min_price: Annotated[float | None, Query(ge=0, le=1e12)] = None,
-    max_price: Annotated[float | None, Query(ge=0, le=1e12)] = None,
-    channel: Annotated[str | None, Query(max_length=32, description="where it will be shown (recorded)")] = None,
-) -> RecommendationResponse | Response:
+) -> Response:
     """The pipeline's top-k for a user, with scores, both heads' probabilities and a reason for each item.
     A user with no history gets trending items; if no model can answer, trending items with ``fallback`` set.
 
     A default request for a user whose history is unchanged since training is answered from the bundle's
     precomputed answers, a repeated one from the cache, both on the event loop; everything else is
     computed in the thread pool."""
-    rules: dict[str, Any] = {}
-    for key, value in (
-        ("include_categories", category),
-        ("exclude_categories", exclude_category),
-        ("include_brands", brand),
-        ("min_price", min_price),
-        ("max_price", max_price),
-    ):
-        if value:
-            rules[key] = value
-    answer = svc.ready(user_id, k, alpha=alpha, diversity=diversity, rules=rules or None)
-    if answer is None:
+    return await answer(request, query)
+
+
+async def handle(request: Request) -> Response:
+    """This route once the key is checked: its query parameters read as the framework reads them (the
+    last of a repeated one, every one of a list) and validated by the same model, then answered."""
+    params = request.query_params
+    given = {name: params.getlist(name) if name in _LISTS else params[name] for name in params}
+    try:
+        query = RecommendationQuery.model_validate(given)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from exc
+    return await answer(request, query)
+
+
+async def answer(request: Request, query: RecommendationQuery) -> Response:
+    """A stored or cached answer on the event loop, else one computed in the thread pool."""
+    state = request.app.state
+    svc: ServingService = state.service
+    rules = query.rules()
+    got = svc.ready(query.user_id, query.k, alpha=query.alpha, diversity=query.diversity, rules=rules)
+    if got is None:
         try:
-            answer = await run_in_threadpool(
-                svc.recommend, user_id, k, alpha=alpha, diversity=diversity, rules=rules or None
+            got = await run_in_threadpool(
+                svc.recommend, query.user_id, query.k, alpha=query.alpha, diversity=query.diversity, rules=rules
             )
         except ConfigError as exc:
             raise ApiError(400, "invalid_request", str(exc)) from exc
-    request.app.state.metrics.recommendation(answer.fallback is not None, answer.cached)
-    svc.remember(answer, channel)
-    if answer.encoded is not None:  # already JSON: skip building and validating models for it
-        return Response(_encoded(answer), media_type="application/json")
-    return RecommendationResponse(
-        recommendation_id=answer.recommendation_id,
-        user_id=user_id,
-        model_version=answer.model_version,
-        fallback=answer.fallback,
-        cached=answer.cached,
-        items=answer.items,
+    state.metrics.recommendation(got.fallback is not None, got.cached)
+    svc.remember(got, query.channel)
+    if got.encoded is not None:  # already JSON: skip building and validating models for it
+        return Response(_encoded(got), media_type="application/json")
+    body = RecommendationResponse(
+        recommendation_id=got.recommendation_id,
+        user_id=got.user_id,
+        model_version=got.model_version,
+        fallback=got.fallback,
+        cached=got.cached,
+        items=got.items,
     )
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _encoded(answer: RecAnswer) -> bytes:
@@ -112,3 +112,15 @@ def similar(
         model_version=served.info.version if served else None,
         items=items,
     )
+
+
+_LISTS = frozenset(
+    name
+    for name, field in RecommendationQuery.model_fields.items()
+    if any(get_origin(arg) is list for arg in get_args(field.annotation))
+)
+"""The parameters that may repeat (``category=a&category=b``)."""
+
+FAST = FastRoute("GET", "/v1/recommendations", Scope.RECOMMEND_READ, handle)
+"""Answered past the framework's routing (:mod:`shopsense.api.fast_paths`): most of a cached answer's
+time went to FastAPI's per-parameter dependency solving."""
