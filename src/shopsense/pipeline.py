@@ -295,7 +295,7 @@ class Pipeline:
             evidence_groups(frame.names, models),
             catalog,
             self.items_.values,
-            list(catalog.titles),
+            catalog.titles,
         )
 
     def _purchased(self, history: Interactions) -> sp.csr_matrix:

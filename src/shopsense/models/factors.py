@@ -31,10 +31,11 @@ class FactorModel(Recommender):
         """One latent vector per row of a users x items weight matrix, from that row alone."""
 
     def _score(self, history: Interactions) -> np.ndarray:
-        # float64 from the start: the base would copy float32 scores anyway, and this is the
-        # only users x items array made here.
-        users = np.asarray(self._user_factors(history.matrix), dtype=np.float64)
-        scores = users @ np.asarray(self.item_factors_, dtype=np.float64).T
+        # In the factors' own precision: widening all item vectors to float64 first copied the
+        # whole matrix on every call, a quarter of a live recommendation's time.
+        item_factors = self.item_factors_
+        users = np.asarray(self._user_factors(history.matrix), dtype=item_factors.dtype)
+        scores = np.asarray(users @ item_factors.T, dtype=np.float64)
         if self.item_bias_ is not None:
             scores += self.item_bias_
         return scores

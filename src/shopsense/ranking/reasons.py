@@ -11,6 +11,7 @@ told about becomes the sentence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,8 +84,8 @@ def explain(
     contributions: np.ndarray,
     groups: list[str],
     catalog: Catalog | None,
-    item_ids: list[str],
-    titles: list[str] | None = None,
+    item_ids: Sequence[str],
+    titles: Sequence[str] | None = None,
     related_bought: np.ndarray | None = None,
 ) -> list[Explanation]:
     """Explanations for the frame rows ``rows`` (one per recommended pair).
@@ -132,8 +133,8 @@ def _sentence(
     bought: bool,
     values: dict[str, float],
     catalog: Catalog | None,
-    item_ids: list[str],
-    titles: list[str] | None,
+    item_ids: Sequence[str],
+    titles: Sequence[str] | None,
 ) -> Explanation:
     item = int(frame.items[row])
     category = _category(catalog, item)
