@@ -106,6 +106,9 @@ class ServeSettings(_Strict):
     store_threads: int = Field(
         1, ge=1, description="DuckDB worker threads of the server's store (its work is small commits and reads)"
     )
+    live_threads: int = Field(
+        2, ge=1, le=64, description="recommendations computed at once; more wait (stored and cached ones never do)"
+    )
     store_checkpoint_mb: int = Field(
         1024, ge=1, description="the server's store folds its write-ahead log into the file at this size"
     )

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense import __version__
+from shopsense.api.computing import LiveAnswers
 from shopsense.api.deps import RateLimiter
 from shopsense.api.error_bodies import error_body, error_response, invalid_response
 from shopsense.api.errors import ApiError
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         service = ServingService(settings, store)
         app.state.service = service
         app.state.reader = EventReader(settings, service.checker)
+        app.state.live = LiveAnswers(service, serve.live_threads)
         # Everything loaded so far (models, id maps, histories) lives as long as the server: keep it
         # out of the cyclic collector, whose full passes over it stalled requests for a quarter second.
         gc.freeze()

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -251,6 +251,18 @@ class ServingService:
         if hit is None:
             return None
         return RecAnswer(uuid.uuid4().hex, user_id, hit.model_version, hit.items, hit.fallback, cached=True)
+
+    def question(
+        self,
+        user_id: str,
+        k: int,
+        alpha: float | None,
+        diversity: float | None,
+        rules: Mapping[str, Any] | None,
+    ) -> Hashable:
+        """What a request asks, as the cache tells answers apart: two requests with equal questions
+        get the same answer until the user's history or the served model changes."""
+        return self._cache_key(self._served, user_id, k, alpha, diversity, rules)
 
     def _cache_key(
         self,

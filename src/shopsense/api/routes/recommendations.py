@@ -8,8 +8,8 @@ from typing import Annotated, Any, get_args, get_origin
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
+from shopsense.api.computing import LiveAnswers
 from shopsense.api.deps import require, service
 from shopsense.api.errors import ApiError
 from shopsense.api.fast_paths import FastRoute
@@ -33,7 +33,8 @@ async def recommendations(
 
     A default request for a user whose history is unchanged since training is answered from the bundle's
     precomputed answers, a repeated one from the cache, both on the event loop; everything else is
-    computed in the thread pool."""
+    computed off it, a few at once (``serve.live_threads``), and concurrent requests for the same answer
+    share one computation."""
     return await answer(request, query)
 
 
@@ -50,16 +51,15 @@ async def handle(request: Request) -> Response:
 
 
 async def answer(request: Request, query: RecommendationQuery) -> Response:
-    """A stored or cached answer on the event loop, else one computed in the thread pool."""
+    """A stored or cached answer on the event loop, else one computed off it (:mod:`shopsense.api.computing`)."""
     state = request.app.state
     svc: ServingService = state.service
     rules = query.rules()
     got = svc.ready(query.user_id, query.k, alpha=query.alpha, diversity=query.diversity, rules=rules)
     if got is None:
+        live: LiveAnswers = state.live
         try:
-            got = await run_in_threadpool(
-                svc.recommend, query.user_id, query.k, alpha=query.alpha, diversity=query.diversity, rules=rules
-            )
+            got = await live.answer(query.user_id, query.k, alpha=query.alpha, diversity=query.diversity, rules=rules)
         except ConfigError as exc:
             raise ApiError(400, "invalid_request", str(exc)) from exc
     state.metrics.recommendation(got.fallback is not None, got.cached)
