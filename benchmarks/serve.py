@@ -10,8 +10,8 @@ time, each reporting throughput and p50/p95/p99 latency as seen by the client:
   bundle precomputed at training while the user's history is unchanged; users without history
   share one answer);
 - recommendations for a Zipf mix of 2,000 users (what a shop's traffic looks like);
-- the same Zipf mix while one more connection posts 100 view events per second for those users, so
-  that some answers must be computed live (each event changes that user's next answer);
+- the same Zipf mix while one more connection posts view events for those users (at most 100 per
+  second, one at a time), so that some answers must be computed (each event changes that user's next answer);
 - recommendations computed live: distinct users with a per-request alpha, so neither the stored
   answers nor the cache can serve them (candidates, features, both heads and reasons every time:
   what a user who just acted gets);
@@ -342,6 +342,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| phase | connections | req/s | events/s | p50 ms | p95 ms | p99 ms | non-200 | target | met | rounds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    acting = next(r for r in report["phases"] if r["phase"] == "recommendations_zipf_acting")
     for r in report["phases"]:
         unit, floor, lat = TARGETS[r["phase"]]
         rate = r["events_per_s"] if unit == "events/s" else r["req_per_s"]
@@ -365,8 +366,9 @@ def markdown(report: dict[str, Any]) -> str:
             for r in report["phases"]
             if r["phase"].startswith("recommendations")
         )
-        + f". In `recommendations_zipf_acting` one more connection posts {ACTING_RATE} view events per second for "
-        "the same Zipf users (each one makes that user's next answer a live one); only recommendations are timed.\n"
+        + f". In `recommendations_zipf_acting` one more connection posts view events for the same Zipf users, at most "
+        f"{ACTING_RATE} per second, each acknowledged before the next is sent ({acting['acknowledged_events']:,} in "
+        f"its median round); each makes that user's next answer a computed one. Only recommendations are timed.\n"
     )
     for at, r in enumerate(rounds, 1):
         d = r["durability"]
