@@ -96,22 +96,23 @@ class PairFeatures:
     def _user_item(
         self, seq: Sequences, shape: tuple[int, int], users: np.ndarray, items: np.ndarray, as_of: int
     ) -> dict[str, np.ndarray]:
-        """How often the user did each event type with this very item, and how long ago the last time was."""
-        owners = seq.owners()
+        """How often the user did each event type with this very item, and how long ago the last time was.
+
+        Looked up by (user, item) key in the events' sorted keys, not through a sparse matrix per event
+        type: building and indexing those was a quarter of a live recommendation's time."""
+        keys = seq.owners().astype(np.int64) * shape[1] + seq.items
+        wanted = users.astype(np.int64) * shape[1] + items
         out = {}
         for name in self.type_names_:
-            mask = seq.types == seq.type_code(name)
-            counts = sp.csr_matrix((np.ones(int(mask.sum())), (owners[mask], seq.items[mask])), shape=shape)
-            out[f"user_item_{name}s"] = np.asarray(counts[users, items]).ravel()
+            out[f"user_item_{name}s"] = key_counts(keys[seq.types == seq.type_code(name)], wanted)
         # Sequences are time-ordered per user, so the last occurrence of a (user, item) key is its latest event.
-        keys = owners.astype(np.int64) * shape[1] + seq.items
-        _, last = np.unique(keys[::-1], return_index=True)
+        unique, last = np.unique(keys[::-1], return_index=True)
         last = len(keys) - 1 - last
-        age = sp.csr_matrix(
-            ((as_of - seq.times[last]) / DAY + 1.0, (owners[last], seq.items[last])), shape=shape
-        )  # +1 so "today" is not stored as a structural zero
-        found = np.asarray(age[users, items]).ravel()
-        out["user_item_days_since"] = np.where(found > 0, found - 1.0, np.nan)
+        at = np.minimum(np.searchsorted(unique, wanted), max(len(unique) - 1, 0))
+        found = (unique[at] == wanted) if len(unique) else np.zeros(len(wanted), dtype=bool)
+        shifted = (as_of - seq.times[last[at]]) / DAY + 1.0 if len(unique) else np.zeros(len(wanted))
+        # Only an event after as_of gives an age of -1 day or less: treated as never, as before.
+        out["user_item_days_since"] = np.where(found & (shifted > 0), shifted - 1.0, np.nan)
         return out
 
     def _recent_cooccurrence(
@@ -134,6 +135,14 @@ class PairFeatures:
             best = np.where(stronger, value, best)
             related = np.where(stronger, recent_item, related)
         return total, related
+
+
+def key_counts(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """How many times each of ``wanted`` occurs in ``keys``, as floats, by binary search in the sorted keys:
+    the counts a sparse matrix of ones would hold, without building one."""
+    ordered = np.sort(keys)
+    counts: np.ndarray = np.searchsorted(ordered, wanted, "right") - np.searchsorted(ordered, wanted, "left")
+    return counts.astype(np.float64)
 
 
 def sparse_values(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -161,7 +170,6 @@ def _affinity(seq: Sequences, users: np.ndarray, items: np.ndarray, catalog: Cat
     """Share of the user's events in the candidate's category and brand (NaN where the item has none)."""
     out = {}
     owners = seq.owners()
-    n_rows = len(seq.indptr) - 1
     totals = np.maximum(np.diff(seq.indptr), 1)[users]
     for field, codes in (
         ("category", catalog.category if catalog else None),
@@ -170,13 +178,14 @@ def _affinity(seq: Sequences, users: np.ndarray, items: np.ndarray, catalog: Cat
         if codes is None or not (codes >= 0).any():
             out[f"user_{field}_share"] = np.full(len(users), np.nan)
             continue
+        width = int(codes.max()) + 1
         event_codes = codes[seq.items]
         known = event_codes >= 0
-        counts = sp.csr_matrix(
-            (np.ones(int(known.sum())), (owners[known], event_codes[known])), shape=(n_rows, int(codes.max()) + 1)
-        )
         item_codes = codes[items]
-        found = np.asarray(counts[users, np.maximum(item_codes, 0)]).ravel()
+        found = key_counts(
+            owners[known].astype(np.int64) * width + event_codes[known],
+            users.astype(np.int64) * width + np.maximum(item_codes, 0),
+        )
         out[f"user_{field}_share"] = np.where(item_codes >= 0, found / totals, np.nan)
     return out
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from shopsense.domain import IdIndex
 from shopsense.features.interactions import build_interactions
 from shopsense.ranking.candidates import CandidateConfig, CandidateGenerator, Source
-from shopsense.ranking.features import PairFeatures, sparse_values
+from shopsense.ranking.features import PairFeatures, _affinity, sparse_values
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -71,3 +71,52 @@ def test_sparse_values_equal_scipy_indexing(seed: int, n: int, density: float) -
     matrix.sum_duplicates()
     rows, cols = rng.integers(0, n, 200), rng.integers(0, n, 200)
     assert np.array_equal(sparse_values(matrix, rows, cols), np.asarray(matrix[rows, cols]).ravel())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 60), st.integers(1, 6), st.integers(0, 4))
+def test_per_pair_counts_ages_and_shares_equal_counting_event_by_event(
+    seed: int, n_events: int, n_users: int, future: int
+) -> None:
+    """The vectorised lookups against a plain loop over the events (some after as_of, which count as
+    never touched for the age)."""
+    rng = np.random.default_rng(seed)
+    items, types = ["x", "y", "z", "w"], ["view", "cart", "purchase"]
+    as_of = T0 - timedelta(days=future)  # events up to T0, so some may lie after as_of
+    rows = sorted(
+        (f"u{rng.integers(n_users)}", items[rng.integers(4)], types[rng.integers(3)], int(rng.integers(0, 30 * 86_400)))
+        for _ in range(n_events)
+    )
+    events = pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "type": [r[2] for r in rows],
+            "timestamp": pa.array([T0 - timedelta(seconds=r[3]) for r in rows], pa.timestamp("us", "UTC")),
+        }
+    )
+    catalog = pa.table({"item_id": items, "category": ["Home", "Home", None, "Toys"], "brand": ["a", None, "b", "b"]})
+    data = build_interactions(
+        events, {t: 1.0 for t in types}, items=IdIndex(items), catalog=catalog, as_of=as_of.replace(tzinfo=UTC)
+    )
+    seq, cat = data.sequences, data.catalog
+    assert seq is not None and cat is not None and cat.brand is not None
+    n_rows = data.matrix.shape[0]
+    users, pairs = np.repeat(np.arange(n_rows), 4), np.tile(np.arange(4), n_rows)
+    features = PairFeatures(("purchase",))
+    features.type_names_ = seq.type_names
+    now = int(as_of.timestamp())
+    got = features._user_item(seq, data.matrix.shape, users, pairs, now)
+    shares = _affinity(seq, users, pairs, cat)
+    owners = seq.owners()
+    for at, (u, i) in enumerate(zip(users, pairs, strict=True)):
+        mine = [e for e in range(len(owners)) if owners[e] == u and seq.items[e] == i]
+        for name in seq.type_names:
+            assert got[f"user_item_{name}s"][at] == sum(seq.types[e] == seq.type_code(name) for e in mine)
+        shifted = (now - seq.times[mine[-1]]) / 86_400 + 1.0 if mine else np.nan  # stored +1, as the features do
+        expected = shifted - 1.0 if mine and shifted > 0 else np.nan
+        assert np.array_equal(got["user_item_days_since"][at], expected, equal_nan=True)
+        own = [e for e in range(len(owners)) if owners[e] == u]
+        for field, codes in (("category", cat.category), ("brand", cat.brand)):
+            share = sum(codes[seq.items[e]] == codes[i] for e in own) / max(len(own), 1) if codes[i] >= 0 else np.nan
+            assert np.array_equal(shares[f"user_{field}_share"][at], share, equal_nan=True)
