@@ -46,8 +46,9 @@ class LiveAnswers:
             ConfigError: an override the pipeline refused.
         """
         svc = self.service
-        question = svc.question(user_id, k, alpha, diversity, rules)
-        while (flight := self._flights.get(question)) is not None:
+        # Asked again after each wait: the user may have acted meanwhile, and the next computation
+        # must be findable under the question as it stands now.
+        while (flight := self._flights.get(question := svc.question(user_id, k, alpha, diversity, rules))) is not None:
             await flight.wait()
             shared = svc.ready(user_id, k, alpha=alpha, diversity=diversity, rules=rules)
             if shared is not None:

@@ -47,7 +47,9 @@ class FastPaths:
         self.routes = {(f.method, f.path): (by_path[f.method, f.path], require(f.scope), f.handle) for f in routes}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        fast = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        # Behind a proxy prefix (root_path) the framework's routing decides what a path means.
+        plain = scope["type"] == "http" and not scope.get("root_path")
+        fast = self.routes.get((scope["method"], scope["path"])) if plain else None
         if fast is None:
             await self.app(scope, receive, send)
             return

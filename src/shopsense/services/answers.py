@@ -157,6 +157,8 @@ class Answers:
         kept = np.flatnonzero(available[self._items[start:end]])[:k]
         if len(kept) < min(k, end - start):
             return None
+        if not len(kept):  # k == 0
+            return []
         texts = self._json.slice(start, int(kept[-1]) + 1).to_pylist()
         return [texts[i] for i in kept]
 

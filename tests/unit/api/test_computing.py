@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from tests.unit.api.conftest import Api
 class Watched:
     """Counts a service's computations and the most that ran at once, each made to take a while."""
 
-    def __init__(self, service: ServingService, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, service: ServingService, monkeypatch: pytest.MonkeyPatch, before: float = 0.05, after: float = 0.0
+    ) -> None:
         self.calls, self.running, self.most = 0, 0, 0
         self._lock = threading.Lock()
         compute = service.recommend
@@ -29,8 +32,10 @@ class Watched:
                 self.running += 1
                 self.most = max(self.most, self.running)
             try:
-                time.sleep(0.05)
-                return compute(*args, **kwargs)
+                time.sleep(before)
+                answer = compute(*args, **kwargs)
+                time.sleep(after)
+                return answer
             finally:
                 with self._lock:
                     self.running -= 1
@@ -83,3 +88,32 @@ def test_a_refused_question_is_refused_to_every_asker(api: Api, monkeypatch: pyt
     outcomes = asyncio.run(ask())
     assert all(isinstance(o, ConfigError) for o in outcomes), outcomes
     assert watched.calls == 3, "a failed computation leaves nothing to share: each asker tries (and is refused)"
+
+
+def test_after_the_user_acts_waiters_and_newcomers_share_the_next_computation(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiters woken by a computation that their user's new event made stale compute again under the
+    question as it now stands, where a request arriving meanwhile finds that computation."""
+    service = _service(api)
+    watched = Watched(service, monkeypatch, before=0.15, after=0.15)  # each computation: wait, compute, wait
+    event = {"user_id": "user-1", "item_id": "item-2", "type": "cart", "timestamp": datetime.now(UTC).isoformat()}
+
+    async def ask(live: LiveAnswers) -> RecAnswer:  # as the route asks: a cached answer first
+        return service.ready("user-1", 5, alpha=0.3) or await live.answer("user-1", 5, alpha=0.3)
+
+    async def run() -> list[RecAnswer]:
+        live = LiveAnswers(service, 4)
+        started = time.perf_counter()
+        first = [asyncio.create_task(ask(live)) for _ in range(3)]  # one computes (old history), two wait
+        await asyncio.sleep(0.25)
+        posted = api.client.post("/v1/events", json=event, headers=api.headers("events:write"))
+        assert posted.status_code == 200
+        # At 0.3 s the first is done, stale; a waiter computes for the new history until 0.6 s.
+        await asyncio.sleep(0.4 - (time.perf_counter() - started))
+        late = asyncio.create_task(ask(live))
+        return await asyncio.gather(*first, late)
+
+    answers = asyncio.run(run())
+    assert watched.calls == 2, "the stale computation and one for the new history, shared by the newcomer"
+    assert answers[1].items == answers[2].items == answers[3].items

@@ -71,6 +71,7 @@ def test_unavailable_items_are_skipped_and_the_list_refilled(served: tuple[Pipel
     fewer = [json.loads(i)["item_id"] for i in answers.lookup("user-3", n, answers.k - 1, available) or []]
     assert fewer == full[1:], "the next stored item fills the gap"
     assert answers.lookup("user-3", n, answers.k, available) is None, "too few left: compute it live"
+    assert answers.lookup("user-3", n, 0, available) == answers.lookup("user-3", n, 0, None) == []
 
 
 def test_an_erased_user_is_never_answered_from_storage(tmp_path: Path) -> None:

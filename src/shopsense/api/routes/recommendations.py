@@ -117,7 +117,7 @@ def similar(
 _LISTS = frozenset(
     name
     for name, field in RecommendationQuery.model_fields.items()
-    if any(get_origin(arg) is list for arg in get_args(field.annotation))
+    if any(get_origin(kind) is list for kind in (field.annotation, *get_args(field.annotation)))
 )
 """The parameters that may repeat (``category=a&category=b``)."""
 
