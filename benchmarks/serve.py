@@ -61,6 +61,7 @@ from shopsense.store import open_store  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work" / "serve"
 RESULTS = ROOT / "benchmarks" / "results"
+SERVER_LOG = WORK / "server.log"
 WORLD = GeneratorConfig(users=50_000, items=100_000, events=1_000_000, days=90, seed=11)
 TARGETS = {
     "recommendations_unique": ("req/s", 1_000, 25),
@@ -130,12 +131,13 @@ def start_server(data: Path, port: int) -> tuple[subprocess.Popen[bytes], float]
     config.write_text(SERVER_CONFIG)
     env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data), "SHOPSENSE_CONFIG": str(config)}
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shopsense", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
-    )
+    with SERVER_LOG.open("wb") as log:  # a file, not a pipe: an unread pipe would block a server that logs
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shopsense", "serve", "--port", str(port)], env=env, stderr=log
+        )
     while True:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+            raise SystemExit(f"server exited: {SERVER_LOG.read_text()[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -406,8 +408,12 @@ def run_round(data: Path, seconds: float, at: int, rounds: int) -> dict[str, Any
                 [sys.executable, __file__, "--drive", str(port), key, phase, str(seconds), str(connections)],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if driven.returncode:
+                raise SystemExit(
+                    f"the driver failed in {phase}: {driven.stderr[-3000:]}\n"
+                    f"server log: {SERVER_LOG.read_text()[-3000:]}"
+                )
             phases.append(json.loads(driven.stdout))
             print(json.dumps(phases[-1]), file=sys.stderr)
         memory = rss_mb(server.pid)
