@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ class Watched:
     def __init__(
         self, service: ServingService, monkeypatch: pytest.MonkeyPatch, before: float = 0.05, after: float = 0.0
     ) -> None:
-        self.calls, self.running, self.most = 0, 0, 0
+        self.calls, self.computed, self.running, self.most = 0, 0, 0, 0
         self._lock = threading.Lock()
         compute = service.recommend
 
@@ -34,6 +35,8 @@ class Watched:
             try:
                 time.sleep(before)
                 answer = compute(*args, **kwargs)
+                with self._lock:
+                    self.computed += 1
                 time.sleep(after)
                 return answer
             finally:
@@ -102,16 +105,18 @@ def test_after_the_user_acts_waiters_and_newcomers_share_the_next_computation(
     async def ask(live: LiveAnswers) -> RecAnswer:  # as the route asks: a cached answer first
         return service.ready("user-1", 5, alpha=0.3) or await live.answer("user-1", 5, alpha=0.3)
 
+    async def until(done: Callable[[], bool]) -> None:
+        while not done():
+            await asyncio.sleep(0.005)
+
     async def run() -> list[RecAnswer]:
         live = LiveAnswers(service, 4)
-        started = time.perf_counter()
-        first = [asyncio.create_task(ask(live)) for _ in range(3)]  # one computes (old history), two wait
-        await asyncio.sleep(0.25)
+        first = [asyncio.create_task(ask(live)) for _ in range(3)]  # one computes, two wait for it
+        await until(lambda: watched.computed == 1)  # computed from the history before the event
         posted = api.client.post("/v1/events", json=event, headers=api.headers("events:write"))
         assert posted.status_code == 200
-        # At 0.3 s the first is done, stale; a waiter computes for the new history until 0.6 s.
-        await asyncio.sleep(0.4 - (time.perf_counter() - started))
-        late = asyncio.create_task(ask(live))
+        await until(lambda: watched.calls == 2)  # a waiter found the answer stale and computes again
+        late = asyncio.create_task(ask(live))  # within that computation's 0.15 s head start
         return await asyncio.gather(*first, late)
 
     answers = asyncio.run(run())
