@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shopsense.domain import IdIndex
 from shopsense.errors import ConfigError
-from shopsense.features.interactions import Catalog, Interactions, build_interactions
+from shopsense.features.interactions import Catalog, Interactions, Sequences, build_interactions
 from shopsense.features.stats import type_mask
 from shopsense.ranking.diversity import mmr
 from shopsense.ranking.features import FeatureFrame
@@ -102,7 +102,35 @@ class Pipeline:
         self.ranker.fit(data)
         self.items_: IdIndex = data.items
         self.catalog_ = data.catalog if data.catalog is not None else Catalog.empty(len(data.items))
+        assert data.sequences is not None  # the ranker's fit checked
+        self.repeat_share_ = repeat_share(data.sequences, self.config.ranker.purchase_types)
         return self
+
+    @property
+    def rules(self) -> RuleConfig:
+        """The pipeline's rules as they apply to this fitted model (``exclude_purchased = "auto"`` decided)."""
+        return self.config.rules.resolved(getattr(self, "repeat_share_", None))  # older bundles lack it
+
+    def refresh_availability(self, items: pa.Table) -> bool:
+        """Apply the catalogue's current ``available`` and ``stock`` to the fitted catalogue; True if any applied.
+
+        The rules read availability from the catalogue the bundle was trained with, so a shelf
+        change made since (``PUT /v1/items``, an items import) must reach it before answering.
+        Rows of unknown items, and rows that state neither field, change nothing.
+        """
+        catalog = self.catalog_
+        if catalog.available is None or "available" not in items.column_names or "stock" not in items.column_names:
+            return False
+        index = np.asarray(self.items_.index(items.column("item_id").to_pylist()))
+        flags, stock = items.column("available"), items.column("stock")
+        touched = (index >= 0) & (
+            pc.is_valid(flags).to_numpy(zero_copy_only=False) | pc.is_valid(stock).to_numpy(zero_copy_only=False)
+        )
+        available = pc.fill_null(flags, True).to_numpy(zero_copy_only=False) & (
+            pc.fill_null(stock, 1).to_numpy(zero_copy_only=False) > 0
+        )
+        catalog.available[index[touched]] = available[touched]
+        return bool(touched.any())
 
     def recommend_user(
         self,
@@ -192,7 +220,7 @@ class Pipeline:
         lam = cfg.diversity.lam if diversity is None else diversity
         if not (0 <= alpha <= 1 and 0 <= lam <= 1):
             raise ValueError(f"alpha and diversity must be within [0, 1], got alpha={alpha}, diversity={lam}")
-        rule_config = cfg.rules.merged(rules) if rules else cfg.rules
+        rule_config = (cfg.rules.merged(rules) if rules else cfg.rules).resolved(getattr(self, "repeat_share_", None))
         scored = self.ranker.score_candidates(history)
         candidates = scored.candidates
         scores = np.full(candidates.items.shape, -np.inf)
@@ -306,3 +334,22 @@ class Pipeline:
         return sp.csr_matrix(
             (np.ones(int(bought.sum())), (seq.owners()[bought], seq.items[bought])), shape=history.matrix.shape
         )
+
+
+def repeat_share(seq: Sequences, purchase_types: tuple[str, ...]) -> float | None:
+    """The share of purchases that re-buy an item the same shopper bought at an earlier time (None: no purchases).
+
+    Lines of one basket share a time, so buying two of a thing at once is not a repeat.
+    """
+    bought = type_mask(seq, purchase_types)
+    if not bought.any():
+        return None
+    users, items, times = seq.owners()[bought], seq.items[bought], seq.times[bought]
+    order = np.lexsort((times, items, users))
+    users, items, times = users[order], items[order], times[order]
+    same_pair = (users[1:] == users[:-1]) & (items[1:] == items[:-1])
+    first = np.ones(len(users), dtype=bool)
+    first[1:] = ~same_pair
+    first_time = np.maximum.accumulate(np.where(first, np.arange(len(users)), 0))
+    repeats = times > times[first_time]
+    return float(repeats.mean())

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shopsense.errors import ConfigError
-from shopsense.features.interactions import Interactions
-from shopsense.pipeline import Pipeline, PipelineConfig, load_pipeline
+from shopsense.features.interactions import Interactions, build_interactions
+from shopsense.pipeline import Pipeline, PipelineConfig, load_pipeline, repeat_share
+from shopsense.settings import DEFAULT_EVENT_TYPES
+from tests.conftest import events_table
 
 FAST = {"ranker": {"boost": {"max_trees": 60}}}
 
@@ -45,10 +48,10 @@ def test_rules_hold_per_request(fitted: Pipeline, shop: Interactions) -> None:
     only = fitted.recommend(shop.rows(np.arange(20)), 8, rules={"include_categories": [top]})
     assert all(_category(shop, r.item_id).startswith(top) for row in only for r in row)
     assert shop.sequences is not None
-    # Purchased items are excluded by default (no repeatable categories).
+    # Purchased items are excluded when the rules say so (no repeatable categories).
     seq = shop.sequences
     code = seq.type_code("purchase")
-    for user, row in enumerate(fitted.recommend(shop.rows(np.arange(20)), 8)):
+    for user, row in enumerate(fitted.recommend(shop.rows(np.arange(20)), 8, rules={"exclude_purchased": True})):
         mine = seq.items[seq.indptr[user] : seq.indptr[user + 1]][
             seq.types[seq.indptr[user] : seq.indptr[user + 1]] == code
         ]
@@ -99,3 +102,45 @@ def test_repository_pipelines_load() -> None:
     names = {path.stem: load_pipeline(str(path), []) for path in folder.glob("*.toml")}
     assert {"default", "homepage", "checkout"} <= set(names)
     assert names["default"] == PipelineConfig(), "config/pipelines/default.toml documents the built-in defaults"
+
+
+def test_repeat_share_counts_rebuys_at_a_later_time_only() -> None:
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+    later = datetime(2024, 1, 5, tzinfo=UTC)
+    rows = [
+        ("u1", "a", "purchase", day),
+        ("u1", "a", "purchase", day),  # two lines of one basket: not a repeat
+        ("u1", "a", "purchase", later),  # a repeat
+        ("u1", "b", "purchase", later),
+        ("u2", "a", "purchase", later),  # another shopper's first
+        ("u2", "a", "view", day),
+    ]
+    data = build_interactions(events_table(rows), dict(DEFAULT_EVENT_TYPES))
+    assert data.sequences is not None
+    assert repeat_share(data.sequences, ("purchase",)) == pytest.approx(1 / 5)
+    assert repeat_share(data.sequences, ("cart",)) is None
+
+
+def test_auto_repeat_rule_follows_the_data(fitted: Pipeline, shop: Interactions) -> None:
+    assert fitted.repeat_share_ is not None and 0 < fitted.repeat_share_ < 1
+    assert fitted.config.rules.exclude_purchased == "auto"
+    below = fitted.config.rules.model_copy(update={"repeat_share": fitted.repeat_share_ + 0.01})
+    above = fitted.config.rules.model_copy(update={"repeat_share": fitted.repeat_share_ - 0.01})
+    assert below.resolved(fitted.repeat_share_).exclude_purchased is True
+    assert above.resolved(fitted.repeat_share_).exclude_purchased is False
+    assert fitted.config.rules.resolved(None).exclude_purchased is True  # no purchases: the safe choice
+    # Shown again under "auto" when shoppers re-buy; hidden when they do not.
+    assert shop.sequences is not None
+    seq, code, users = shop.sequences, shop.sequences.type_code("purchase"), np.arange(60)
+
+    def rebought(repeat_share: float) -> int:
+        recs = fitted.recommend(shop.rows(users), 10, rules={"repeat_share": repeat_share})
+        count = 0
+        for user, row in enumerate(recs):
+            span = slice(seq.indptr[user], seq.indptr[user + 1])
+            mine = set(shop.items.ids(seq.items[span][seq.types[span] == code].tolist()))
+            count += len({r.item_id for r in row} & mine)
+        return count
+
+    assert rebought(0.0) > 0
+    assert rebought(1.0) == 0

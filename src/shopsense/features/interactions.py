@@ -71,7 +71,8 @@ class Catalog:
     Codes index into the name tuples (-1 unknown). ``price`` is NaN where unknown; ``available``
     is False only where the catalogue says unavailable or out of stock; ``group`` ties variants
     of one product (the item attribute ``group``), -1 where an item has none; ``margin`` is the
-    item attribute ``margin`` (profit per unit), NaN where not given.
+    item attribute ``margin`` (profit per unit), NaN where not given; ``kind`` codes the item
+    attribute ``kind`` into ``kinds`` (-1 where not given), e.g. ``service`` for postage and fees.
     """
 
     text: tuple[str, ...]
@@ -84,6 +85,8 @@ class Catalog:
     group: np.ndarray | None = None
     margin: np.ndarray | None = None
     titles: tuple[str, ...] = ()
+    kind: np.ndarray | None = None
+    kinds: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, n_items: int) -> Catalog:
@@ -256,11 +259,16 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
         available[idx[known & off]] = False
     group = np.full(len(items), -1, dtype=np.int64)
     margin = np.full(len(items), np.nan)
+    kind, kinds = np.full(len(items), -1, dtype=np.int32), np.array([], dtype=str)
     if "attributes" in table.column_names:
         values = _json_field(table.column("attributes"), "group")
         present = known & (values != "")
         group[idx[present]] = np.unique(values[present], return_inverse=True)[1]
         margin[idx[known]] = _json_field(table.column("attributes"), "margin", numeric=True)[known]
+        values = _json_field(table.column("attributes"), "kind")
+        present = known & (values != "")
+        kinds, codes = np.unique(values[present], return_inverse=True)
+        kind[idx[present]] = codes
     titles = np.full(len(items), "", dtype=object)
     if "title" in table.column_names:
         titles[idx[known]] = pc.fill_null(_as_text(table.column("title")), "").to_numpy(zero_copy_only=False)[known]
@@ -275,6 +283,8 @@ def _catalog(table: pa.Table, items: IdIndex) -> Catalog:
         group,
         margin,
         tuple(str(t) for t in titles),
+        kind,
+        tuple(str(k) for k in kinds),
     )
 
 

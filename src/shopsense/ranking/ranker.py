@@ -37,6 +37,9 @@ from shopsense.ranking.features import FeatureFrame, PairFeatures
 from shopsense.ranking.fusion import FusionConfig, fuse, item_value
 from shopsense.ranking.heads import HEADS, BoostConfig, BoostedHeads, classification_metrics
 
+HEAD_MODELS = ("lightgbm", "din")
+"""The models a head can be; their validation scores are keyed by these names in ``heads_report_``."""
+
 
 class RankerConfig(BaseModel):
     """Candidate sources, label window, heads and fusion of the two-stage recommender."""
@@ -169,6 +172,8 @@ class TwoStage(Recommender):
             "positive_attention": int(labels[:, 0].sum()),
             "positive_purchase": int(labels[:, 1].sum()),
             "feature_names": list(frame.names),
+            "alpha": self.alpha_,
+            "rank_by": self.rank_by_,
         }
         full = data.window(None, end + 1)
         self.generator_ = CandidateGenerator(cfg.candidates).fit(full)

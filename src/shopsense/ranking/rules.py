@@ -55,9 +55,22 @@ class RuleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    exclude_purchased: bool = Field(True, description="hide items the user has bought")
+    exclude_purchased: bool | Literal["auto"] = Field(
+        "auto",
+        description="hide items the user has bought; auto: hide them unless the training data shows shoppers "
+        "re-buying (see repeat_share)",
+    )
+    repeat_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="auto: bought items stay recommendable when at least this share of purchases re-buy an item",
+    )
     repeatable_categories: tuple[str, ...] = Field((), description="bought items here may be shown again")
     exclude_unavailable: bool = Field(True, description="hide items the catalogue marks unavailable")
+    exclude_kinds: tuple[str, ...] = Field(
+        ("service",), description="hide items whose attribute `kind` is one of these (postage, fees: `service`)"
+    )
     include_categories: tuple[str, ...] = Field((), description="only these categories; empty: all")
     exclude_categories: tuple[str, ...] = ()
     include_brands: tuple[str, ...] = Field((), description="only these brands; empty: all")
@@ -78,6 +91,18 @@ class RuleConfig(BaseModel):
             if repeated:
                 raise ValueError(f"pins repeat {what} {', '.join(repeated)}: one pin per item and per position")
         return self
+
+    def resolved(self, repeat_share: float | None) -> RuleConfig:
+        """These rules with ``exclude_purchased = "auto"`` decided by the share of purchases that re-buy.
+
+        Whether a shop's customers buy the same things again (groceries, supplies, wholesale) or
+        once (a sofa, a phone) is a fact of its data, so "auto" reads it from the training data;
+        unknown (no purchases) hides bought items, the safe choice.
+        """
+        if self.exclude_purchased != "auto":
+            return self
+        repeats = repeat_share is not None and repeat_share >= self.repeat_share
+        return self.model_copy(update={"exclude_purchased": not repeats})
 
     def merged(self, overrides: Mapping[str, Any]) -> RuleConfig:
         """This config with a request's overrides, validated like the config itself.
@@ -136,6 +161,7 @@ def apply_rules(
     items = np.asarray(items)
     scores = np.asarray(scores, dtype=np.float64)
     _check(items, scores, k, catalog, item_ids, purchased)
+    config = config.resolved(None)  # an "auto" no fitted pipeline decided hides bought items
     items = items.astype(np.int64)
     valid = items != PAD
     safe = np.where(valid, items, 0)  # a real index to gather with; `valid` masks it out again
@@ -194,6 +220,9 @@ def _passes(idx: np.ndarray, config: RuleConfig, catalog: Catalog) -> np.ndarray
     ok = np.ones(idx.shape, dtype=bool)
     if config.exclude_unavailable and catalog.available is not None:
         ok &= catalog.available[idx].astype(bool)
+    kind = getattr(catalog, "kind", None)  # bundles saved before kinds existed lack it
+    if config.exclude_kinds and kind is not None:
+        ok &= ~_matches(catalog.kinds, config.exclude_kinds, path=False)[kind[idx]]
     category = catalog.category[idx]
     if config.include_categories:
         ok &= _matches(catalog.categories, config.include_categories, path=True)[category]

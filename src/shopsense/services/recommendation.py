@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.interactions import build_interactions
 from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline
+from shopsense.ranking.ranker import HEAD_MODELS
 from shopsense.services.answers import build_answers
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.data import DataService
@@ -35,6 +36,10 @@ class TrainResult:
     seconds: float
     heads: dict[str, Any]
     training: dict[str, Any]
+
+    def head_scores(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per fitted head model, its validation AUC, log-loss and positive share per target."""
+        return {name: self.heads[name] for name in HEAD_MODELS if name in self.heads}
 
 
 class RecommendationService:
@@ -69,6 +74,8 @@ class RecommendationService:
         ranker = fitted.ranker
         times = events.column("timestamp")
         training = {k: v for k, v in ranker.training_.items() if k != "feature_names"}
+        training["repeat_share"] = fitted.repeat_share_
+        training["exclude_purchased"] = fitted.rules.exclude_purchased
         serve = self.data.settings.serve
         precomputing = time.perf_counter()
         answers = build_answers(
@@ -104,7 +111,9 @@ class RecommendationService:
             info = self.bundles.current(name)
             if info is None:
                 raise ConfigError(f"pipeline {name!r} is not trained yet: run `shopsense train --pipeline {name}`")
-            self._loaded[name] = self.bundles.load(info)
+            fitted = self.bundles.load(info)
+            fitted.refresh_availability(self.data.store.scan_items())  # shelf changes since training
+            self._loaded[name] = fitted
         return self._loaded[name]
 
     def recommend(

@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from shopsense.domain import Item, RecordKind, User
@@ -154,7 +152,9 @@ class ServingService:
                     self._model_error = f"pipeline {name!r} has no trained bundle yet (run `shopsense train`)"
                     return None
                 if self._served is None or self._served.info.version != info.version:
-                    self._served = Served(info, self.bundles.load(info), self.bundles.answers(info))
+                    pipeline = self.bundles.load(info)
+                    pipeline.refresh_availability(self.writer.call(lambda store: store.scan_items()).result())
+                    self._served = Served(info, pipeline, self.bundles.answers(info))
                     log.info("serving %s bundle %s", name, info.version)
                 self._model_error = None
                 return info
@@ -210,20 +210,8 @@ class ServingService:
     def refresh_availability(self, items: pa.Table) -> None:
         """Apply stock and availability changes to the served catalogue at once (rules read it)."""
         served = self._served
-        if served is None or "available" not in items.column_names:
+        if served is None or not served.pipeline.refresh_availability(items):
             return
-        catalog = served.pipeline.catalog_
-        if catalog.available is None:
-            return
-        index = np.asarray(served.pipeline.items_.index(items.column("item_id").to_pylist()))
-        flags, stock = items.column("available"), items.column("stock")
-        touched = (index >= 0) & (
-            pc.is_valid(flags).to_numpy(zero_copy_only=False) | pc.is_valid(stock).to_numpy(zero_copy_only=False)
-        )
-        available = pc.fill_null(flags, True).to_numpy(zero_copy_only=False) & (
-            pc.fill_null(stock, 1).to_numpy(zero_copy_only=False) > 0
-        )
-        catalog.available[index[touched]] = available[touched]
         self._cache.clear()  # cached answers may hold an item that just became unavailable
 
     # -- reads ---------------------------------------------------------------------------------

@@ -76,3 +76,18 @@ def test_sub_second_timestamps_order_the_sequence() -> None:
     assert seq is not None
     assert data.items.ids(seq.items.tolist()) == ["z", "x", "y"]
     assert (seq.times - seq.times[0]).tolist() == [0, 0, 1]
+
+
+def test_item_kinds_come_from_the_kind_attribute() -> None:
+    catalog = pa.table(
+        {
+            "item_id": ["post", "x", "card"],
+            "attributes": ['{"kind": "service"}', '{"colour": "red"}', '{"kind": "voucher", "group": "g1"}'],
+        }
+    )
+    events = _events([("a", "x", "view", 0), ("a", "post", "view", 0), ("a", "card", "view", 0)])
+    data = build_interactions(events, {"view": 1.0}, catalog=catalog)
+    assert data.catalog is not None and data.catalog.kind is not None
+    assert data.items.values == ["card", "post", "x"]
+    assert data.catalog.kinds == ("service", "voucher")
+    assert data.catalog.kind.tolist() == [1, 0, -1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,17 @@ def test_purchased_items_are_hidden_unless_their_category_repeats() -> None:
     assert _ids(_run(RuleConfig(repeatable_categories=("Home > Kitchen",)), purchased=bought)) == "bdeg"
     assert _ids(_run(RuleConfig(exclude_purchased=False), purchased=bought)) == "abdeg"
     assert _ids(_run(purchased=bought), 1) == "hebd"  # row 1 bought nothing
+
+
+def test_items_of_an_excluded_kind_are_hidden_by_default() -> None:
+    # a is postage ("service"), d a gift card: only service lines are hidden unless told otherwise.
+    catalog = dataclasses.replace(
+        CATALOG, kind=np.array([0, -1, -1, 1, -1, -1, -1, -1], dtype=np.int32), kinds=("service", "voucher")
+    )
+    assert _ids(_run(catalog=catalog)) == "bdeg"
+    assert _ids(_run(RuleConfig(exclude_kinds=()), catalog=catalog)) == "abdeg"
+    assert _ids(_run(RuleConfig(exclude_kinds=("service", "voucher")), catalog=catalog)) == "beg"
+    assert _ids(_run()) == "abdeg"  # a catalogue without kinds hides nothing
 
 
 def test_include_and_exclude_categories_match_path_prefixes() -> None:
