@@ -24,6 +24,8 @@ from shopsense.services.data import DataService
 from shopsense.settings import DEFAULT_EVENT_TYPES, Settings, load_settings
 
 DATA = Path(__file__).parent / "data"
+DEMO_SAMPLE = Path(__file__).resolve().parents[1] / "src" / "shopsense" / "data" / "online_retail_demo.csv.gz"
+"""Whole histories of 1,000 Online Retail customers over a year (CC BY 4.0): what `make demo` loads."""
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
@@ -109,3 +111,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory, shop_tables: tuple[pa.Tabl
     RecommendationService(service).train("default")
     service.close()
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_events(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    """The demo sample's events (customers only, guests left out) as the store returns them."""
+    import pyarrow.compute as pc
+
+    service = DataService(load_settings(None, data_dir=tmp_path_factory.mktemp("demo") / "data"))
+    try:
+        service.import_dataset("online-retail", [DEMO_SAMPLE])
+        events = service.store.scan_events()
+    finally:
+        service.close()
+    return events.filter(pc.invert(pc.starts_with(events["user_id"], "guest:")))

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopsense.errors import ConfigError
+from shopsense.features.churn import ChurnConfig, ChurnFitError, fit_churn
 from shopsense.features.clv import (
     DAY_US,
     ClvConfig,
@@ -39,6 +40,8 @@ from shopsense.settings import DEFAULT_EVENT_TYPES
 log = logging.getLogger(__name__)
 CLV_ERROR_KEY = "shopsense.clv_error"
 """Schema metadata key holding why the CLV columns are NaN (absent when CLV was fitted)."""
+CHURN_ERROR_KEY = "shopsense.churn_error"
+"""Schema metadata key holding why ``churn_probability`` is NaN (absent when churn was fitted)."""
 INTEREST_TYPE = pa.list_(pa.struct([("tag", pa.string()), ("weight", pa.float64())]))
 _OPTIONAL = {"session_id": pa.string(), "channel": pa.string(), "quantity": pa.float64()}
 
@@ -64,6 +67,7 @@ class ProfileConfig(BaseModel):
     active_days: float = Field(90.0, gt=0, description="last purchase this recent: active")
     lapsed_days: float = Field(180.0, gt=0, description="last purchase older than this: lapsed (else at risk)")
     clv: ClvConfig = Field(default_factory=ClvConfig)
+    churn: ChurnConfig = Field(default_factory=ChurnConfig)
 
     @model_validator(mode="after")
     def _stages_in_order(self) -> ProfileConfig:
@@ -85,14 +89,17 @@ def build_profiles(
     one), ``avg_order_value`` (purchase value per order), ``returns_share`` (returned / purchased
     value); ``price_band`` (median paid unit price against the catalogue price terciles);
     ``preferred_channel`` and one ``channel_<name>`` share column per channel seen; ``lifecycle``;
-    ``p_alive``, ``churn_probability``, ``expected_purchases_<h>d``, ``expected_avg_value``,
-    ``clv_<h>d`` for the CLV horizon h (90 by default; NaN for prospects, and for everyone when
-    the history cannot be fitted: the schema metadata ``CLV_ERROR_KEY`` then says why);
+    ``p_alive`` (BG/NBD), ``churn_probability`` (P(no purchase within ``churn.horizon_days``),
+    learned by :mod:`.churn`; NaN for prospects, and for everyone when the history is shorter than
+    one labelled horizon: the schema metadata ``CHURN_ERROR_KEY`` then says why),
+    ``expected_purchases_<h>d``, ``expected_avg_value``, ``clv_<h>d`` for the CLV horizon h (90 by
+    default; NaN for prospects, and for everyone when the history cannot be fitted: the schema
+    metadata ``CLV_ERROR_KEY`` then says why);
     ``interests`` (list<struct<tag, weight>>: time-decayed ``category:<path>`` at every depth and
     ``brand:<name>`` tags, top ``top_interests`` per kind, weights summing to 1 per kind).
 
     BG/NBD lets a customer drop out only after a repeat purchase, so a one-time buyer's
-    ``p_alive`` is 1 however long ago they bought: for them ``lifecycle`` is the churn signal.
+    ``p_alive`` is 1 however long ago they bought; ``churn_probability`` is the churn signal.
     Scores rank every purchaser given, so leave out pseudo-users first (per-order guest ids would
     fill the bottom frequency quintile and lift every real one-time buyer to F = 2).
 
@@ -131,6 +138,7 @@ def build_profiles(
     frequency = np.zeros(len(users))
     frequency[buyers] = summary.days
     clv, clv_error = _clv(summary, buyers, len(users), config.clv)
+    churn, churn_error = _churn(history, as_of, summary, buyers, len(users), config)
     columns: dict[str, pa.Array | np.ndarray] = {
         "user_id": pc.cast(base.column("user_id"), pa.string()).combine_chunks(),
         "as_of": pa.array(np.full(len(users), end, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC")),
@@ -141,10 +149,11 @@ def build_profiles(
         "price_band": _price_band(_floats(base, "unit_price"), items),
         **_channels(channels, users, order),
         "lifecycle": _lifecycle(days_since["first_purchase"], days_since["last_purchase"], config),
-        **clv,
+        **{"p_alive": clv["p_alive"], "churn_probability": churn, **clv},
         "interests": pc.fill_null(pc.cast(base.column("interests"), INTEREST_TYPE), pa.scalar([], INTEREST_TYPE)),
     }
-    return pa.table(columns, metadata={CLV_ERROR_KEY: clv_error} if clv_error else None)
+    errors = {key: reason for key, reason in ((CLV_ERROR_KEY, clv_error), (CHURN_ERROR_KEY, churn_error)) if reason}
+    return pa.table(columns, metadata=errors or None)
 
 
 def _prepared(history: pa.Table, as_of: datetime, config: ProfileConfig) -> pa.Table:
@@ -301,7 +310,6 @@ def _clv(
         value[rows] = forecast.expected_avg_value
     columns = {
         "p_alive": alive,
-        "churn_probability": 1.0 - alive,
         f"expected_purchases_{horizon}d": purchases,
         "expected_avg_value": value,
         f"clv_{horizon}d": purchases * value,
@@ -320,3 +328,23 @@ def _rows(users: np.ndarray, order: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Profile row of each id; all ids come from the same history, so every one is a profile user."""
     at, _ = locate(users[order], ids)
     return np.asarray(order[at], dtype=np.int64)
+
+
+def _churn(
+    history: pa.Table, as_of: datetime, summary: PurchaseSummary, rows: np.ndarray, n_users: int, config: ProfileConfig
+) -> tuple[np.ndarray, str]:
+    """Churn risk of every purchaser (NaN for prospects), and why it is NaN for all when no model could be fitted."""
+    risk = np.full(n_users, np.nan)
+    try:
+        model = fit_churn(history, as_of, config.churn, config.purchase_types, config.return_types)
+    except ChurnFitError as exc:
+        log.warning("profiles without churn risk: %s", exc)
+        return risk, str(exc)
+    log.info(
+        "churn model: %d customers, %.0f%% churned, held-out AUC %.3f",
+        model.customers,
+        100 * model.churned_share,
+        model.validation_auc,
+    )
+    risk[rows] = model.predict(summary)
+    return risk, ""

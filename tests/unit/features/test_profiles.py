@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 import pytest
 
 from shopsense.errors import ConfigError
-from shopsense.features.profiles import CLV_ERROR_KEY, INTEREST_TYPE, ProfileConfig, build_profiles
+from shopsense.features.churn import ChurnConfig
+from shopsense.features.profiles import CHURN_ERROR_KEY, CLV_ERROR_KEY, INTEREST_TYPE, ProfileConfig, build_profiles
 from shopsense.services.data import DataService
 from tests.conftest import DATA
 
@@ -87,6 +88,27 @@ def test_too_short_a_history_leaves_clv_unknown_and_says_why() -> None:
     assert np.isnan(profiles["clv_90d"].to_numpy()).all() and np.isnan(profiles["p_alive"].to_numpy()).all()
     reason = profiles.schema.metadata[CLV_ERROR_KEY.encode()].decode()
     assert "repeat purchasers" in reason and "has 4 of 5 purchasers" in reason
+
+
+def test_too_short_a_history_leaves_churn_unknown_and_says_why() -> None:
+    profiles = build_profiles(_events(RFM_ROWS), ITEMS, AS_OF)
+    assert np.isnan(profiles["churn_probability"].to_numpy()).all()
+    reason = profiles.schema.metadata[CHURN_ERROR_KEY.encode()].decode()
+    assert "at least 20 churned and 20 retained" in reason and "has 2 and 0" in reason
+
+
+def test_churn_risk_is_learned_from_the_last_horizon_and_rises_with_silence(
+    shop_tables: tuple[pa.Table, pa.Table],
+) -> None:
+    events, items = shop_tables
+    as_of = pc.max(events["timestamp"]).as_py() + timedelta(seconds=1)
+    profiles = build_profiles(events, items, as_of, ProfileConfig(churn=ChurnConfig(horizon_days=14)))
+    assert CHURN_ERROR_KEY.encode() not in (profiles.schema.metadata or {})
+    risk, recency = profiles["churn_probability"].to_numpy(), profiles["recency_days"].to_numpy()
+    bought = ~np.isnan(recency)
+    assert np.isnan(risk[~bought]).all() and ((risk[bought] >= 0) & (risk[bought] <= 1)).all()
+    quiet, busy = np.nanquantile(recency, [0.75, 0.25])
+    assert risk[recency >= quiet].mean() > risk[recency <= busy].mean() + 0.05
 
 
 def test_lifecycle_stages_at_their_documented_thresholds() -> None:
@@ -190,14 +212,15 @@ def test_nothing_at_or_after_as_of_changes_any_output(shop_tables: tuple[pa.Tabl
     at_cut = before.slice(0, 50).set_column(
         events.schema.get_field_index("timestamp"), "timestamp", pa.array([as_of] * 50, times.type)
     )
-    full = build_profiles(events, items, as_of)
-    assert full.schema.metadata is None  # CLV was fitted, so the comparison covers it too
+    config = ProfileConfig(churn=ChurnConfig(horizon_days=14))
+    full = build_profiles(events, items, as_of, config)
+    assert full.schema.metadata is None  # CLV and churn were fitted, so the comparison covers them too
     clv = full["clv_90d"].to_numpy()
     assert np.isfinite(clv[full["frequency"].to_numpy() > 0]).all()
-    assert _as_json(full) == _as_json(build_profiles(before, items, as_of))
-    assert _as_json(full) == _as_json(build_profiles(pa.concat_tables([before, at_cut]), items, as_of))
+    assert _as_json(full) == _as_json(build_profiles(before, items, as_of, config))
+    assert _as_json(full) == _as_json(build_profiles(pa.concat_tables([before, at_cut]), items, as_of, config))
     assert pc.all(pc.equal(full["as_of"], pa.scalar(as_of, pa.timestamp("us", tz="UTC")))).as_py()
-    later_profiles = build_profiles(events, items, as_of + timedelta(days=10))
+    later_profiles = build_profiles(events, items, as_of + timedelta(days=10), config)
     assert _as_json(later_profiles) != _as_json(full)  # the test can fail: later data does change profiles
 
 
