@@ -54,14 +54,17 @@ class InputError(ShopsenseError):
 class ValidationFailed(ShopsenseError):
     """Rows failed validation under ``--on-error fail``; nothing was written."""
 
-    def __init__(self, problems: list[Problem], total: int, rows_bad: int) -> None:
+    def __init__(self, problems: list[Problem], total: int, rows_bad: int, hints: list[str] | None = None) -> None:
+        """``hints``: what the failing values suggest doing (a timestamp format, a value mapping), if anything."""
         shown = "\n".join(f"  {p}" for p in problems)
         more = f"\n  … and {total - len(problems)} more problems" if total > len(problems) else ""
+        advice = "".join(f"Hint — {h}\n" for h in hints or [])
         super().__init__(
-            f"{total} problem(s) in {rows_bad} row(s); nothing was written.\n{shown}{more}\n"
+            f"{total} problem(s) in {rows_bad} row(s); nothing was written.\n{shown}{more}\n{advice}"
             "Fix the input, or re-run with --on-error skip to import the valid rows "
             "and write the rejected ones to a rejects file."
         )
         self.problems = problems
         self.total = total
         self.rows_bad = rows_bad
+        self.hints = hints or []

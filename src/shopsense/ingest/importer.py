@@ -9,7 +9,8 @@ under ``skip`` the good rows go in one transaction and the bad ones go to a reje
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +23,7 @@ import pyarrow as pa
 from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
 from shopsense.errors import InputError, Problem, ValidationFailed
 from shopsense.ingest.adapters.base import Plan, Step
+from shopsense.ingest.hints import hints
 from shopsense.ingest.mapping import ExtraColumns, Mapping
 from shopsense.ingest.source import (
     ROW,
@@ -74,12 +76,32 @@ class ImportReport:
     excluded: dict[str, int] = field(default_factory=dict)
     problems_by_reason: dict[str, int] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
     rejects_file: str | None = None
     seconds: float = 0.0
+
+    @property
+    def all_rejected(self) -> bool:
+        """Every row read was rejected: under ``--on-error skip`` that is a failed import, not a success."""
+        return self.rows_read > 0 and self.rows_rejected == self.rows_read
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return asdict(self)
+
+
+@contextmanager
+def _plain_errors(source: str) -> Iterator[None]:
+    """Turn a DuckDB error nobody foresaw into an InputError naming the source, not a traceback.
+
+    Known failures are explained where they happen (reading, validation); this is the net
+    under them, so an engine error still says which file it was about.
+    """
+    try:
+        yield
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(source, f"the import stopped on an unexpected DuckDB error: {first}") from exc
 
 
 class Importer:
@@ -118,16 +140,17 @@ class Importer:
         fmt = fmt or detect_format(path)
         con = self._engine()
         try:
-            self._progress("reading")
-            columns = stage_file(
-                con,
-                path,
-                fmt,
-                delimiter=mapping.delimiter,
-                encoding=mapping.encoding,
-                max_line_bytes=self.settings.ingest.max_line_bytes,
-            )
-            return self._run(con, str(path), columns, mapping)
+            with _plain_errors(str(path)):
+                self._progress("reading")
+                columns = stage_file(
+                    con,
+                    path,
+                    fmt,
+                    delimiter=mapping.delimiter,
+                    encoding=mapping.encoding,
+                    max_line_bytes=self.settings.ingest.max_line_bytes,
+                )
+                return self._run(con, str(path), columns, mapping)
         finally:
             con.close()
 
@@ -139,11 +162,12 @@ class Importer:
         """
         con = self._engine()
         try:
-            self._progress("reading")
-            for name, sql in plan.tables.items():
-                stage_table(con, name, sql, plan.label)
-            with self.store.transaction():
-                return [self._step(con, step) for step in plan.steps]
+            with _plain_errors(plan.label):
+                self._progress("reading")
+                for name, sql in plan.tables.items():
+                    stage_table(con, name, sql, plan.label)
+                with self.store.transaction():
+                    return [self._step(con, step) for step in plan.steps]
         finally:
             con.close()
 
@@ -174,25 +198,26 @@ class Importer:
         self._create_views(con, resolved, mapping, absent, keep, plan)
 
         self._progress("validating")
-        by_id = kind is not RecordKind.EVENTS or "event_id" in resolved or "event_id" in mapping.constants
-        self._key_rows(con, kind, by_id)
+        self._key_rows(con, kind)
         report.rows_read, bad_rows = _one(con, "SELECT count(*), count(*) FILTER (WHERE NOT _ok) FROM keyed")
         counts = _rule_counts(con, plan) if bad_rows else {}
+        report.hints = hints(con, plan, counts, report.rows_read, mapping.timestamp_format) if bad_rows else []
         self._progress("checking duplicates")
-        dup_problems = self._mark_duplicates(con, kind, by_id)
-        n_dup_conflicts = _one(con, "SELECT count(*) FROM dup_marks WHERE conflict")[0]
-        if n_dup_conflicts:
-            counts[dup_problems] = n_dup_conflicts
-        bad_rows += n_dup_conflicts
+        self._mark_duplicates(con, kind)
+        conflicts = dict(
+            con.execute("SELECT reason, count(*) FROM dup_marks WHERE conflict GROUP BY reason").fetchall()
+        )
+        counts.update(conflicts)
+        bad_rows += sum(conflicts.values())
         report.problems_by_reason = counts
         report.rows_rejected = bad_rows
         if bad_rows and self.on_error is OnError.FAIL:
-            shown = _problems(con, source, plan, dup_problems, self.settings.ingest.max_problems_shown)
-            raise ValidationFailed(shown, sum(counts.values()), bad_rows)
+            shown = _problems(con, source, plan, self.settings.ingest.max_problems_shown)
+            raise ValidationFailed(shown, sum(counts.values()), bad_rows, report.hints)
         report.duplicates_collapsed = _one(con, "SELECT count(*) FROM dup_marks WHERE collapse AND NOT conflict")[0]
         report.duplicates_kept = _one(con, "SELECT count(*) FROM dup_marks WHERE NOT collapse AND occ > 1")[0]
         if bad_rows:
-            report.rejects_file = str(self._write_rejects(con, source, plan, dup_problems))
+            report.rejects_file = str(self._write_rejects(con, source, plan))
 
         self._progress("writing")
         self._write(con, kind, source, report)
@@ -250,49 +275,60 @@ class Importer:
         con.execute(f"CREATE OR REPLACE TEMP VIEW typed AS SELECT src.*, {typed} FROM src")
         con.execute(f"CREATE OR REPLACE TEMP VIEW checked AS SELECT *, {plan.ok_condition()} AS _ok FROM typed")
 
-    def _key_rows(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, by_id: bool) -> None:
+    def _key_rows(self, con: duckdb.DuckDBPyConnection, kind: RecordKind) -> None:
         """Materialise every row once: typed fields, validity, content hash and idempotency key.
 
         Validation runs in this single pass; later steps read the compact typed table.
+        Each row is keyed by its own id when it has one, else by its content, row by row: an
+        events file whose ``event_id`` column is partly empty (an export of mixed events) keys
+        its id-less rows exactly as a file without the column, or the HTTP path, would.
         """
         fields = _content_fields(kind)
-        # With ids, content only tells repeats of an id apart inside this file: a fast hash will do.
+        has_id = f"{ident(ID_FIELD[kind])} IS NOT NULL"
+        # With an id, content only tells repeats of the id apart inside this file: a fast hash will do.
         # Without, content is the stored idempotency key: a hash that is stable across versions.
-        content = f"hash({', '.join(ident(f) for f in fields)})" if by_id else content_key_sql(kind)
-        key = f"coalesce({id_key_sql(kind)}, _content)" if by_id else "_content"
+        fast = f"hash({', '.join(ident(f) for f in fields)})"
+        content = f"CASE WHEN {has_id} THEN {fast} ELSE {content_key_sql(kind)} END"
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, {key} AS _key
-            FROM (SELECT _row, _ok, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content
+            f"""CREATE OR REPLACE TEMP TABLE keyed AS
+            SELECT *, CASE WHEN _has_id THEN {id_key_sql(kind)} ELSE _content END AS _key
+            FROM (SELECT _row, _ok, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content,
+                         {has_id} AS _has_id
                   FROM checked)"""
         )
 
-    def _mark_duplicates(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, by_id: bool) -> str:
-        """Fill ``dup_marks`` (valid rows in groups sharing a key) and return the conflict reason.
+    def _mark_duplicates(self, con: duckdb.DuckDBPyConnection, kind: RecordKind) -> None:
+        """Fill ``dup_marks``: valid rows in groups sharing a key, and why a conflicting one is rejected.
 
         Rows sharing an id with identical content collapse to one (a re-sent record).
         Rows sharing an id with different content are a conflict (a problem).
         Events without an event_id share a key when every field is equal; those are kept
         as separate events by default (numbered, so re-imports still collapse them).
         """
-        collapse_same = by_id or self.duplicates is Duplicates.DROP
-        conflict_same = (not by_id) and self.duplicates is Duplicates.ERROR
+        drop = self.duplicates is Duplicates.DROP
+        error = self.duplicates is Duplicates.ERROR
+        clash = f"repeats the {ID_FIELD[kind]} of an earlier row with different content"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE dup_marks AS
-            WITH valid AS (SELECT _row, _key, _content FROM keyed WHERE _ok),
-            groups AS (SELECT _key FROM valid GROUP BY _key HAVING count(*) > 1)
-            SELECT _row, occ, first_row,
-                   (occ > 1 AND ({lit(conflict_same)} OR n_content > 1)) AS conflict,
-                   (occ > 1 AND {lit(collapse_same)}) AS collapse
-            FROM (
-                SELECT _row, row_number() OVER w AS occ, min(_row) OVER w AS first_row,
+            WITH valid AS (SELECT _row, _key, _content, _has_id FROM keyed WHERE _ok),
+            groups AS (SELECT _key FROM valid GROUP BY _key HAVING count(*) > 1),
+            ranked AS (
+                SELECT _row, _has_id, row_number() OVER w AS occ, min(_row) OVER w AS first_row,
                        count(DISTINCT _content) OVER w AS n_content
                 FROM valid SEMI JOIN groups USING (_key)
                 WINDOW w AS (PARTITION BY _key ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-            )"""
+            ),
+            marked AS (
+                SELECT _row, occ, first_row, _has_id,
+                       occ > 1 AND ((_has_id AND n_content > 1) OR (NOT _has_id AND {lit(error)})) AS conflict,
+                       occ > 1 AND (_has_id OR {lit(drop)}) AS collapse
+                FROM ranked
+            )
+            SELECT _row, occ, first_row, conflict, collapse,
+                   CASE WHEN NOT conflict THEN NULL WHEN _has_id THEN {lit(clash)}
+                        ELSE 'identical to an earlier row (--duplicates error)' END AS reason
+            FROM marked"""
         )
-        if by_id:
-            return f"repeats the {ID_FIELD[kind]} of an earlier row with different content"
-        return "identical to an earlier row (--duplicates error)"
 
     def _write(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, source: str, report: ImportReport) -> None:
         release(con)  # free the raw text before streaming
@@ -325,11 +361,11 @@ class Importer:
         report.new_users = result.new_users
         report.new_items = result.new_items
 
-    def _write_rejects(self, con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan, dup_reason: str) -> Path:
+    def _write_rejects(self, con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan) -> Path:
         self.rejects_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         out = self.rejects_dir / f"{Path(source).name}.{stamp}.rejects.csv"
-        union = _problem_union(plan, dup_reason)
+        union = _problem_union(plan)
         raw_cols = [r[0] for r in con.execute("DESCRIBE src").fetchall() if r[0] != "_row"]
         shown = ", ".join(f"src.{ident(c)} AS {ident(c[2:])}" for c in raw_cols)
         con.execute(
@@ -382,21 +418,21 @@ def _rule_counts(con: duckdb.DuckDBPyConnection, plan: FieldPlan) -> dict[str, i
     return merged
 
 
-def _problem_union(plan: FieldPlan, dup_reason: str) -> str:
+def _problem_union(plan: FieldPlan) -> str:
     parts = [
         f"SELECT _row, {lit(r.column)} AS field, CAST({ident('r_' + r.column)} AS VARCHAR) AS value, "
         f"{lit(r.reason)} AS reason FROM checked WHERE {r.condition}"
         for r in plan.rules
     ]
     parts.append(
-        f"SELECT _row, 'row' AS field, NULL AS value, {lit(dup_reason)} || ' (row ' || first_row || ')' AS reason "
+        "SELECT _row, 'row' AS field, NULL AS value, reason || ' (row ' || first_row || ')' AS reason "
         "FROM dup_marks WHERE conflict"
     )
     return " UNION ALL ".join(parts)
 
 
-def _problems(con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan, dup_reason: str, cap: int) -> list[Problem]:
+def _problems(con: duckdb.DuckDBPyConnection, source: str, plan: FieldPlan, cap: int) -> list[Problem]:
     rows = con.execute(
-        f"SELECT _row, field, value, reason FROM ({_problem_union(plan, dup_reason)}) ORDER BY _row, field LIMIT {cap}"
+        f"SELECT _row, field, value, reason FROM ({_problem_union(plan)}) ORDER BY _row, field LIMIT {cap}"
     ).fetchall()
     return [Problem(source, int(r), c, v, reason) for r, c, v, reason in rows]

@@ -7,15 +7,25 @@ shopsense's own vocabulary needs no mapping at all.
 
 from __future__ import annotations
 
+import difflib
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shopsense.domain import FIELDS, RecordKind
 from shopsense.errors import ConfigError
-from shopsense.settings import explain_validation, read_toml
+from shopsense.settings import read_toml
+
+_UNIX_FORMATS = ("unix_s", "unix_ms")
+_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "utf16": "utf-16"} | dict.fromkeys(
+    ("latin-1", "latin1", "iso-8859-1", "iso8859-1"), "latin-1"
+)
+"""Encodings DuckDB's CSV reader decodes itself, by the spellings people use for them."""
+_TABLES = ("columns", "constants", "type_values", "channel_values")
 
 
 class ExtraColumns(StrEnum):
@@ -39,6 +49,9 @@ class Mapping(BaseModel):
     type_values: dict[str, str] = Field(
         default_factory=dict, description="source event-type value -> shopsense event type"
     )
+    channel_values: dict[str, str] = Field(
+        default_factory=dict, description="source channel value -> configured channel"
+    )
     timestamp_format: str | None = Field(None, description="strptime format, 'unix_s' or 'unix_ms'; default: ISO 8601")
     timezone: str = Field("UTC", description="zone of timestamps that carry no offset")
     category_separator: str = Field(">", min_length=1, description="separator of a category path")
@@ -55,9 +68,28 @@ class Mapping(BaseModel):
         both = set(self.columns) & set(self.constants)
         if both:
             raise ValueError(f"field(s) {sorted(both)} are given both a column and a constant")
-        if self.type_values and self.kind is not RecordKind.EVENTS:
-            raise ValueError("type_values applies to events only")
+        for table in ("type_values", "channel_values"):
+            if getattr(self, table) and self.kind is not RecordKind.EVENTS:
+                raise ValueError(f"{table} applies to events only")
         return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _readable_encoding(cls, value: str) -> str:
+        found = _ENCODINGS.get(value.strip().lower())
+        if found is None:
+            raise ValueError(f"encoding {value!r} is not one the reader knows: utf-8, utf-16 or latin-1")
+        return found
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _usable_format(cls, value: str | None) -> str | None:
+        return value if value is None else check_timestamp_format(value)
 
     def resolve(self, source_columns: list[str]) -> dict[str, str]:
         """Field -> source column: the explicit mapping plus columns named like fields."""
@@ -82,7 +114,8 @@ def load_mapping(path: Path | None, kind: RecordKind, overrides: dict[str, Any])
     if data.get("kind", kind.value) != kind.value:
         raise ConfigError(f"mapping file {path} is for {data['kind']!r}, but {kind.value!r} are imported")
     data["kind"] = kind.value
-    for table in ("columns", "constants", "type_values"):
+    flags = {k for k, v in overrides.items() if v is not None}
+    for table in _TABLES:
         merged = {**data.get(table, {}), **overrides.pop(table, {})}
         if merged:
             data[table] = merged
@@ -90,8 +123,77 @@ def load_mapping(path: Path | None, kind: RecordKind, overrides: dict[str, Any])
     try:
         return Mapping.model_validate(data)
     except ValidationError as exc:
-        where = f"mapping file {path}" if path else "mapping options"
-        raise ConfigError(f"invalid {where}:\n{explain_validation(exc)}") from exc
+        raise ConfigError(_explain(exc, path, flags)) from exc
+
+
+def _explain(exc: ValidationError, path: Path | None, flags: set[str]) -> str:
+    """Name each bad setting the way the user gave it: ``--timezone`` for a flag, the key for a file."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if key in flags and key not in _TABLES:
+            where = "--" + key.replace("_", "-")
+        elif path is not None:
+            where = f"mapping file {path}" + (f", {key}" if key else "")
+        else:
+            where = f"mapping option {key}" if key else "mapping options"
+        lines.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+    return "invalid " + lines[0] if len(lines) == 1 else "invalid mapping:\n" + "\n".join(f"  {x}" for x in lines)
+
+
+@cache
+def _zones() -> dict[str, str]:
+    """Lower-case name -> spelling of every time zone DuckDB's ICU knows: the reader's own list."""
+    with duckdb.connect() as con:
+        names = [row[0] for row in con.execute("SELECT name FROM pg_timezone_names()").fetchall()]
+    return {name.lower(): name for name in names}
+
+
+def check_timezone(name: str) -> str:
+    """The zone's canonical spelling; an unknown zone is refused here, before any file is read.
+
+    DuckDB would only fail once a row needs the zone (mid-import, as a traceback), or never
+    when every timestamp carries an offset, so a typo would pass unnoticed.
+    """
+    zones = _zones()
+    found = zones.get(name.strip().lower())
+    if found is not None:
+        return found
+    close = difflib.get_close_matches(name.strip().lower(), list(zones), n=3, cutoff=0.6)
+    guess = f"; did you mean {' or '.join(repr(zones[c]) for c in close)}?" if close else ""
+    raise ValueError(f"unknown time zone {name!r}{guess} (IANA names such as 'Europe/London', 'UTC')")
+
+
+def check_timestamp_format(fmt: str) -> str:
+    """Refuse a format DuckDB's strptime cannot use, naming the bad specifier, before any file is read."""
+    if fmt in _UNIX_FORMATS:
+        return fmt
+    if "%" not in fmt:
+        raise ValueError(
+            f"timestamp format {fmt!r} has no %-directive; give a strptime format such as '%d/%m/%Y %H:%M', "
+            "or unix_s / unix_ms"
+        )
+    reason = _strptime_refusal(fmt)
+    if reason:
+        raise ValueError(f"timestamp format {fmt!r} is not usable: {reason}")
+    return fmt
+
+
+def _strptime_refusal(fmt: str) -> str:
+    """DuckDB's reason for refusing a strptime format, "" when it accepts it.
+
+    The error is turned into text here, in the frame that owns the connection, so no exception
+    that references DuckDB objects outlives it (pydantic keeps a validator's exception in a
+    cycle the collector cannot see, which kept the connection alive to interpreter exit).
+    """
+    con = duckdb.connect()
+    try:
+        con.execute("SELECT try_strptime('', $1)", [fmt])
+        return ""
+    except duckdb.Error as exc:
+        return str(exc).splitlines()[0].split("Error: ", 1)[-1]
+    finally:
+        con.close()
 
 
 def parse_pairs(pairs: list[str], option: str) -> dict[str, str]:

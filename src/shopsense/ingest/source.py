@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from shopsense.errors import InputError
+from shopsense.errors import ConfigError, InputError
 from shopsense.ingest.validate import ident, lit
 
 STAGE = "stage_raw"
@@ -53,6 +53,28 @@ def detect_format(path: Path) -> Format:
     raise InputError(
         str(path), "unknown file type; name it .csv, .parquet or .jsonl (optionally .gz), or pass --format"
     )
+
+
+_EXPORTS = {".parquet": Format.PARQUET, ".csv": Format.CSV, ".jsonl": Format.JSONL, ".ndjson": Format.JSONL}
+
+
+def export_format(path: Path) -> tuple[Format, bool]:
+    """The format an export file's name asks for, and whether to gzip it.
+
+    Only names that ``detect_format`` reads back as the same format are accepted, so an
+    export always re-imports; anything else is refused rather than written under a wrong name.
+    """
+    suffixes = [s.lower() for s in path.suffixes]
+    gzip = suffixes[-1:] == [".gz"]
+    if gzip:
+        suffixes.pop()
+    fmt = _EXPORTS.get(suffixes[-1]) if suffixes else None
+    if fmt is None or (gzip and fmt is Format.PARQUET):
+        raise ConfigError(
+            f"cannot tell the export format from the name {path.name!r}: end it in .parquet, .csv, .jsonl or "
+            ".ndjson (.csv.gz, .jsonl.gz to compress)"
+        )
+    return fmt, gzip
 
 
 def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, max_line: int) -> str:
@@ -111,6 +133,8 @@ def stage_file(
             or has no data rows — with the line number when the reader gives one.
     """
     name = str(path)
+    if path.is_dir():
+        raise InputError(name, "is a folder, not a file; give the path of one file")
     if not path.is_file():
         raise InputError(name, "no such file")
     if path.stat().st_size == 0:
@@ -187,6 +211,7 @@ __all__ = [
     "Format",
     "column_types",
     "detect_format",
+    "export_format",
     "release",
     "stage_file",
     "stage_query",

@@ -114,12 +114,16 @@ def _catalogue(cfg: GeneratorConfig, world: _World) -> pa.Table:
 
 
 def _users(cfg: GeneratorConfig, world: _World, rng: np.random.Generator) -> pa.Table:
+    """Users in the shape ``import users`` takes as it is: descriptive fields nested in ``attributes``."""
     countries = np.array(["DE", "FR", "GB", "NL", "ES", "IT"])
+    country = countries[rng.integers(0, len(countries), cfg.users)]
+    channel = CHANNELS[world.channel_pref.argmax(axis=1)]
+    # Both vocabularies are plain letters, so the JSON needs no escaping.
+    attributes = np.char.add(np.char.add(np.char.add('{"country": "', country), '", "preferred_channel": "'), channel)
     return pa.table(
         {
             "user_id": np.char.add("user-", np.arange(cfg.users).astype(str)),
-            "country": countries[rng.integers(0, len(countries), cfg.users)],
-            "preferred_channel": CHANNELS[world.channel_pref.argmax(axis=1)],
+            "attributes": np.char.add(attributes, '"}'),
         }
     )
 

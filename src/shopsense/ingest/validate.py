@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from shopsense.domain import RecordKind
+from shopsense.errors import ConfigError
 from shopsense.ingest.mapping import Mapping
 from shopsense.settings import Settings
 
@@ -30,6 +32,14 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class Hint(StrEnum):
+    """Failures the importer can explain further by looking at the failing values."""
+
+    NONE = ""
+    TIMESTAMP = "timestamp"  # unparseable: guess a --timestamp-format from the values
+    VOCABULARY = "vocabulary"  # unknown type/channel: point at the value mapping and the setting
+
+
 @dataclass(frozen=True)
 class Rule:
     """One check: rows where the SQL ``condition`` holds are bad for ``reason``."""
@@ -37,6 +47,7 @@ class Rule:
     column: str
     condition: str
     reason: str
+    hint: Hint = Hint.NONE
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ def _timestamp(field: str, mapping: Mapping, raw_type: str) -> str:
         seconds = f"(TRY_CAST({raw} AS DOUBLE) / {scale})"
         return f"CASE WHEN isfinite({seconds}) AND abs({seconds}) < 1e11 THEN to_timestamp({seconds}) END"
     text = f"trim(CAST({raw} AS VARCHAR))"
+    if fmt and ("%z" in fmt or "%Z" in fmt):
+        return f"try_strptime({text}, {lit(fmt)})"  # the offset in each value decides; the zone does not apply
     if fmt:
         return f"timezone({zone}, try_strptime({text}, {lit(fmt)}))"
     if mapping.timezone.upper() == "UTC":
@@ -181,9 +194,8 @@ class _Builder:
         if not self.present(field):
             return
         expected = self.mapping.timestamp_format or "ISO 8601, e.g. 2024-05-01T10:00:00Z"
-        self.rules.append(
-            Rule(field, f"NOT {self._blank(field)} AND {col} IS NULL", f"unparseable timestamp (expected {expected})")
-        )
+        cond = f"NOT {self._blank(field)} AND {col} IS NULL"
+        self.rules.append(Rule(field, cond, f"unparseable timestamp (expected {expected})", Hint.TIMESTAMP))
         earliest = self.settings.ingest.min_timestamp
         latest = (datetime.now(UTC) + timedelta(seconds=self.settings.ingest.max_future_seconds)).isoformat()
         self.rules.append(Rule(field, f"{col} < TIMESTAMPTZ {lit(earliest)}", f"before {earliest}"))
@@ -191,6 +203,10 @@ class _Builder:
 
     def json_object(self, field: str, extra_json: str | None) -> None:
         parsed = self._parsed(field, "JSON") if self.present(field) else "CAST(NULL AS JSON)"
+        if self.raw_types.get(field, "").startswith(("STRUCT", "MAP")):
+            # Readers widen objects with differing keys to one struct, filling absent keys with
+            # NULL; a merge patch drops those again, so {"a": 1} does not come back as {"a": 1, "b": null}.
+            parsed = f"json_merge_patch('{{}}'::JSON, {parsed})"
         if extra_json is None:
             self.typed[field] = parsed
         else:
@@ -213,7 +229,23 @@ class _Builder:
         if self.present(field):
             known = ", ".join(sorted(set(table.values())))
             cond = f"NOT {self._blank(field)} AND {ident(field)} IS NULL"
-            self.rules.append(Rule(field, cond, f"unknown {what} (known: {known})"))
+            self.rules.append(Rule(field, cond, f"unknown {what} (known: {known})", Hint.VOCABULARY))
+
+
+def vocabulary(known: dict[str, str], given: dict[str, str], option: str, what: str) -> dict[str, str]:
+    """Accepted spelling (lower-case) -> stored value: ``known`` plus the user's ``given`` value mapping.
+
+    A mapping target must itself be known (an alias is resolved), so a typo in ``--type-value`` or
+    ``--channel-value`` is refused instead of storing a type or channel nothing else understands.
+    """
+    spellings = {k.lower(): v for k, v in known.items()}
+    table = dict(spellings)
+    for source, target in given.items():
+        if target.strip().lower() not in spellings:
+            choices = ", ".join(sorted(set(spellings.values())))
+            raise ConfigError(f"{option} {source}={target}: {target!r} is not a known {what} (known: {choices})")
+        table[source.strip().lower()] = spellings[target.strip().lower()]
+    return table
 
 
 def plan_fields(
@@ -231,11 +263,15 @@ def plan_fields(
         b.identifier("event_id", required=False)
         b.identifier("user_id", required=True)
         b.identifier("item_id", required=True)
-        types = {k.lower(): v for k, v in mapping.type_values.items()}
-        types.update({k: v for k, v in settings.event_types.canonical().items() if k not in types})
+        types = vocabulary(
+            settings.event_types.canonical(), mapping.type_values, "--type-value/[type_values]", "event type"
+        )
         b.vocabulary("type", types, "event type", required=True)
         b.timestamp("timestamp", required=True)
-        b.vocabulary("channel", {c: c for c in settings.channels}, "channel", required=False)
+        channels = vocabulary(
+            {c: c for c in settings.channels}, mapping.channel_values, "--channel-value/[channel_values]", "channel"
+        )
+        b.vocabulary("channel", channels, "channel", required=False)
         b.identifier("session_id", required=False)
         b.number("quantity", default=1.0, minimum="positive")
         b.number("value", minimum="non_negative")

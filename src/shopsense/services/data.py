@@ -9,7 +9,7 @@ from shopsense.errors import ConfigError
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, Importer, ImportReport, OnError, Progress
 from shopsense.ingest.mapping import Mapping
-from shopsense.ingest.source import Format
+from shopsense.ingest.source import Format, export_format
 from shopsense.settings import Settings
 from shopsense.store import Store, StoreSummary, open_store
 
@@ -74,8 +74,9 @@ class DataService:
         return self.store.summary(top)
 
     def export(self, kind: RecordKind, path: Path) -> int:
-        """Write events, items or users to a Parquet file; returns the number of rows."""
-        return self.store.export(kind, path)
+        """Write events, items or users in the format the file name asks for; returns the number of rows."""
+        fmt, gzip = export_format(path)
+        return self.store.export(kind, path, fmt, gzip)
 
     def close(self) -> None:
         """Close the store if it was opened."""

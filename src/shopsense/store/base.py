@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
+from shopsense.ingest.source import Format
 
 EVENT_COLUMNS = (
     "key_hi",
@@ -203,8 +204,11 @@ class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, P
         """Counts, date range, funnel and top categories."""
         ...
 
-    def export(self, kind: RecordKind, path: Path) -> int:
-        """Write one table, with external ids, to a Parquet file; returns the row count."""
+    def export(self, kind: RecordKind, path: Path, fmt: Format = Format.PARQUET, gzip: bool = False) -> int:
+        """Write one table, with external ids, in the shape ``shopsense import`` reads back; returns the row count.
+
+        ``gzip`` compresses CSV and JSON Lines (Parquet compresses itself).
+        """
         ...
 
     def close(self) -> None:

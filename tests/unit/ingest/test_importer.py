@@ -6,13 +6,14 @@ import csv
 import gzip
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from shopsense.domain import RecordKind
-from shopsense.errors import InputError, ValidationFailed
-from shopsense.ingest.importer import Duplicates, OnError
+from shopsense.errors import ConfigError, InputError, ValidationFailed
+from shopsense.ingest.importer import Duplicates, Importer, OnError
 from shopsense.services.data import DataService
 from tests.conftest import event_count, load, write
 
@@ -283,3 +284,108 @@ def test_typed_parquet_columns_are_accepted_as_they_are(service: DataService, tm
     pq.write_table(events, tmp_path / "events.parquet")
     report = load(service, tmp_path / "events.parquet")
     assert (report.rows_written, report.new_items) == (2, 0), "integer ids match the items' string ids"
+
+
+def test_channel_values_map_source_channels_like_type_values(service: DataService, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", HEADER.strip() + ",channel\nu1,i1,view,2024-01-01T00:00:00Z,Shop\n")
+    assert load(service, path, channel_values={"shop": "STORE"}, type_values={"view": "order"}).rows_written == 1
+    (event,) = service.store.scan_events().to_pylist()
+    assert (event["channel"], event["type"]) == ("store", "purchase"), "targets are resolved like file values"
+    with pytest.raises(ConfigError, match=r"--channel-value.*shop=shoppe: 'shoppe' is not a known channel"):
+        load(service, path, channel_values={"shop": "shoppe"})
+    with pytest.raises(ConfigError, match=r"--type-value.*1=teleport: 'teleport' is not a known event type"):
+        load(service, path, type_values={"1": "teleport"})
+
+
+def test_most_rows_failing_on_channel_point_at_the_mapping_and_the_setting(
+    service: DataService, tmp_path: Path
+) -> None:
+    rows = "".join(f"u{i},i1,view,2024-01-01T00:00:00Z,{c}\n" for i, c in enumerate(["shop"] * 3 + ["web"]))
+    error = _fails(service, write(tmp_path, "c.csv", HEADER.strip() + ",channel\n" + rows))
+    (hint,) = error.hints
+    assert "3 of 4 rows" in hint and "'shop' in 3 rows" in hint
+    assert "--channel-value shop=<channel>" in hint and "`channels`" in hint
+    assert "Hint — channel:" in str(error)
+    few = HEADER.strip() + ",channel\nu1,i1,view,2024-01-01T00:00:00Z,shop\n" + rows.replace("shop", "web")
+    assert _fails(service, write(tmp_path, "few.csv", few)).hints == [], "one stray value is a row problem"
+
+
+@pytest.mark.parametrize(
+    ("values", "options", "expected"),
+    [
+        (["06/12/2026 10:00", "01/02/2025 08:30"], {}, "'%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M'"),
+        (["13/12/2025 10:00", "06/11/2025 10:00"], {}, "read as '%d/%m/%Y %H:%M': pass --timestamp-format"),
+        (["12/31/2025 10:00:59"], {}, "read as '%m/%d/%Y %H:%M:%S'"),
+        (["1704103200"], {}, "read as 'unix_s'"),
+        (["2024-01-01T10:00:00Z"], {"timestamp_format": "%d/%m/%Y"}, "read as ISO 8601: leave out --timestamp-format"),
+        (["yesterday"], {}, "pass --timestamp-format with the file's strptime format"),
+    ],
+)
+def test_unparseable_timestamps_suggest_a_format_from_the_values(
+    service: DataService, tmp_path: Path, values: list[str], options: dict[str, str], expected: str
+) -> None:
+    rows = "".join(f"u1,i{n},view,{v}\n" for n, v in enumerate(values))
+    error = _fails(service, write(tmp_path, "t.csv", HEADER + rows), **options)
+    (hint,) = error.hints
+    assert hint.startswith(f"timestamp: values such as {values[0]!r}")
+    assert expected in hint
+
+
+def test_skip_mode_reports_hints_and_when_every_row_was_rejected(service: DataService, tmp_path: Path) -> None:
+    path = write(tmp_path, "t.csv", HEADER + "u1,i1,view,13/12/2025 10:00\n")
+    report = load(service, path, on_error=OnError.SKIP)
+    assert report.all_rejected and report.rejects_file is not None
+    assert "'%d/%m/%Y %H:%M'" in report.hints[0]
+    assert not load(service, write(tmp_path, "ok.csv", GOOD), on_error=OnError.SKIP).all_rejected
+
+
+def test_a_format_with_an_offset_ignores_the_zone(service: DataService, tmp_path: Path) -> None:
+    path = write(tmp_path, "z.csv", HEADER + "u1,i1,view,2024-06-01 10:00 +0000\n")
+    load(service, path, timestamp_format="%Y-%m-%d %H:%M %z", timezone="Europe/London")
+    (event,) = service.store.scan_events().to_pylist()
+    assert event["timestamp"].isoformat() == "2024-06-01T10:00:00+00:00"
+
+
+def test_json_lines_objects_keep_only_their_own_keys(service: DataService, tmp_path: Path) -> None:
+    event = '{"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2024-01-01T00:00:00Z", "context": '
+    lines = [event + '{"page": "home"}}', event.replace("i1", "i2") + '{"ab": 2, "ref": {"q": 1}}}']
+    lines.append(event.replace("i1", "i3") + "null}")
+    load(service, write(tmp_path, "e.jsonl", "\n".join(lines) + "\n"))
+    contexts = sorted(service.store.scan_events().column("context").to_pylist(), key=lambda c: (c is None, str(c)))
+    assert contexts == ['{"ab":2,"ref":{"q":1}}', '{"page":"home"}', None]
+
+
+def test_rows_without_event_id_are_keyed_by_content_even_beside_rows_with_one(
+    service: DataService, tmp_path: Path
+) -> None:
+    load(service, write(tmp_path, "plain.csv", GOOD + "u2,i2,cart,2024-01-02T09:00:00Z\n"))
+    mixed = "event_id," + HEADER + "".join("," + line + "\n" for line in GOOD.splitlines()[1:])
+    mixed += ",u2,i2,cart,2024-01-02T09:00:00Z\ne9,u1,i1,view,2024-01-05T00:00:00Z\n"
+    report = load(service, write(tmp_path, "mixed.csv", mixed))
+    assert (report.rows_written, report.already_stored, report.duplicates_kept) == (1, 4, 1)
+    clash = "event_id," + HEADER + ",u1,i1,view,2024-01-01T00:00:00Z\n,u1,i1,view,2024-01-01T00:00:00Z\n"
+    clash += "e1,u1,i1,view,2024-01-01T00:00:00Z\ne1,u1,i2,view,2024-01-01T00:00:00Z\n"
+    error = _fails(service, write(tmp_path, "clash.csv", clash), duplicates=Duplicates.ERROR)
+    assert [(p.row, p.reason) for p in error.problems] == [
+        (2, "identical to an earlier row (--duplicates error) (row 1)"),
+        (4, "repeats the event_id of an earlier row with different content (row 3)"),
+    ]
+
+
+def test_an_unexpected_engine_error_names_the_file(
+    service: DataService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+
+    monkeypatch.setattr(Importer, "_key_rows", broken)
+    path = write(tmp_path, "e.csv", GOOD)
+    with pytest.raises(InputError, match=r"e\.csv: the import stopped on an unexpected DuckDB error: Out of Memory"):
+        load(service, path)
+    assert event_count(service) == 0
+
+
+def test_a_folder_is_not_a_file(service: DataService, tmp_path: Path) -> None:
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        load(service, tmp_path / "dir.csv")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
+from shopsense.domain import RecordKind
 from shopsense.ingest.source import Format
 from shopsense.ingest.synthetic import GeneratorConfig, generate
+from shopsense.services.data import DataService
+from shopsense.settings import load_settings
+from tests.conftest import load
 
 
 def _events(tmp_path: Path, seed: int = 3) -> dict[str, np.ndarray]:
@@ -40,3 +46,18 @@ def test_funnel_popularity_repeats_and_store_purchases(tmp_path: Path) -> None:
     store = ev["channel"] == "store"
     assert set(ev["type"][store]) <= {"purchase", "return"}
     assert store.sum() > 0
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_generated_files_import_with_no_options(tmp_path: Path, fmt: Format) -> None:
+    written = generate(GeneratorConfig(users=50, items=40, events=600, seed=1), tmp_path / "g", fmt)
+    service = DataService(load_settings(data_dir=tmp_path / "data"))
+    try:
+        reports = {kind: load(service, tmp_path / "g" / f"{kind.value}.{fmt.value}", kind) for kind in RecordKind}
+        assert {k.value: r.rows_written for k, r in reports.items()} == written
+        assert all(r.rows_rejected == 0 and not r.ignored_columns for r in reports.values())
+        service.export(RecordKind.USERS, tmp_path / "users.parquet")
+        first = json.loads(pq.read_table(tmp_path / "users.parquet").column("attributes")[0].as_py())
+        assert set(first) == {"country", "preferred_channel"}
+    finally:
+        service.close()
