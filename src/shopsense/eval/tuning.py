@@ -14,6 +14,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from shopsense.eval.harness import EvalConfig, Prepared, Task, evaluate_model, prepare
+from shopsense.extras import MINILM_MODULES, installed
 from shopsense.models.registry import build_model
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
@@ -33,7 +34,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         {"factors": 64, "regularization": 1.0, "alpha": 10.0},
     ],
     "bpr": [{"factors": 64, "learning_rate": 0.01}, {"factors": 128, "learning_rate": 0.05}],
-    "content": [{"encoder": "tfidf"}, {"encoder": "minilm"}],
+    # MiniLM only where the 'neural' extra is installed; without it content is tuned with TF-IDF alone.
+    "content": [{"encoder": "tfidf"}, *([{"encoder": "minilm"}] if installed(*MINILM_MODULES) else [])],
 }
 """Candidate parameters per model; a model not listed is run with its defaults."""
 

@@ -17,8 +17,6 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from shopsense.errors import ConfigError
 from shopsense.marketing.expressions import Expression
@@ -164,6 +162,9 @@ def plot_segments(stats: pa.Table, path: str | Path) -> Path:
         stats: a ``segment_stats`` table.
         path: where to write the PNG; its folder must exist.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: matplotlib takes a tenth of a second to load
+    from matplotlib.figure import Figure
+
     names = stats.column("segment").to_pylist()
     customers = stats.column("customers").to_numpy()
     revenue_share = stats.column("revenue_share").to_numpy()

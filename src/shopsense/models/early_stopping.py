@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+if TYPE_CHECKING:  # only annotations: the models that train import torch themselves
+    from torch import Tensor, nn
 
 
 class EarlyStopping:

@@ -32,19 +32,21 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
+from shopsense.extras import require_torch
 from shopsense.features.interactions import Interactions, Sequences
 from shopsense.models.base import Recommender
 from shopsense.models.early_stopping import EarlyStopping
+
+if TYPE_CHECKING:  # torch loads with the network (models/_sasrec_net.py): an optional extra, seconds to import
+    from torch import Tensor
+
+    from shopsense.models._sasrec_net import _Negatives
 
 SCORE_CHUNK = 1024
 """Users scored per forward pass: bounds the float32 (users, items) logits of one pass."""
@@ -116,6 +118,11 @@ class SASRec(Recommender):
         self.config = config or SASRecConfig()
 
     def _fit(self, data: Interactions) -> None:
+        require_torch("SASRec")
+        import torch
+
+        from shopsense.models._sasrec_net import _Network
+
         seq = data.sequences
         assert seq is not None  # guaranteed by needs_sequences
         cfg = self.config
@@ -153,6 +160,10 @@ class SASRec(Recommender):
         ``windows`` are the training inputs (starts, lengths); ``held`` the validation inputs
         (starts, positions of the held-out events), empty without validation.
         """
+        import torch
+
+        from shopsense.models._sasrec_net import _Negatives
+
         cfg = self.config
         net = self.net_
         starts, lengths = windows
@@ -196,6 +207,10 @@ class SASRec(Recommender):
         rng: np.random.Generator,
     ) -> Tensor:
         """Mean loss of predicting every target event of some windows from the events before it."""
+        import torch
+
+        from shopsense.models._sasrec_net import _full_softmax_loss, _sampled_softmax_loss
+
         slots, real = window_slots(starts, lengths)
         hidden = self.net_(*events.inputs(slots, real))
         labels = torch.from_numpy(np.where(real, events.targets[np.where(real, slots + 1, 0)], 0))
@@ -207,6 +222,8 @@ class SASRec(Recommender):
 
     def _validate(self, events: _Events, starts: np.ndarray, held_at: np.ndarray) -> float:
         """Mean NDCG@10 of the held-out events (inputs from ``starts``), each ranked against the whole catalogue."""
+        import torch
+
         gains = []
         self.net_.eval()
         with torch.inference_mode():
@@ -219,6 +236,8 @@ class SASRec(Recommender):
         return float(torch.cat(gains).mean())
 
     def _score(self, history: Interactions) -> np.ndarray:
+        import torch
+
         seq = history.sequences
         assert seq is not None  # guaranteed by needs_sequences
         events = self._events(seq)
@@ -235,6 +254,8 @@ class SASRec(Recommender):
 
     def _next_logits(self, events: _Events, starts: np.ndarray, lengths: np.ndarray) -> Tensor:
         """Scores of every item as the event after each window (item index order, no padding column)."""
+        import torch
+
         slots, real = window_slots(starts, lengths)
         hidden = self.net_(*events.inputs(slots, real))
         last = hidden[torch.arange(len(lengths)), torch.from_numpy(lengths - 1)]
@@ -266,54 +287,14 @@ class SASRec(Recommender):
         weights = state.pop("net_", None)
         self.__dict__.update(state)
         if weights is not None:
+            require_torch("SASRec")
+            import torch
+
+            from shopsense.models._sasrec_net import _Network
+
             self.net_ = _Network(self.n_items_, len(self.type_names_), self.config)
             self.net_.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
             self.net_.eval()
-
-
-class _Network(nn.Module):
-    """Embeddings, a causal pre-norm transformer encoder and the tied output layer."""
-
-    def __init__(self, n_items: int, n_types: int, cfg: SASRecConfig) -> None:
-        super().__init__()
-        self.items = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
-        self.types = nn.Embedding(n_types + 1, cfg.dim, padding_idx=0)
-        self.gaps = nn.Embedding(cfg.time_buckets + 2, cfg.dim, padding_idx=0)
-        self.positions = nn.Embedding(cfg.max_len, cfg.dim)
-        self.bias = nn.Parameter(torch.zeros(n_items))
-        for table in (self.items, self.types, self.gaps, self.positions):
-            # Rows of unit norm keep the first logits (state . item) near 1, not near dim.
-            nn.init.normal_(table.weight, std=cfg.dim**-0.5)
-        for table in (self.items, self.types, self.gaps):
-            nn.init.zeros_(table.weight[0])
-        self.dropout = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(
-            cfg.dim,
-            cfg.heads,
-            dim_feedforward=4 * cfg.dim,
-            dropout=cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(cfg.dim), enable_nested_tensor=False)
-
-    def forward(self, items: Tensor, types: Tensor, gaps: Tensor) -> Tensor:
-        """Hidden state after each event of right-padded windows ``(batch, length, dim)``.
-
-        Padding follows every real event, so the causal mask alone keeps it out of every real
-        event's attention; a key-padding mask would add nothing and would leave the padded
-        queries with no key at all (NaN).
-        """
-        length = items.shape[1]
-        x = self.items(items) + self.positions(torch.arange(length)) + self.types(types) + self.gaps(gaps)
-        causal = nn.Transformer.generate_square_subsequent_mask(length)
-        hidden: Tensor = self.encoder(self.dropout(x), mask=causal, is_causal=True)
-        return hidden
-
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Score of every item (without the padding token) for each hidden state."""
-        return hidden @ self.items.weight[1:].T + self.bias
 
 
 @dataclass(frozen=True)
@@ -332,51 +313,11 @@ class _Events:
 
     def inputs(self, slots: np.ndarray, real: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """Item, type and gap tokens of padded windows given by :func:`window_slots`."""
+        import torch
+
         tokens = (torch.from_numpy(np.where(real, column[slots], 0)) for column in (self.items, self.types, self.gaps))
         items, types, gaps = tokens
         return items, types, gaps
-
-
-class _Negatives:
-    """Draws sampled-softmax negatives from fixed item weights and knows their log-probabilities."""
-
-    def __init__(self, weights: np.ndarray) -> None:
-        probability = weights / weights.sum()
-        self.cdf = np.cumsum(probability)
-        self.log_q = torch.from_numpy(np.log(probability).astype(np.float32))
-
-    def draw(self, n: int, rng: np.random.Generator) -> Tensor:
-        picked = np.searchsorted(self.cdf, rng.random(n) * self.cdf[-1], side="right")
-        return torch.from_numpy(np.minimum(picked, len(self.cdf) - 1))
-
-
-def _full_softmax_loss(net: _Network, states: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy over the whole catalogue; big batches go in chunks whose logits are recomputed in backward."""
-
-    def summed(part: Tensor, truth: Tensor) -> Tensor:
-        return F.cross_entropy(net.logits(part), truth, reduction="sum")
-
-    chunk = max(1, LOGIT_BUDGET // net.bias.shape[0])
-    if len(states) <= chunk:
-        return summed(states, targets) / len(states)
-    parts = [
-        checkpoint(summed, states[i : i + chunk], targets[i : i + chunk], use_reentrant=False)
-        for i in range(0, len(states), chunk)
-    ]
-    return torch.stack(parts).sum() / len(states)
-
-
-def _sampled_softmax_loss(
-    net: _Network, states: Tensor, targets: Tensor, negatives: _Negatives, drawn: Tensor
-) -> Tensor:
-    """Cross-entropy of each target against shared negatives, every logit minus log q (the sampling bias)."""
-    table = net.items.weight[1:]
-    log_q = negatives.log_q
-    positive = (states * table[targets]).sum(dim=1) + net.bias[targets] - log_q[targets]
-    negative = states @ table[drawn].T + net.bias[drawn] - log_q[drawn]
-    negative = negative.masked_fill(drawn[None, :] == targets[:, None], -math.inf)  # a drawn target is no negative
-    logits = torch.cat([positive[:, None], negative], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
 
 
 def window_slots(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,17 +25,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
-from torch import Tensor, nn
 from tqdm import tqdm
 
+from shopsense.extras import require_torch
 from shopsense.models.base import NotFitted
 from shopsense.models.early_stopping import EarlyStopping
+
+if TYPE_CHECKING:  # torch loads with the network (ranking/_din_net.py): an optional extra, seconds to import
+    from torch import Tensor
 
 PREDICT_POSITIONS = 1 << 17
 """History positions (rows x history length) per forward pass when scoring: bounds the activation unit's memory."""
@@ -96,6 +97,11 @@ class DINHead:
             n_types: number of event types.
             valid: ``(n,)`` rows held out for early stopping; None holds out a seeded tenth of the users.
         """
+        require_torch("The DIN ranking head", instead="set ranker.head = 'lightgbm'")
+        import torch
+
+        from shopsense.ranking._din_net import _Network
+
         began = time.perf_counter()
         cfg = self.config
         _check_inputs(features, items, users, history, history_types)
@@ -141,6 +147,10 @@ class DINHead:
         """
         if not hasattr(self, "net_"):
             raise NotFitted(f"{type(self).__name__} is not fitted: call fit() before predict()")
+        import torch
+
+        from shopsense.ranking._din_net import _logits
+
         _check_inputs(features, items, users, history, history_types)
         if np.shape(features)[1] != len(self.mean_):
             raise ValueError(f"features have {np.shape(features)[1]} columns, the model knows {len(self.mean_)}")
@@ -151,6 +161,11 @@ class DINHead:
 
     def _train(self, inputs: _Inputs, targets: Tensor, train: Tensor, held: Tensor) -> None:
         """Epochs until patience, max_epochs or max_minutes runs out; leaves the best state in ``net_``."""
+        import torch
+        import torch.nn.functional as F
+
+        from shopsense.ranking._din_net import _log_loss
+
         cfg = self.config
         net = self.net_
         optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -199,6 +214,8 @@ class DINHead:
         history_types: np.ndarray,
     ) -> _Inputs:
         """Network inputs: scaled dense features with missing flags, and indices with padding as the last row."""
+        import torch
+
         raw = np.asarray(features, dtype=np.float64)
         scaled = (raw - self.mean_) / self.scale_
         flags = np.isnan(raw[:, self.flagged_])
@@ -232,54 +249,6 @@ class _Inputs:
         return self.dense[rows], self.items[rows], self.history[users], self.types[users]
 
 
-class _Network(nn.Module):
-    """Embeddings, the local activation unit and the two-logit trunk."""
-
-    def __init__(self, n_items: int, n_types: int, n_dense: int, cfg: DINConfig) -> None:
-        super().__init__()
-        self.item_embedding = nn.Embedding(n_items + 1, cfg.dim, padding_idx=n_items)
-        self.type_embedding = nn.Embedding(n_types + 1, cfg.dim, padding_idx=n_types)
-        for table in (self.item_embedding, self.type_embedding):
-            # Rows of unit norm keep q * k near 1, not near dim, whatever the width.
-            nn.init.normal_(table.weight, std=cfg.dim**-0.5)
-            nn.init.zeros_(table.weight[-1])
-        self.activation = nn.Sequential(
-            nn.Linear(4 * cfg.dim, cfg.attention_hidden), nn.PReLU(), nn.Linear(cfg.attention_hidden, 1)
-        )
-        layers: list[nn.Module] = []
-        width = 2 * cfg.dim + n_dense
-        for size in cfg.hidden:
-            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            width = size
-        layers.append(nn.Linear(width, 2))
-        self.trunk = nn.Sequential(*layers)
-
-    def forward(self, dense: Tensor, items: Tensor, history: Tensor, types: Tensor) -> Tensor:
-        """Logits ``(batch, 2)`` [attention, purchase]; ``history`` and ``types`` are ``(batch, L)``."""
-        query = self.item_embedding(items)
-        keys = self.item_embedding(history) + self.type_embedding(types)
-        expanded = query[:, None, :].expand_as(keys)
-        unit_input = torch.cat([expanded, keys, expanded - keys, expanded * keys], dim=-1)
-        real = history != self.item_embedding.padding_idx
-        weights = self.activation(unit_input).squeeze(-1) * real
-        interest = (weights[:, :, None] * keys).sum(dim=1)
-        logits: Tensor = self.trunk(torch.cat([query, interest, dense], dim=1))
-        return logits
-
-
-def _logits(net: _Network, inputs: _Inputs, rows: Tensor) -> Tensor:
-    """Logits of some pairs, in chunks under no_grad so scoring many pairs needs bounded memory."""
-    chunk = max(1, PREDICT_POSITIONS // max(1, inputs.history.shape[1]))
-    with torch.no_grad():
-        parts = [net(*inputs.take(part)) for part in torch.split(rows, chunk)]
-    return torch.cat(parts) if parts else torch.zeros((0, 2))
-
-
-def _log_loss(net: _Network, inputs: _Inputs, targets: Tensor, rows: Tensor) -> float:
-    """Mean binary log-loss of both heads over some pairs."""
-    return float(F.binary_cross_entropy_with_logits(_logits(net, inputs, rows), targets[rows]))
-
-
 def _validation_rows(users: np.ndarray, seed: int) -> np.ndarray:
     """Pairs of a seeded tenth of the users (at least one when there are two); none with a single user."""
     present = np.unique(users)
@@ -307,3 +276,12 @@ def _check_inputs(
 def _or_padding(items: np.ndarray, n_items: int) -> np.ndarray:
     """Item indices with anything outside the catalogue mapped to the padding row ``n_items``."""
     return np.where((items >= 0) & (items < n_items), items, n_items)
+
+
+def __getattr__(name: str) -> Any:
+    """``_Network`` for DIN heads pickled when the network was defined here (imports torch)."""
+    if name == "_Network":
+        from shopsense.ranking._din_net import _Network
+
+        return _Network
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
