@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,16 +20,19 @@ from rich.table import Table
 
 from shopsense.domain import RecordKind
 from shopsense.errors import ConfigError, ShopsenseError
-from shopsense.eval.harness import EvalConfig, Task
-from shopsense.eval.report import to_markdown, write_report
 from shopsense.eval.splits import Protocol, SplitConfig
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, ImportReport, OnError
 from shopsense.ingest.mapping import ExtraColumns, load_mapping, parse_pairs
 from shopsense.ingest.source import Format
-from shopsense.ingest.synthetic import GeneratorConfig, generate
-from shopsense.services.data import DataService
 from shopsense.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shopsense.services.data import DataService
+
+# Start-up: `shopsense --help` and the data commands import only what they need. The evaluation harness
+# (scipy.stats), the models (torch for the neural ones), LightGBM, scikit-learn and matplotlib are imported
+# inside the commands that use them; tests/unit/test_imports.py checks it.
 
 app = typer.Typer(
     help="shopsense: recommendations and precision marketing from one event stream.", no_args_is_help=True
@@ -67,19 +70,36 @@ def main(
 @contextmanager
 def _settings(ctx: typer.Context) -> Iterator[Settings]:
     """Build settings, and turn shopsense errors raised inside the block into clean exits."""
-    try:
+    with _plain_exits():
         yield load_settings(ctx.obj["config"], data_dir=ctx.obj["data_dir"], store_url=ctx.obj["store_url"])
+
+
+@contextmanager
+def _plain_exits() -> Iterator[None]:
+    """Print errors the user can act on as one plain message and exit: 2 for options, 1 for data.
+
+    An OSError (a folder that cannot be created, a full disk, no permission) is about the
+    user's files too, so it gets the same plain treatment instead of a traceback.
+    """
+    try:
+        yield
     except ConfigError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, style="bold red")
         raise typer.Exit(2) from exc
     except ShopsenseError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, style="red")
         raise typer.Exit(1) from exc
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        console.print(f"error: {exc.strerror or exc}{where}", highlight=False, markup=False, style="red")
+        raise typer.Exit(1) from exc
 
 
 @contextmanager
 def _service(ctx: typer.Context) -> Iterator[DataService]:
     """Settings and the data service (its store closed afterwards), with clean exits on errors."""
+    from shopsense.services.data import DataService
+
     with _settings(ctx) as settings:
         service = DataService(settings)
         try:
@@ -110,11 +130,37 @@ def _progress(label: str) -> Iterator[Any]:
         bar.update(task, completed=len(_STEPS))
 
 
+@contextmanager
+def _stages(label: str) -> Iterator[None]:
+    """A spinner with the elapsed time and the step a long job is at, read from shopsense's INFO log records."""
+    import logging
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task(label)
+
+        class Step(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                bar.update(task, description=f"{label}: {record.getMessage()}")
+
+        logger, handler = logging.getLogger("shopsense"), Step(logging.INFO)
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
 def _print_report(report: ImportReport, as_json: bool) -> None:
     if as_json:
         return
+    mark = "[red]✗[/]" if report.all_rejected else "[green]✓[/]"
     console.print(
-        f"[green]✓[/] {report.source}: read {report.rows_read:,} rows, wrote {report.rows_written:,} "
+        f"{mark} {report.source}: read {report.rows_read:,} rows, wrote {report.rows_written:,} "
         f"{report.kind}, {report.already_stored:,} already stored, {report.rows_rejected:,} rejected "
         f"({report.seconds:.1f}s)",
         highlight=False,
@@ -134,8 +180,25 @@ def _print_report(report: ImportReport, as_json: bool) -> None:
         console.print(f"    rejected — {reason}: {n:,}", highlight=False)
     if report.ignored_columns:
         console.print(f"    ignored columns: {', '.join(report.ignored_columns)}", highlight=False)
+    for hint in report.hints:
+        console.print(f"    hint — {hint}", highlight=False, markup=False)
     if report.rejects_file:
         console.print(f"    rejected rows and reasons: {report.rejects_file}", highlight=False)
+
+
+def _exit_if_all_rejected(reports: list[ImportReport]) -> None:
+    """Exit 1 when a source had every row rejected: ``--on-error skip`` imported nothing from it."""
+    failed = [r for r in reports if r.all_rejected]
+    for r in failed:
+        console.print(
+            f"error: {r.source}: all {r.rows_read:,} rows were rejected, so nothing was imported from it; "
+            f"the reasons are above, the rows in {r.rejects_file}",
+            highlight=False,
+            markup=False,
+            style="red",
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
 OnErrorOpt = Annotated[
@@ -159,6 +222,7 @@ def _import_kind(
     maps: list[str],
     consts: list[str],
     type_values: list[str],
+    channel_values: list[str],
     timestamp_format: str | None,
     timezone: str | None,
     category_separator: str | None,
@@ -175,6 +239,7 @@ def _import_kind(
             "columns": {f: c for f, c in parse_pairs(maps, "--map").items()},
             "constants": parse_pairs(consts, "--const"),
             "type_values": parse_pairs(type_values, "--type-value"),
+            "channel_values": parse_pairs(channel_values, "--channel-value"),
             "timestamp_format": timestamp_format,
             "timezone": timezone,
             "category_separator": category_separator,
@@ -188,6 +253,7 @@ def _import_kind(
         _print_report(report, as_json)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
+        _exit_if_all_rejected([report])
 
 
 def _kind_command(kind: RecordKind) -> None:
@@ -202,6 +268,9 @@ def _kind_command(kind: RecordKind) -> None:
         type_value: Annotated[
             list[str] | None, typer.Option("--type-value", help="SOURCE=TYPE event-type mapping")
         ] = None,
+        channel_value: Annotated[
+            list[str] | None, typer.Option("--channel-value", help="SOURCE=CHANNEL channel mapping")
+        ] = None,
         timestamp_format: Annotated[str | None, typer.Option(help="strptime format, unix_s or unix_ms")] = None,
         timezone: Annotated[str | None, typer.Option(help="zone of timestamps without offset (default UTC)")] = None,
         category_separator: Annotated[str | None, typer.Option(help="category path separator (default '>')")] = None,
@@ -214,8 +283,8 @@ def _kind_command(kind: RecordKind) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         _import_kind(
-            ctx, kind, file, mapping, map_ or [], const or [], type_value or [], timestamp_format, timezone,
-            category_separator, extra, delimiter, encoding, fmt, on_error, duplicates, as_json,
+            ctx, kind, file, mapping, map_ or [], const or [], type_value or [], channel_value or [], timestamp_format,
+            timezone, category_separator, extra, delimiter, encoding, fmt, on_error, duplicates, as_json,
         )  # fmt: skip
 
     command.__doc__ = f"Import {kind.value} from a file, validating every row."
@@ -245,6 +314,7 @@ def import_dataset(
             _print_report(report, as_json)
         if as_json:
             typer.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+        _exit_if_all_rejected(reports)
 
 
 @app.command()
@@ -260,8 +330,9 @@ def stats(
     ctx: typer.Context,
     as_json: JsonOpt = False,
     top: Annotated[int, typer.Option(help="how many top categories")] = 10,
+    imports: Annotated[int, typer.Option(min=0, help="how many of the latest imports to list (JSON: all)")] = 10,
 ) -> None:
-    """Users, items, events by type and channel, date range, funnel and top categories."""
+    """Users, items, events by type and channel, date range, funnel, top categories and the import log."""
     with _service(ctx) as service:
         summary = service.stats(top)
         if as_json:
@@ -292,15 +363,38 @@ def stats(
             for c in summary.top_categories:
                 cats.add_row(c["category"], f"{c['events']:,}", f"{c['purchases']:,}")
             out.print(cats)
+        _print_imports(summary.imports, imports)
+
+
+def _print_imports(log: list[dict[str, Any]], latest: int) -> None:
+    """The newest ``latest`` rows of the import log, newest first."""
+    if not latest or not log:
+        return
+    shown = sorted(log, key=lambda r: r["batch_id"], reverse=True)[:latest]
+    title = "imports" if len(shown) == len(log) else f"latest {len(shown)} of {len(log):,} imports"
+    view = Table(title=title, highlight=False)
+    view.add_column("#", justify="right")
+    view.add_column("kind")
+    view.add_column("source", overflow="fold")
+    view.add_column("time (UTC)")
+    for column in ("received", "written", "already stored"):
+        view.add_column(column, justify="right")
+    for r in shown:
+        when = str(r["imported_at"] or "").replace("T", " ").removesuffix("Z")
+        counts = (f"{r[k]:,}" for k in ("received", "written", "already_stored"))
+        view.add_row(str(r["batch_id"]), str(r["kind"]), str(r["source"]), when, *counts)
+    out.print(view)
 
 
 @app.command()
 def export(
     ctx: typer.Context,
     kind: Annotated[RecordKind, typer.Argument(help="events, items or users")],
-    path: Annotated[Path, typer.Argument(help="Parquet file to write")],
+    path: Annotated[
+        Path, typer.Argument(help="file to write; the name picks the format: .parquet, .csv, .jsonl (+ .gz)")
+    ],
 ) -> None:
-    """Export a table with external ids to Parquet."""
+    """Export a table with external ids, in a shape `shopsense import` reads back as it is."""
     with _service(ctx) as service:
         n = service.export(kind, path)
         console.print(f"[green]✓[/] wrote {n:,} {kind.value} to {path}", highlight=False)
@@ -318,12 +412,15 @@ def generate_cmd(
     fmt: Annotated[Format, typer.Option("--format", help="parquet, csv or jsonl")] = Format.PARQUET,
 ) -> None:
     """Write seeded synthetic retail data (catalogue, users, a view→cart→purchase funnel)."""
+    from shopsense.ingest.synthetic import GeneratorConfig, generate
+
     try:
         config = GeneratorConfig(users=users, items=items, events=events, days=days, seed=seed)
     except ValueError as exc:
         console.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from exc
-    with Progress(TextColumn("generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} events"),
+    with _plain_exits(), Progress(TextColumn("generating"), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,} events"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:  # fmt: skip
         task = bar.add_task("events", total=events)
         written = generate(config, out_dir, fmt, on_progress=lambda n: bar.update(task, advance=n))
@@ -349,7 +446,10 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate models on the store's events: full-catalogue ranking on a leak-free split, with CIs."""
-    # Imported here: the models pull in torch, which other commands should not wait for.
+    # Imported here: the harness and the models pull in scipy.stats, scikit-learn and more, which other
+    # commands should not wait for.
+    from shopsense.eval.harness import EvalConfig, Task
+    from shopsense.eval.report import to_markdown, write_report
     from shopsense.models.registry import model_class
     from shopsense.services.evaluation import EvaluationRun
 
@@ -401,10 +501,9 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a recommendation pipeline (candidates, attention and purchase heads) on the store's events."""
-    from shopsense.services.recommendation import RecommendationService  # loads lightgbm and torch
+    from shopsense.services.recommendation import RecommendationService  # loads lightgbm (torch: a DIN head only)
 
-    with _service(ctx) as service:
-        console.print(f"training pipeline {pipeline}…", highlight=False)
+    with _service(ctx) as service, _stages(f"training pipeline {pipeline}"):
         result = RecommendationService(service).train(pipeline)
     bundle = result.bundle
     summary = {
@@ -421,17 +520,7 @@ def train(
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    table = Table(title=f"pipeline {bundle.pipeline}: held-out users of the label window", highlight=False)
-    for column in ("head", "target", "AUC", "log-loss", "positives"):
-        table.add_column(column)
-    for head, targets in result.heads.items():
-        if not isinstance(targets, dict):
-            continue
-        for target, scores in targets.items():
-            table.add_row(
-                head, target, f"{scores['auc']:.3f}", f"{scores['logloss']:.4f}", f"{scores['positives']:.2%}"
-            )
-    out.print(table)
+    _print_training(bundle.pipeline, result.head_scores(), result.heads, result.training)
     console.print(
         f"[green]✓[/] {bundle.events:,} events, {bundle.users:,} users, {bundle.items:,} items"
         f" in {result.seconds:.1f}s; ranking head: {result.heads.get('chosen')};"
@@ -440,21 +529,80 @@ def train(
     )
 
 
+def _print_training(
+    pipeline: str, scores: dict[str, dict[str, dict[str, float]]], report: dict[str, Any], training: dict[str, Any]
+) -> None:
+    """The heads' validation scores, then how each candidate order ranked held-out purchases."""
+    table = Table(title=f"pipeline {pipeline}: heads on held-out users of the label window", highlight=False)
+    for column in ("head", "target", "AUC", "log-loss", "positives"):
+        table.add_column(column)
+    for head, targets in scores.items():
+        for target, score in targets.items():
+            table.add_row(
+                head, target, _fixed(score.get("auc"), 3), _fixed(score.get("logloss"), 4), _pct(score.get("positives"))
+            )
+    out.print(table)
+    orders = report.get("purchase_ndcg_by_order") or {}
+    if orders:
+        ranking = Table(title="purchase NDCG@10 of held-out users, by ordering", highlight=False)
+        for column in ("order", "NDCG@10", "used"):
+            ranking.add_column(column)
+        used = training.get("rank_by") or "heads"
+        for name, value in orders.items():
+            ranking.add_row(name, _fixed(value, 4), "✓" if name == used else "")
+        out.print(ranking)
+    if training.get("alpha") is not None:
+        console.print(f"fusion alpha {training['alpha']:.2f}", highlight=False)
+    share = training.get("repeat_share")
+    if share is not None:
+        hidden = "hidden" if training.get("exclude_purchased") else "recommendable again"
+        console.print(f"{share:.0%} of purchases re-buy an item: bought items are {hidden}", highlight=False)
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
 @app.command()
 def recommend(
     ctx: typer.Context,
-    user: Annotated[str, typer.Argument(help="the user id (an unknown user gets trending items)")],
+    user: Annotated[str | None, typer.Argument(help="the user id (an unknown user gets trending items)")] = None,
     k: Annotated[int | None, typer.Option(help="how many items (default: the pipeline's k)")] = None,
     pipeline: Annotated[str, typer.Option(help="trained pipeline name")] = "default",
     alpha: Annotated[float | None, typer.Option(help="1 = attention only, 0 = purchase x value only")] = None,
     diversity: Annotated[float | None, typer.Option(help="MMR lambda: 1 = off, lower = more varied")] = None,
     category: Annotated[str | None, typer.Option(help="only items in this category (path prefix)")] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all", help="batch: every non-guest user with stored events (needs --out)")
+    ] = False,
+    segment: Annotated[
+        str | None, typer.Option(help="batch: the customers this profile expression selects (needs --out)")
+    ] = None,
+    users: Annotated[Path | None, typer.Option(help="batch: a file with one user id per line (needs --out)")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="batch: write the recommendations to .csv, .parquet or .jsonl")
+    ] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option("--skip-unknown", help="batch: leave out ids without stored events instead of failing")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a user's recommendations with scores and the reason for each."""
+    """Show a user's recommendations with scores and the reason for each, or (--all, --segment, --users)
+    write many users' recommendations to a file."""
     from shopsense.services.recommendation import RecommendationService
 
     rules = {"include_categories": [category]} if category else None
+    chosen = sum((user is not None, all_users, segment is not None, users is not None))
+    if chosen != 1 or (user is None) != (out_path is not None):
+        console.print(
+            "error: give one USER, or --out FILE with one of --all, --segment EXPR, --users FILE", style="bold red"
+        )
+        raise typer.Exit(2)
+    if user is None:
+        assert out_path is not None
+        _recommend_batch(ctx, out_path, all_users, segment, users, skip_unknown, k, pipeline, alpha, diversity, rules,
+                         as_json)  # fmt: skip
+        return
     with _service(ctx) as service:
         recs = RecommendationService(service).recommend(
             user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity
@@ -475,6 +623,89 @@ def recommend(
             f"{rec.p_purchase:.3f}",
             rec.explanation.reason,
         )
+    out.print(table)
+
+
+def _recommend_batch(
+    ctx: typer.Context,
+    out_path: Path,
+    all_users: bool,
+    segment: str | None,
+    users_file: Path | None,
+    skip_unknown: bool,
+    k: int | None,
+    pipeline: str,
+    alpha: float | None,
+    diversity: float | None,
+    rules: dict[str, Any] | None,
+    as_json: bool,
+) -> None:
+    """``recommend --all|--segment|--users --out FILE``: many users' lists in batches, with a progress bar."""
+    from rich.progress import MofNCompleteColumn
+
+    from shopsense.services.recommendation import RecommendationService
+
+    with _service(ctx) as service:
+        ids = _read_ids(users_file) if users_file is not None else None
+        with Progress(TextColumn("recommending"), BarColumn(), MofNCompleteColumn(), TextColumn("users"),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:  # fmt: skip
+            task = bar.add_task("users", total=None)
+            result = RecommendationService(service).recommend_batch(
+                out_path,
+                ids,
+                segment=segment,
+                skip_unknown=skip_unknown,
+                k=k,
+                pipeline=pipeline,
+                alpha=alpha,
+                rules=rules,
+                diversity=diversity,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    summary = {"path": str(result.path), "users": result.users, "rows": result.rows, "skipped": result.skipped}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"[green]✓[/] {result.rows:,} recommendations for {result.users:,} users written to {result.path}",
+        highlight=False,
+    )
+    if result.skipped:
+        shown = ", ".join(result.skipped[:10]) + (" …" if len(result.skipped) > 10 else "")
+        console.print(f"    left out {len(result.skipped):,} ids without stored events: {shown}", highlight=False)
+
+
+def _read_ids(path: Path) -> list[str]:
+    """One user id per line (blank lines ignored; a first line ``user_id`` is a header)."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read user ids from {path}: {exc}") from exc
+    ids = [line for line in lines if line]
+    return ids[1:] if ids[:1] == ["user_id"] else ids
+
+
+@app.command()
+def similar(
+    ctx: typer.Context,
+    item: Annotated[str, typer.Argument(help="the item id")],
+    k: Annotated[int, typer.Option(min=1, max=1000, help="how many items")] = 10,
+    pipeline: Annotated[str, typer.Option(help="trained pipeline name")] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Items most related to one item ("often bought together"), from the trained model, as the API gives them."""
+    from shopsense.services.recommendation import RecommendationService
+
+    with _service(ctx) as service:
+        items = RecommendationService(service).similar(item, k, pipeline=pipeline)
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    table = Table(title=f"items similar to {item}", highlight=False)
+    for column in ("#", "item", "title", "score"):
+        table.add_column(column, overflow="fold")
+    for rank, found in enumerate(items, 1):
+        table.add_row(str(rank), found["item_id"], found["title"] or "", f"{found['score']:.4f}")
     out.print(table)
 
 

@@ -97,6 +97,16 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.ranker = TwoStage(self.config.ranker)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled bundle, its config re-validated so settings added since it was saved get their defaults.
+
+        Pydantic restores a pickled model's fields as they were saved; a field added later would be
+        missing altogether, and a bundle from an earlier release would fail on first use.
+        """
+        self.__dict__.update(state)
+        self.config = PipelineConfig.model_validate(_plain(self.config))
+        self.ranker.config = self.config.ranker
+
     def fit(self, data: Interactions) -> Pipeline:
         """Fit the ranker (candidate models, heads) on everything in ``data``."""
         self.ranker.fit(data)
@@ -353,3 +363,14 @@ def repeat_share(seq: Sequences, purchase_types: tuple[str, ...]) -> float | Non
     first_time = np.maximum.accumulate(np.where(first, np.arange(len(users)), 0))
     repeats = times > times[first_time]
     return float(repeats.mean())
+
+
+def _plain(value: Any) -> Any:
+    """A config as plain data, read from what each model instance holds (not from its current fields)."""
+    if isinstance(value, BaseModel):
+        return {name: _plain(field) for name, field in value.__dict__.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

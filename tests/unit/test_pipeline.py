@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,3 +145,14 @@ def test_auto_repeat_rule_follows_the_data(fitted: Pipeline, shop: Interactions)
 
     assert rebought(0.0) > 0
     assert rebought(1.0) == 0
+
+
+def test_a_bundle_saved_before_a_setting_existed_loads_with_its_default(fitted: Pipeline, shop: Interactions) -> None:
+    old = pickle.loads(pickle.dumps(fitted))
+    for name in ("exclude_kinds", "repeat_share"):  # settings this release added
+        del old.config.rules.__dict__[name]
+    del old.config.ranker.__dict__["tune_alpha"]
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.config.rules.exclude_kinds == ("service",) and restored.config.rules.repeat_share == 0.2
+    assert restored.ranker.config is restored.config.ranker and restored.ranker.config.tune_alpha is False
+    assert restored.recommend(shop.rows(np.arange(3)), 5) == fitted.recommend(shop.rows(np.arange(3)), 5)

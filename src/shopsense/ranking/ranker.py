@@ -21,6 +21,7 @@ a non-candidate is -inf), so the evaluation harness measures it exactly like a s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from shopsense.ranking.features import FeatureFrame, PairFeatures
 from shopsense.ranking.fusion import FusionConfig, fuse, item_value
 from shopsense.ranking.heads import HEADS, BoostConfig, BoostedHeads, classification_metrics
 
+log = logging.getLogger(__name__)
 HEAD_MODELS = ("lightgbm", "din")
 """The models a head can be; their validation scores are keyed by these names in ``heads_report_``."""
 
@@ -117,6 +119,7 @@ class TwoStage(Recommender):
         self.config = config or RankerConfig()
 
     def _fit(self, data: Interactions) -> None:
+        log.info("fitting candidate sources on the events before the label window")
         examples = self.training_examples(data)
         cfg, frame, labels, users, history = (
             self.config,
@@ -133,6 +136,7 @@ class TwoStage(Recommender):
         if len(users) > 1 and not held.any():
             held[rng.integers(len(users))] = True
         valid = held[frame.users]
+        log.info("training the heads on %s pairs of %s users", f"{len(labels):,}", f"{len(users):,}")
         self.boosted_ = BoostedHeads(cfg.boost).fit(frame.values, frame.names, labels, valid)
         self.heads_report_: dict[str, Any] = {"lightgbm": self.boosted_.validation_}
         self.din_: DINHead | None = None
@@ -175,6 +179,7 @@ class TwoStage(Recommender):
             "alpha": self.alpha_,
             "rank_by": self.rank_by_,
         }
+        log.info("refitting candidate sources on every event")
         full = data.window(None, end + 1)
         self.generator_ = CandidateGenerator(cfg.candidates).fit(full)
         self.features_ = PairFeatures(cfg.purchase_types).fit(full)

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 from tqdm import tqdm
 
+from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline, Recommendation
 
 ANSWERS_FILE = "answers.arrow"
@@ -83,13 +88,11 @@ def build_answers(
     chosen = latest.take(order[:max_users])
     users = chosen.column("user_id").to_pylist()
     counts = dict(zip(users, chosen.column("timestamp_count").to_pylist(), strict=True))
-    own = events.filter(pc.is_in(events.column("user_id"), chosen.column("user_id")))
-    own = own.take(pc.sort_indices(own, [("user_id", "ascending")]))
     parts = []
-    for start in tqdm(range(0, len(users), batch), desc="precomputing answers", unit="batch", leave=False):
-        ids = users[start : start + batch]
-        mine = own.filter(pc.is_in(own.column("user_id"), pa.array(ids, pa.string())))
-        answers = pipeline.recommend_users(ids, mine, weights, k)
+    batches = answer_batches(pipeline, events, weights, users, k, batch)
+    for ids, answers in tqdm(
+        batches, total=math.ceil(len(users) / batch), desc="precomputing answers", unit="batch", leave=False
+    ):
         rows = [(user, counts[user], rec) for user, recs in zip(ids, answers, strict=True) for rec in recs]
         parts.append(
             pa.table(
@@ -103,6 +106,122 @@ def build_answers(
             )
         )
     return pa.concat_tables(parts) if parts else _SCHEMA.empty_table()
+
+
+def answer_batches(
+    pipeline: Pipeline,
+    events: pa.Table,
+    weights: dict[str, float],
+    users: list[str],
+    k: int | None,
+    batch: int = 1_000,
+    *,
+    alpha: float | None = None,
+    rules: Mapping[str, Any] | None = None,
+    diversity: float | None = None,
+) -> Iterator[tuple[list[str], list[list[Recommendation]]]]:
+    """Answers for many ``users``, ``batch`` at a time: each batch's ids and their lists, in order.
+
+    ``events`` holds (at least) these users' events. Each batch is one vectorised pass of the
+    pipeline (candidates, features and both heads for the whole batch), never a pass per user; a
+    user without events gets what a new user gets.
+
+    Raises:
+        ValueError: alpha, diversity or a rule override is out of range.
+    """
+    wanted = pa.array(users, pa.string())
+    own = events.filter(pc.is_in(events.column("user_id"), wanted))
+    own = own.take(pc.sort_indices(own, [("user_id", "ascending")]))
+    for start in range(0, len(users), batch):
+        ids = users[start : start + batch]
+        mine = own.filter(pc.is_in(own.column("user_id"), wanted.slice(start, len(ids))))
+        yield ids, pipeline.recommend_users(ids, mine, weights, k, alpha=alpha, rules=rules, diversity=diversity)
+
+
+def similar_items(pipeline: Pipeline, item_id: str, k: int) -> list[dict[str, Any]]:
+    """Items related to ``item_id`` ("often bought together") with their titles, as the API and CLI show them.
+
+    Raises:
+        KeyError: the pipeline does not know the item.
+    """
+    related = pipeline.similar(item_id, k)
+    titles = pipeline.catalog_.titles
+    at = pipeline.items_.index([other for other, _ in related]) if titles else [-1] * len(related)
+    return [
+        {"item_id": other, "score": score, "title": titles[i] if i >= 0 else None}
+        for (other, score), i in zip(related, at, strict=True)
+    ]
+
+
+RECOMMENDATIONS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("score", pa.float64()),
+        ("p_attention", pa.float64()),
+        ("p_purchase", pa.float64()),
+        ("reason", pa.string()),
+    ]
+)
+"""One row per recommended item of a batch export (non-finite numbers as null)."""
+EXPORT_FORMATS = {
+    ".csv": "FORMAT csv, HEADER",
+    ".parquet": "FORMAT parquet, COMPRESSION zstd",
+    ".jsonl": "FORMAT json",
+    ".ndjson": "FORMAT json",
+}
+"""DuckDB's COPY options per file suffix of a batch export (JSON: one object per line)."""
+
+
+def recommendations_table(users: list[str], answers: list[list[Recommendation]]) -> pa.Table:
+    """The answers of ``users`` as :data:`RECOMMENDATIONS_SCHEMA` rows, ranks from 1."""
+    flat = [(user, rank, rec) for user, recs in zip(users, answers, strict=True) for rank, rec in enumerate(recs, 1)]
+    return pa.table(
+        {
+            "user_id": [user for user, _, _ in flat],
+            "rank": [rank for _, rank, _ in flat],
+            "item_id": [rec.item_id for _, _, rec in flat],
+            "title": [rec.title or None for _, _, rec in flat],
+            "score": [_finite(rec.score) for _, _, rec in flat],
+            "p_attention": [_finite(rec.p_attention) for _, _, rec in flat],
+            "p_purchase": [_finite(rec.p_purchase) for _, _, rec in flat],
+            "reason": [rec.explanation.reason for _, _, rec in flat],
+        },
+        schema=RECOMMENDATIONS_SCHEMA,
+    )
+
+
+def check_export_path(path: Path) -> None:
+    """Refuse, before any work, a file the export could not write.
+
+    Raises:
+        ConfigError: a suffix other than .csv, .parquet, .jsonl or .ndjson, or a missing folder.
+    """
+    if path.suffix.lower() not in EXPORT_FORMATS:
+        raise ConfigError(f"{path}: write recommendations to a .csv, .parquet or .jsonl file, not {path.suffix!r}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist")
+
+
+def export_recommendations(table: pa.Table, path: Path) -> Path:
+    """Write rows as CSV, Parquet or JSON Lines (by suffix), atomically: a reader sees the old file or the new one."""
+    check_export_path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    con = duckdb.connect()
+    try:
+        con.register("recommendations", table)
+        target = temporary.replace("'", "''")
+        con.execute(f"COPY recommendations TO '{target}' ({EXPORT_FORMATS[path.suffix.lower()]})")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    return path
 
 
 def write_answers(table: pa.Table, path: Path) -> None:

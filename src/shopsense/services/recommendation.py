@@ -8,22 +8,33 @@ latest event. (The HTTP server keeps histories in memory instead: ``services/ser
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.interactions import build_interactions
 from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline
 from shopsense.ranking.ranker import HEAD_MODELS
-from shopsense.services.answers import build_answers
+from shopsense.services.answers import (
+    RECOMMENDATIONS_SCHEMA,
+    answer_batches,
+    build_answers,
+    check_export_path,
+    export_recommendations,
+    recommendations_table,
+    similar_items,
+)
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.data import DataService
 
+log = logging.getLogger(__name__)
 PIPELINE_DIRS = (Path("config/pipelines"),)
 
 
@@ -61,6 +72,7 @@ class RecommendationService:
         """Fit the named pipeline on every stored event and save it as a new bundle version."""
         config = self.config(pipeline)
         store = self.data.store
+        log.info("reading events")
         events = store.scan_events()
         if events.num_rows == 0:
             raise ShopsenseError("the store has no events: import some before training")
@@ -77,6 +89,7 @@ class RecommendationService:
         training["repeat_share"] = fitted.repeat_share_
         training["exclude_purchased"] = fitted.rules.exclude_purchased
         serve = self.data.settings.serve
+        log.info("precomputing answers")
         precomputing = time.perf_counter()
         answers = build_answers(
             fitted, events, self.data.settings.event_types.weights, serve.precompute_k, serve.precompute_users
@@ -134,3 +147,92 @@ class RecommendationService:
             return fitted.recommend_user(user_id, events, weights, k, alpha=alpha, rules=rules, diversity=diversity)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+
+    def similar(self, item_id: str, k: int = 10, *, pipeline: str = "default") -> list[dict[str, Any]]:
+        """Items related to one item from the served bundle: the answer of ``GET /v1/items/{id}/similar``."""
+        try:
+            return similar_items(self.pipeline(pipeline), item_id, k)
+        except KeyError as exc:
+            raise ShopsenseError(
+                f"item {item_id!r} is not known to pipeline {pipeline!r} (not among the items it was trained on)"
+            ) from exc
+
+    def recommend_batch(
+        self,
+        out: Path,
+        user_ids: list[str] | None = None,
+        *,
+        segment: str | None = None,
+        skip_unknown: bool = False,
+        k: int | None = None,
+        pipeline: str = "default",
+        alpha: float | None = None,
+        rules: Mapping[str, Any] | None = None,
+        diversity: float | None = None,
+        batch: int = 1_000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchRecommendations:
+        """Recommendations for many users written to ``out`` (.csv, .parquet or .jsonl; one row per item).
+
+        Whom: ``user_ids``, or the customers a profile ``segment`` expression selects, or else every
+        non-guest user with stored events. Their events are read from the store once and answered
+        ``batch`` users per pipeline pass (the path that precomputes a bundle's answers), never one
+        request per user. ``progress(done, total)`` is told of each batch.
+
+        Raises:
+            ConfigError: an export file that cannot be written, ids and a segment both, a bad segment,
+                or an alpha, diversity or rule out of range.
+            ShopsenseError: ids without stored events (listed), unless ``skip_unknown`` leaves them out.
+        """
+        check_export_path(out)
+        if user_ids is not None and segment is not None:
+            raise ConfigError("give user ids or a segment, not both")
+        fitted = self.pipeline(pipeline)
+        store = self.data.store
+        if segment is not None:
+            from shopsense.services.marketing import MarketingService  # lifetimes and friends: only when asked
+
+            user_ids = MarketingService(self.data.settings, store).segments({"segment": segment}).members("segment")
+        skipped: list[str] = []
+        if user_ids is None:
+            events = store.scan_events()
+            known = pc.unique(events.column("user_id"))
+            known = known.filter(pc.invert(pc.is_in(known, pa.array(store.guest_user_ids(), pa.string()))))
+            users = known.take(pc.array_sort_indices(known)).to_pylist()
+        else:
+            asked = pa.array(list(dict.fromkeys(user_ids)), pa.string())  # each once, in the order given
+            events = store.scan_events(user_ids=asked.to_pylist())
+            found = pc.is_in(asked, pc.unique(events.column("user_id")))
+            skipped = asked.filter(pc.invert(found)).to_pylist()
+            if skipped and not skip_unknown:
+                shown = ", ".join(repr(u) for u in skipped[:20]) + (" …" if len(skipped) > 20 else "")
+                raise ShopsenseError(
+                    f"{len(skipped):,} of {len(asked):,} users have no stored events: {shown} "
+                    "(check the ids, or leave them out with --skip-unknown)"
+                )
+            users = asked.filter(found).to_pylist()
+        weights = self.data.settings.event_types.weights
+        parts, done = [RECOMMENDATIONS_SCHEMA.empty_table()], 0
+        try:
+            batches = answer_batches(
+                fitted, events, weights, users, k, batch, alpha=alpha, rules=rules, diversity=diversity
+            )
+            for ids, answers in batches:
+                parts.append(recommendations_table(ids, answers))
+                done += len(ids)
+                if progress is not None:
+                    progress(done, len(users))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        table = pa.concat_tables(parts)
+        return BatchRecommendations(export_recommendations(table, out), len(users), table.num_rows, skipped)
+
+
+@dataclass(frozen=True)
+class BatchRecommendations:
+    """What a batch export wrote: the file, how many users and rows, and the ids left out (no stored events)."""
+
+    path: Path
+    users: int
+    rows: int
+    skipped: list[str]

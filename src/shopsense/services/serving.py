@@ -28,7 +28,7 @@ from shopsense.domain import Item, RecordKind, User
 from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline
 from shopsense.services import event_rows
-from shopsense.services.answers import Answers, rec_dict
+from shopsense.services.answers import Answers, rec_dict, similar_items
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.event_check import EventChecker, Rejected
 from shopsense.services.live import LiveHistories
@@ -330,12 +330,7 @@ class ServingService:
         served = self._served
         if served is None:
             raise LookupError(self._model_error or "no model loaded")
-        titles = served.pipeline.catalog_.titles
-        index = served.pipeline.items_
-        return [
-            {"item_id": other, "score": score, "title": titles[index.index([other])[0]] if titles else None}
-            for other, score in served.pipeline.similar(item_id, k)
-        ]
+        return similar_items(served.pipeline, item_id, k)
 
     def remember(self, answer: RecAnswer, channel: str | None) -> None:
         """Keep what was answered, so impressions of it are attributed to the version that chose the items."""

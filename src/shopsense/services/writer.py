@@ -297,3 +297,9 @@ def _settle(future: Future[Any], fn: Callable[[Store], Any], store: Store) -> No
         future.set_result(fn(store))
     except BaseException as exc:
         future.set_exception(exc)
+        # Break the cycle future -> exc -> traceback -> this frame -> future, as concurrent.futures
+        # does. An error chained to a pydantic ValidationError could never be collected otherwise:
+        # pydantic-core does not show the collector the ValueError it keeps for its message, so the
+        # cycle, and the store that the call's frames hold, outlived DuckDB's bindings at exit
+        # ("nanobind: leaked ... DuckDBPyConnection").
+        del future

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from shopsense.services.keys import KeyRing
 from tests.unit.api.conftest import Api
 
@@ -75,3 +80,19 @@ def test_audience_for_a_category(api: Api) -> None:
     assert scores == sorted(scores, reverse=True) and result["model"]["positives"] > 0
     unknown = api.client.post("/v1/audiences", json={"target": {"category": "Hme"}}, headers=marketer)
     assert unknown.status_code == 400 and "Home" in unknown.json()["error"]["message"]
+
+
+def test_profiles_build_without_a_body_uses_the_default_as_of(api: Api, shop_tables: tuple[pa.Table, pa.Table]) -> None:
+    key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
+    marketer = {"X-API-Key": key}
+    bare = api.client.post("/v1/profiles/build", headers=marketer)
+    assert bare.status_code == 200, bare.text
+    newest = pc.max(shop_tables[0].column("timestamp")).as_py()
+    assert datetime.fromisoformat(bare.json()["as_of"]) == newest + timedelta(seconds=1)
+    empty = api.client.post("/v1/profiles/build", json={}, headers=marketer).json()
+    assert empty == bare.json()
+    earlier = api.client.post("/v1/profiles/build", json={"as_of": "2000-01-01T00:00:00Z"}, headers=marketer)
+    assert earlier.status_code in (400, 409) and earlier.json()["error"]["message"]
+    naive = api.client.post("/v1/profiles/build", json={"as_of": "2024-01-01T00:00:00"}, headers=marketer)
+    assert naive.status_code == 422 and naive.json()["error"]["details"][0]["field"].endswith("as_of")
+    assert api.client.post("/v1/profiles/build").status_code == 401, "still keyed"

@@ -34,6 +34,19 @@ def serving(tmp_path: Path) -> Iterator[ServingService]:
     store.close()
 
 
+def _abandon(writer: StoreWriter) -> None:
+    """End the threads of a writer whose process "crashed", writing nothing more, as a killed process would.
+    Left running, they would hold the closed store until the interpreter's exit, past DuckDB's bindings."""
+    writer._apply = _nothing  # type: ignore[method-assign]
+    writer._log = _nothing  # type: ignore[method-assign]
+    writer.journal = None
+    writer.close()
+
+
+def _nothing(*_: object, **__: object) -> None:
+    return None
+
+
 def _keyed(serving: ServingService, *event_ids: str, user: str = "u1") -> pa.Table:
     table, rejected = serving.checker.validate([_event(user=user, item=f"i-{e}", event_id=e) for e in event_ids])
     assert not rejected
@@ -91,6 +104,7 @@ def test_acknowledged_events_are_journaled_until_written_and_read_after_a_crash(
     assert store.summary().events == 0, "not yet in the store (read beside the writer, for the test only)"
     assert service.live.count("u1") == 2, "recommendations see them already"
     service.writer.journal.close()  # type: ignore[union-attr]  # a crash: nothing more is written
+    _abandon(service.writer)
     store.close()
     store = open_store(settings.resolved_store_url)  # opening replays the journal
     try:
@@ -154,6 +168,8 @@ def test_commits_without_log_rows_still_get_new_batch_ids_after_a_restart(
         batches.append(writer.append(_keyed(serving, *ids)).result().batch_id)
         if not crash:  # a crash leaves no summary row in the import log: the events alone number on
             writer.close()
+        else:
+            _abandon(writer)
         store.close()
     assert batches[1] > batches[0]
     store = open_store(url)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, Field
 
 from shopsense.api.deps import require, service
@@ -71,11 +71,17 @@ async def _run(svc: ServingService, work: Any) -> Any:
 
 
 @router.post("/profiles/build", response_model=ProfilesBuilt, responses=errors(400, 409))
-async def build(body: BuildProfiles, _: Marketing, svc: Annotated[ServingService, Depends(service)]) -> ProfilesBuilt:
-    """Compute and store every customer's profile at ``as_of`` (a batch job: seconds per million events)."""
-    profiles = await _run(svc, lambda m: m.build_profiles(body.as_of))
+async def build(
+    _: Marketing,
+    svc: Annotated[ServingService, Depends(service)],
+    body: Annotated[BuildProfiles | None, Body()] = None,
+) -> ProfilesBuilt:
+    """Compute and store every customer's profile at ``as_of`` (a batch job: seconds per million events).
+    The body is optional: without one (or with ``{}``) ``as_of`` is just after the newest event."""
+    when = body.as_of if body is not None else None
+    profiles = await _run(svc, lambda m: m.build_profiles(when))
     stages = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
-    as_of = profiles.column("as_of")[0].as_py() if profiles.num_rows else body.as_of
+    as_of = profiles.column("as_of")[0].as_py() if profiles.num_rows else when
     return ProfilesBuilt(
         customers=profiles.num_rows, as_of=as_of, lifecycle={r["lifecycle"]: r["user_id_count"] for r in stages}
     )
