@@ -24,25 +24,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=TARGET)
     parser.add_argument("--customers", type=int, default=1000, help="customers drawn (17850, the demo's, always)")
     parser.add_argument("--guest-invoices", type=int, default=300, help="guest invoices drawn")
-    parser.add_argument("--seed", type=float, default=0.42, help="duckdb setseed value in [-1, 1]")
+    parser.add_argument("--seed", default="shopsense-demo", help="salt of the hash that orders the draw")
     args = parser.parse_args()
     con = duckdb.connect()
-    con.execute(f"SELECT setseed({args.seed})")
     con.execute(
-        "CREATE TABLE lines AS SELECT row_number() OVER () AS line, * FROM read_csv(?, all_varchar = true, header = true)",
+        "CREATE TABLE lines AS SELECT row_number() OVER () AS line, *"
+        " FROM read_csv(?, all_varchar = true, header = true)",
         [str(args.source)],
     )
     con.execute(
         """CREATE TABLE chosen AS
-           SELECT CustomerID FROM (SELECT DISTINCT CustomerID FROM lines WHERE CustomerID IS NOT NULL AND CustomerID <> '17850')
-           ORDER BY random() LIMIT ? """,
-        [args.customers - 1],
+           SELECT CustomerID FROM (
+               SELECT DISTINCT CustomerID FROM lines WHERE CustomerID IS NOT NULL AND CustomerID <> '17850'
+           ) ORDER BY md5(CustomerID || ?) LIMIT ? """,
+        [args.seed, args.customers - 1],
     )
     con.execute("INSERT INTO chosen VALUES ('17850')")
     con.execute(
         """CREATE TABLE guests AS
-           SELECT InvoiceNo FROM (SELECT DISTINCT InvoiceNo FROM lines WHERE CustomerID IS NULL) ORDER BY random() LIMIT ?""",
-        [args.guest_invoices],
+           SELECT InvoiceNo FROM (SELECT DISTINCT InvoiceNo FROM lines WHERE CustomerID IS NULL)
+           ORDER BY md5(InvoiceNo || ?) LIMIT ?""",
+        [args.seed, args.guest_invoices],
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     con.execute(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from shopsense.cli import app
-from tests.conftest import DATA
+from tests.conftest import DATA, DEMO_SAMPLE
 
 runner = CliRunner()
 
@@ -128,10 +128,10 @@ def test_train_then_recommend_with_reasons(tmp_path: Path) -> None:
 
 
 def test_marketing_walkthrough_on_online_retail(tmp_path: Path) -> None:
-    """The README's marketing walkthrough, end to end on the bundled sample."""
+    """The marketing walkthrough end to end on the demo sample, profiles as of the campaign's start."""
     data = tmp_path / "d"
-    _run(data, "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
-    code, out, err = _run(data, "profiles", "build", "--json")
+    _run(data, "import", "dataset", "online-retail", str(DEMO_SAMPLE))
+    code, out, err = _run(data, "profiles", "build", "--as-of", "2011-11-01T00:00:00+00:00", "--json")
     assert code == 0, err
     customers = json.loads(out)["customers"]
     code, out, _ = _run(data, "segment", "--rfm", "--json", "--plot", str(tmp_path / "rfm.png"))
@@ -144,14 +144,16 @@ def test_marketing_walkthrough_on_online_retail(tmp_path: Path) -> None:
     assert code == 2 and "did you mean 'monetary'" in err and "Traceback" not in err
     root = Path(__file__).resolve().parents[2]
     assert _run(data, "campaign", "create", str(root / "config" / "campaigns" / "winback.toml"))[0] == 0
-    code, out, _ = _run(data, "campaign", "assign", "winback-dec", "--segment", "frequency >= 1", "--json")
+    code, out, _ = _run(data, "campaign", "assign", "winback-nov", "--segment", "recency_days > 60", "--json")
     counts = json.loads(out)
     assert code == 0 and set(counts) == {"holdout", "coupon", "recs-email"}
-    code, out, _ = _run(data, "campaign", "readout", "winback-dec", "--json", "--plot", str(tmp_path / "lift.png"))
+    code, out, _ = _run(data, "campaign", "readout", "winback-nov", "--json", "--plot", str(tmp_path / "lift.png"))
     result = json.loads(out)
     assert code == 0 and {v["name"] for v in result["variants"]} == set(counts) and result["decision"]
+    rates = [v["conversion_rate"] for v in result["variants"]]
+    assert all(0.02 < rate < 0.8 for rate in rates), f"a replay of history converts some, not all: {rates}"
     assert _run(data, "train")[0] == 0
-    code, _, err = _run(data, "campaign", "content", "winback-dec", "--out", str(tmp_path / "payload.jsonl"))
+    code, _, err = _run(data, "campaign", "content", "winback-nov", "--out", str(tmp_path / "payload.jsonl"))
     assert code == 0, err
     lines = (tmp_path / "payload.jsonl").read_text().splitlines()
     assert len(lines) == counts["coupon"] + counts["recs-email"]
