@@ -863,15 +863,35 @@ def profiles_build(
     except ValueError as exc:
         console.print(f"error: --as-of {as_of!r} is not an ISO time: {exc}", style="bold red")
         raise typer.Exit(2) from exc
+    from shopsense.features.profiles import CHURN_ERROR_KEY, CHURN_MODEL_KEY, CLV_ERROR_KEY
+
     with _marketing(ctx) as marketing:
         profiles = marketing.build_profiles(when)
         lifecycle = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
-    summary = {"customers": profiles.num_rows, "lifecycle": {r["lifecycle"]: r["user_id_count"] for r in lifecycle}}
+    notes = {k.decode(): v.decode() for k, v in (profiles.schema.metadata or {}).items()}
+    summary: dict[str, Any] = {
+        "customers": profiles.num_rows,
+        "lifecycle": {r["lifecycle"]: r["user_id_count"] for r in lifecycle},
+        "churn": json.loads(notes[CHURN_MODEL_KEY]) if CHURN_MODEL_KEY in notes else None,
+        "churn_error": notes.get(CHURN_ERROR_KEY),
+        "clv_error": notes.get(CLV_ERROR_KEY),
+    }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     stages = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["lifecycle"].items()))
     console.print(f"[green]✓[/] {profiles.num_rows:,} customer profiles stored; lifecycle: {stages}", highlight=False)
+    churn = summary["churn"]
+    if churn:
+        auc = "-" if churn["validation_auc"] is None else f"{churn['validation_auc']:.3f}"
+        console.print(
+            f"    churn risk: P(no purchase within {churn['horizon_days']:g} days), learned on "
+            f"{churn['customers']:,} customers ({churn['churned_share']:.0%} churned); held-out AUC {auc}",
+            highlight=False,
+        )
+    for what in ("churn_error", "clv_error"):
+        if summary[what]:
+            console.print(f"    no {what.split('_')[0]}: {summary[what]}", highlight=False)
 
 
 @profiles_app.command("show")

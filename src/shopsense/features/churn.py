@@ -7,8 +7,9 @@ therefore learned directly, the way an audience is: features of every purchaser 
 ``as_of - horizon``, labelled by whether they bought in ``[as_of - horizon, as_of)``, a small
 gradient-boosted model with monotone constraints (longer silence never lowers the risk, more
 purchase days never raise it), then applied to the same features at ``as_of``. Nothing at or
-after ``as_of`` is read. A history too short to hold one labelled horizon gives no model and a
-reason, never a made-up number.
+after ``as_of`` is read. A history shorter than two horizons (a trial export of a few months) learns
+over half its length instead, never under ``min_horizon_days``; the horizon used is part of the
+result. A history too short even for that gives no model and a reason, never a made-up number.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
 from shopsense.errors import ShopsenseError
-from shopsense.features.clv import PurchaseSummary, as_of_micros, event_micros, locate, purchase_summary, type_flags
+from shopsense.features.clv import (
+    DAY_US,
+    PurchaseSummary,
+    as_of_micros,
+    event_micros,
+    locate,
+    purchase_summary,
+    type_flags,
+)
 
 FEATURES = ("days_since_purchase", "purchase_days", "age_days", "mean_gap_days", "net_value")
 MONOTONE = (1, -1, 0, 0, 0)
@@ -39,6 +48,9 @@ class ChurnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     horizon_days: float = Field(90.0, gt=0, description="churned: no purchase within this many days")
+    min_horizon_days: float = Field(
+        7.0, gt=0, description="a shorter history learns over half its length, but never a horizon below this"
+    )
     min_per_class: int = Field(20, ge=5, description="fewer churned or retained customers: too little to learn")
     seed: int = 0
 
@@ -75,20 +87,22 @@ def fit_churn(
     purchase_types: tuple[str, ...] = ("purchase",),
     return_types: tuple[str, ...] = ("return",),
 ) -> ChurnModel:
-    """Learn churn from the last full horizon before ``as_of``.
+    """Learn churn from the last full horizon before ``as_of`` (shortened for a short history, see the module).
 
     Raises:
         ChurnFitError: the history before ``as_of - horizon`` has too few churned or retained purchasers.
     """
     import lightgbm as lgb  # loaded only when profiles are built
 
-    cut = as_of - timedelta(days=config.horizon_days)
     micros = event_micros(events)
-    if not (micros < as_of_micros(cut)).any():
+    span_days = (as_of_micros(as_of) - int(micros.min(initial=as_of_micros(as_of)))) / DAY_US
+    horizon = min(config.horizon_days, float(np.floor(span_days / 2)))
+    if horizon < config.min_horizon_days:
         raise ChurnFitError(
-            f"churn needs purchases before {cut.isoformat()} ({config.horizon_days:g} days before as_of) to learn "
-            "from; the history is shorter (profiles.churn.horizon_days)"
+            f"churn needs a history of at least {2 * config.min_horizon_days:g} days to learn from (one horizon "
+            f"before the labelled one); this one spans {span_days:.1f} days (profiles.churn.min_horizon_days)"
         )
+    cut = as_of - timedelta(days=horizon)
     before = purchase_summary(events, cut, purchase_types, return_types)
     window = type_flags(events, purchase_types) & (micros >= as_of_micros(cut)) & (micros < as_of_micros(as_of))
     buyers = np.unique(events.column("user_id").to_numpy(zero_copy_only=False)[window].astype(str))
@@ -97,7 +111,7 @@ def fit_churn(
     if min(counts) < config.min_per_class:
         raise ChurnFitError(
             f"churn needs at least {config.min_per_class} churned and {config.min_per_class} retained purchasers "
-            f"over the last {config.horizon_days:g} days; the history has {counts[0]} and {counts[1]}"
+            f"over the last {horizon:g} days; the history has {counts[0]} and {counts[1]}"
         )
     features = churn_features(before)
     held = np.random.default_rng(config.seed).random(len(churned)) < 0.2
@@ -123,4 +137,4 @@ def fit_churn(
         else float("nan")
     )
     booster = model().fit(features, churned)
-    return ChurnModel(booster, config.horizon_days, auc, len(churned), float(churned.mean()))
+    return ChurnModel(booster, horizon, auc, len(churned), float(churned.mean()))

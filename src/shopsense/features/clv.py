@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,8 @@ from lifetimes.utils import ConvergenceError
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.errors import ConfigError, ShopsenseError
+
+log = logging.getLogger(__name__)
 
 DAY_US = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,6 +51,12 @@ class ClvConfig(BaseModel):
         ge=0,
         description="lifetimes' L2 penalty on the parameters; it shrinks all four BG/NBD parameters towards 0, "
         "which biases b (on Online Retail 0.001 takes b from 3.4 to 1.3), so it is off unless a fit fails",
+    )
+    fallback_penalizer: float = Field(
+        0.001,
+        ge=0,
+        description="tried once when a fit with `penalizer` does not converge (a short history often does not); "
+        "the slight bias is the price of a forecast at all, and the log says it was used; 0: no retry",
     )
     min_repeat_customers: int = Field(
         20, ge=2, description="fewer repeat purchasers with positive spend: too little history to fit"
@@ -236,19 +245,29 @@ class ClvModel:
         return self
 
     def _fit(self, model: Any, name: str, *columns: np.ndarray) -> Any:
-        """Fit one lifetimes model, turning its failures (and its printed diagnostics) into one clear error."""
-        fitter = model(penalizer_coef=self.config.penalizer)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
-                fitter.fit(*columns)
-        except (ConvergenceError, ValueError, np.linalg.LinAlgError) as exc:
-            raise ClvFitError(
-                f"{name} could not be fitted on {len(columns[0])} customers ({str(exc).strip()}); "
-                f"a longer history helps, or a penalizer (clv.penalizer, now {self.config.penalizer}), e.g. 0.001"
-            ) from exc
-        if not np.isfinite(fitter.params_.to_numpy()).all():
-            raise ClvFitError(f"{name} fitted non-finite parameters; raise clv.penalizer (now {self.config.penalizer})")
-        return fitter
+        """Fit one lifetimes model, once more with ``fallback_penalizer`` if it fails, turning what still
+        fails (and lifetimes' printed diagnostics) into one clear error."""
+        cfg = self.config
+        tries = [cfg.penalizer] + ([cfg.fallback_penalizer] if cfg.fallback_penalizer > cfg.penalizer else [])
+        failure = ""
+        for penalizer in tries:
+            fitter = model(penalizer_coef=penalizer)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
+                    fitter.fit(*columns)
+            except (ConvergenceError, ValueError, np.linalg.LinAlgError) as exc:
+                failure = str(exc).strip()
+                continue
+            if not np.isfinite(fitter.params_.to_numpy()).all():
+                failure = "non-finite parameters"
+                continue
+            if penalizer != cfg.penalizer:
+                log.warning("%s did not converge without a penalty; fitted with penalizer %g", name, penalizer)
+            return fitter
+        raise ClvFitError(
+            f"{name} could not be fitted on {len(columns[0])} customers ({failure}), with penalizer "
+            f"{' or '.join(f'{p:g}' for p in tries)}; a longer history helps, or a larger clv.penalizer"
+        )
 
     def params(self) -> dict[str, float]:
         """Fitted parameters: BG/NBD r, alpha (per day), a, b and Gamma-Gamma p, q, v."""

@@ -9,6 +9,7 @@ scores and segment names from :mod:`.rfm`.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 
@@ -42,6 +43,8 @@ CLV_ERROR_KEY = "shopsense.clv_error"
 """Schema metadata key holding why the CLV columns are NaN (absent when CLV was fitted)."""
 CHURN_ERROR_KEY = "shopsense.churn_error"
 """Schema metadata key holding why ``churn_probability`` is NaN (absent when churn was fitted)."""
+CHURN_MODEL_KEY = "shopsense.churn"
+"""Schema metadata key holding the fitted churn model's horizon, held-out AUC and sizes (JSON)."""
 INTEREST_TYPE = pa.list_(pa.struct([("tag", pa.string()), ("weight", pa.float64())]))
 _OPTIONAL = {"session_id": pa.string(), "channel": pa.string(), "quantity": pa.float64()}
 
@@ -138,7 +141,7 @@ def build_profiles(
     frequency = np.zeros(len(users))
     frequency[buyers] = summary.days
     clv, clv_error = _clv(summary, buyers, len(users), config.clv)
-    churn, churn_error = _churn(history, as_of, summary, buyers, len(users), config)
+    churn, churn_error, churn_model = _churn(history, as_of, summary, buyers, len(users), config)
     columns: dict[str, pa.Array | np.ndarray] = {
         "user_id": pc.cast(base.column("user_id"), pa.string()).combine_chunks(),
         "as_of": pa.array(np.full(len(users), end, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC")),
@@ -152,8 +155,9 @@ def build_profiles(
         **{"p_alive": clv["p_alive"], "churn_probability": churn, **clv},
         "interests": pc.fill_null(pc.cast(base.column("interests"), INTEREST_TYPE), pa.scalar([], INTEREST_TYPE)),
     }
-    errors = {key: reason for key, reason in ((CLV_ERROR_KEY, clv_error), (CHURN_ERROR_KEY, churn_error)) if reason}
-    return pa.table(columns, metadata=errors or None)
+    notes = ((CLV_ERROR_KEY, clv_error), (CHURN_ERROR_KEY, churn_error), (CHURN_MODEL_KEY, churn_model))
+    metadata = {key: text for key, text in notes if text}
+    return pa.table(columns, metadata=metadata or None)
 
 
 def _prepared(history: pa.Table, as_of: datetime, config: ProfileConfig) -> pa.Table:
@@ -332,19 +336,20 @@ def _rows(users: np.ndarray, order: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def _churn(
     history: pa.Table, as_of: datetime, summary: PurchaseSummary, rows: np.ndarray, n_users: int, config: ProfileConfig
-) -> tuple[np.ndarray, str]:
-    """Churn risk of every purchaser (NaN for prospects), and why it is NaN for all when no model could be fitted."""
+) -> tuple[np.ndarray, str, str]:
+    """Churn risk of every purchaser (NaN for prospects); why it is NaN for all when no model could be
+    fitted, else the model's horizon, held-out AUC and sizes as JSON."""
     risk = np.full(n_users, np.nan)
     try:
         model = fit_churn(history, as_of, config.churn, config.purchase_types, config.return_types)
     except ChurnFitError as exc:
         log.warning("profiles without churn risk: %s", exc)
-        return risk, str(exc)
-    log.info(
-        "churn model: %d customers, %.0f%% churned, held-out AUC %.3f",
-        model.customers,
-        100 * model.churned_share,
-        model.validation_auc,
-    )
+        return risk, str(exc), ""
     risk[rows] = model.predict(summary)
-    return risk, ""
+    facts = {
+        "horizon_days": model.horizon_days,
+        "validation_auc": round(model.validation_auc, 4) if np.isfinite(model.validation_auc) else None,
+        "customers": model.customers,
+        "churned_share": round(model.churned_share, 4),
+    }
+    return risk, "", json.dumps(facts)

@@ -40,10 +40,17 @@ def test_longer_silence_never_lowers_and_more_purchase_days_never_raise_the_risk
     assert (moved(FEATURES.index("purchase_days"), 3) <= risk + 1e-12).all()
 
 
-def test_a_history_shorter_than_the_horizon_is_refused_with_the_reason(shop_tables: tuple[pa.Table, pa.Table]) -> None:
+def test_a_short_history_learns_over_half_its_length_and_a_tiny_one_is_refused(
+    shop_tables: tuple[pa.Table, pa.Table],
+) -> None:
     events, _ = shop_tables
-    with pytest.raises(ChurnFitError, match="history is shorter"):
-        fit_churn(events, _as_of(events), ChurnConfig(horizon_days=365))  # type: ignore[arg-type]
+    as_of = _as_of(events)
+    span = (as_of - pc.min(events["timestamp"]).as_py()).total_seconds() / 86400
+    assert span < 180
+    model = fit_churn(events, as_of, ChurnConfig(horizon_days=90))  # type: ignore[arg-type]
+    assert model.horizon_days == np.floor(span / 2)
+    with pytest.raises(ChurnFitError, match="at least 140 days"):
+        fit_churn(events, _as_of(events), ChurnConfig(min_horizon_days=70))  # type: ignore[arg-type]
 
 
 def test_on_a_year_of_online_retail_it_ranks_held_out_customers_well(demo_events: pa.Table) -> None:

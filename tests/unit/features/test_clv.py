@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from lifetimes import BetaGeoFitter
+from lifetimes.utils import ConvergenceError
 
 from shopsense.errors import ConfigError
+from shopsense.features import clv
 from shopsense.features.clv import (
     DAY_US,
     ClvConfig,
@@ -167,3 +171,22 @@ def test_validation_refuses_bad_windows() -> None:
         validate_clv(events, START + timedelta(days=900), START + timedelta(days=1000))
     with pytest.raises(ConfigError, match="time-zone-aware datetime"):
         validate_clv(events, datetime(2023, 6, 1), START + timedelta(days=400))
+
+
+def test_a_fit_that_does_not_converge_is_retried_once_with_the_fallback_penalizer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    summary = purchase_summary(simulated_purchases(n=800, seed=3), START + timedelta(days=300))
+
+    class Flaky(BetaGeoFitter):  # type: ignore[misc]
+        def fit(self, *args: Any, **kwargs: Any) -> Any:
+            if self.penalizer_coef == 0:
+                raise ConvergenceError("The model did not converge.")
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(clv, "BetaGeoFitter", Flaky)
+    with caplog.at_level("WARNING"):
+        model = ClvModel().fit(summary)
+    assert model.purchases_.penalizer_coef == 0.001 and "fitted with penalizer 0.001" in caplog.text
+    with pytest.raises(ClvFitError, match="with penalizer 0; "):
+        ClvModel(ClvConfig(fallback_penalizer=0)).fit(summary)
