@@ -142,7 +142,10 @@ def _stages(label: str) -> Iterator[None]:
 
         class Step(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
-                bar.update(task, description=f"{label}: {record.getMessage()}")
+                if record.levelno >= logging.WARNING:  # printed above the spinner, and kept
+                    console.print(f"warning: {record.getMessage()}", highlight=False, markup=False, style="yellow")
+                else:
+                    bar.update(task, description=f"{label}: {record.getMessage()}")
 
         logger, handler = logging.getLogger("shopsense"), Step(logging.INFO)
         level = logger.level
@@ -567,7 +570,7 @@ def _fixed(value: float | None, digits: int) -> str:
 def recommend(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Argument(help="the user id (an unknown user gets trending items)")] = None,
-    k: Annotated[int | None, typer.Option(help="how many items (default: the pipeline's k)")] = None,
+    k: Annotated[int | None, typer.Option(min=1, max=1000, help="how many items (default: the pipeline's k)")] = None,
     pipeline: Annotated[str, typer.Option(help="trained pipeline name")] = "default",
     alpha: Annotated[float | None, typer.Option(help="1 = attention only, 0 = purchase x value only")] = None,
     diversity: Annotated[float | None, typer.Option(help="MMR lambda: 1 = off, lower = more varied")] = None,
@@ -889,9 +892,6 @@ def profiles_build(
             f"{churn['customers']:,} customers ({churn['churned_share']:.0%} churned); held-out AUC {auc}",
             highlight=False,
         )
-    for what in ("churn_error", "clv_error"):
-        if summary[what]:
-            console.print(f"    no {what.split('_')[0]}: {summary[what]}", highlight=False)
 
 
 @profiles_app.command("show")
@@ -980,7 +980,7 @@ def campaign_assign(
 ) -> None:
     """Assign an audience to the campaign's variants (deterministic; users assigned before keep their variant)."""
     with _marketing(ctx) as marketing:
-        ids = [line.strip() for line in users.read_text().splitlines() if line.strip()] if users else None
+        ids = _read_ids(users) if users else None
         counts = marketing.assign(name, ids, segment)
     if as_json:
         typer.echo(json.dumps(counts))

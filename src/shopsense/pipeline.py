@@ -28,7 +28,7 @@ from shopsense.ranking.diversity import mmr
 from shopsense.ranking.features import FeatureFrame
 from shopsense.ranking.ranker import RankerConfig, Scored, TwoStage
 from shopsense.ranking.reasons import Explanation, evidence_groups, explain
-from shopsense.ranking.rules import RuleConfig, apply_rules
+from shopsense.ranking.rules import PAD, RuleConfig, apply_rules
 from shopsense.settings import explain_validation, read_toml
 
 
@@ -101,7 +101,9 @@ class Pipeline:
         """Restore a pickled bundle, its config re-validated so settings added since it was saved get their defaults.
 
         Pydantic restores a pickled model's fields as they were saved; a field added later would be
-        missing altogether, and a bundle from an earlier release would fail on first use.
+        missing altogether, and a bundle from an earlier release would fail on first use. Only the
+        pipeline's own config (ranker, rules, diversity) is upgraded: the fitted parts (candidate
+        models, heads) keep the configs they were fitted with, which is what they need to answer.
         """
         self.__dict__.update(state)
         self.config = PipelineConfig.model_validate(_plain(self.config))
@@ -119,7 +121,12 @@ class Pipeline:
     @property
     def rules(self) -> RuleConfig:
         """The pipeline's rules as they apply to this fitted model (``exclude_purchased = "auto"`` decided)."""
-        return self.config.rules.resolved(getattr(self, "repeat_share_", None))  # older bundles lack it
+        return self.rules_for(None)
+
+    def rules_for(self, overrides: Mapping[str, Any] | None) -> RuleConfig:
+        """The rules with a request's overrides, then ``"auto"`` decided by this model's training data."""
+        merged = self.config.rules.merged(overrides) if overrides else self.config.rules
+        return merged.resolved(getattr(self, "repeat_share_", None))  # older bundles lack it
 
     def refresh_availability(self, items: pa.Table) -> bool:
         """Apply the catalogue's current ``available`` and ``stock`` to the fitted catalogue; True if any applied.
@@ -196,6 +203,10 @@ class Pipeline:
         """Items related to one item ("customers also bought"), from the first candidate source that
         models item-to-item relations: co-occurrence first, then factors, never plain popularity.
 
+        The pipeline's item rules apply (availability, excluded kinds and categories, variants), so a
+        "often bought with" list never shows postage or an item off the shelf; a few times ``k``
+        neighbours are fetched so the list refills after the filters.
+
         Raises:
             KeyError: the item is not in this pipeline's vocabulary.
         """
@@ -209,9 +220,22 @@ class Pipeline:
         )
         for source, model in ranked:
             if source.model in SIMILARITY_PREFERENCE:
-                items, scores = model.similar_items(np.array([index]), k)
-                keep = items[0] >= 0
-                return [(self.items_.values[i], float(v)) for i, v in zip(items[0][keep], scores[0][keep], strict=True)]
+                items, scores = model.similar_items(np.array([index]), 4 * k + 10)
+                rules = self.rules.model_copy(update={"exclude_purchased": False, "boosts": (), "pins": ()})
+                valid = items >= 0
+                kept = apply_rules(
+                    np.where(valid, items, PAD),
+                    np.where(valid, scores, 0.0),
+                    k,
+                    config=rules,
+                    catalog=self.catalog_,
+                    item_ids=self.items_,
+                )
+                keep = kept.items[0] >= 0
+                return [
+                    (self.items_.values[i], float(v))
+                    for i, v in zip(kept.items[0][keep], kept.scores[0][keep], strict=True)
+                ]
         return []
 
     def recommend(
@@ -225,12 +249,12 @@ class Pipeline:
     ) -> list[list[Recommendation]]:
         """Recommendations for each user row of ``history`` (built on this pipeline's item index)."""
         cfg = self.config
-        k = k or cfg.k
+        k = cfg.k if k is None else k
         alpha = cfg.ranker.fusion.alpha if alpha is None else alpha
         lam = cfg.diversity.lam if diversity is None else diversity
         if not (0 <= alpha <= 1 and 0 <= lam <= 1):
             raise ValueError(f"alpha and diversity must be within [0, 1], got alpha={alpha}, diversity={lam}")
-        rule_config = (cfg.rules.merged(rules) if rules else cfg.rules).resolved(getattr(self, "repeat_share_", None))
+        rule_config = self.rules_for(rules)
         scored = self.ranker.score_candidates(history)
         candidates = scored.candidates
         scores = np.full(candidates.items.shape, -np.inf)
@@ -334,7 +358,17 @@ class Pipeline:
             catalog,
             self.items_.values,
             catalog.titles,
+            nameable=self._shown_kinds(),
         )
+
+    def _shown_kinds(self) -> np.ndarray | None:
+        """Per item, False where its kind is excluded from recommendations (a reason must not name it either)."""
+        kind, excluded = getattr(self.catalog_, "kind", None), self.config.rules.exclude_kinds
+        if kind is None or not excluded:
+            return None
+        hidden = np.array([name in excluded for name in self.catalog_.kinds] + [False])
+        shown: np.ndarray = ~hidden[kind]
+        return shown
 
     def _purchased(self, history: Interactions) -> sp.csr_matrix:
         """Users x items: >0 where the user bought the item (rules exclude these unless repeatable)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -188,6 +189,9 @@ def test_recommend_usage_errors(trained: Path, tmp_path: Path) -> None:
         code, _, err = _run(trained, "recommend", *args)
         assert code == 2 and usage in " ".join(err.split()), (args, err)
     code, _, err = _run(trained, "recommend", "--all", "--out", str(tmp_path / "x.txt"))
-    assert code == 2 and ".csv, .parquet or .jsonl" in err
+    assert code == 2 and "cannot tell the export format" in err and not (tmp_path / "x.txt").exists()
+    code, _, err = _run(trained, "recommend", "--all", "--out", str(tmp_path / "new" / "x.csv.gz"))
+    assert code == 0, err  # the same names and folders as `shopsense export`
+    assert gzip.decompress((tmp_path / "new" / "x.csv.gz").read_bytes()).startswith(b"user_id,rank,item_id")
     code, _, err = _run(trained, "recommend", "--users", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x.csv"))
     assert code == 2 and "cannot read user ids" in err

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from shopsense.errors import ConfigError
@@ -125,8 +127,8 @@ def test_repeat_share_counts_rebuys_at_a_later_time_only() -> None:
 def test_auto_repeat_rule_follows_the_data(fitted: Pipeline, shop: Interactions) -> None:
     assert fitted.repeat_share_ is not None and 0 < fitted.repeat_share_ < 1
     assert fitted.config.rules.exclude_purchased == "auto"
-    below = fitted.config.rules.model_copy(update={"repeat_share": fitted.repeat_share_ + 0.01})
-    above = fitted.config.rules.model_copy(update={"repeat_share": fitted.repeat_share_ - 0.01})
+    below = fitted.config.rules.model_copy(update={"min_repeat_share": fitted.repeat_share_ + 0.01})
+    above = fitted.config.rules.model_copy(update={"min_repeat_share": fitted.repeat_share_ - 0.01})
     assert below.resolved(fitted.repeat_share_).exclude_purchased is True
     assert above.resolved(fitted.repeat_share_).exclude_purchased is False
     assert fitted.config.rules.resolved(None).exclude_purchased is True  # no purchases: the safe choice
@@ -134,8 +136,8 @@ def test_auto_repeat_rule_follows_the_data(fitted: Pipeline, shop: Interactions)
     assert shop.sequences is not None
     seq, code, users = shop.sequences, shop.sequences.type_code("purchase"), np.arange(60)
 
-    def rebought(repeat_share: float) -> int:
-        recs = fitted.recommend(shop.rows(users), 10, rules={"repeat_share": repeat_share})
+    def rebought(threshold: float) -> int:
+        recs = fitted.recommend(shop.rows(users), 10, rules={"min_repeat_share": threshold})
         count = 0
         for user, row in enumerate(recs):
             span = slice(seq.indptr[user], seq.indptr[user + 1])
@@ -149,10 +151,63 @@ def test_auto_repeat_rule_follows_the_data(fitted: Pipeline, shop: Interactions)
 
 def test_a_bundle_saved_before_a_setting_existed_loads_with_its_default(fitted: Pipeline, shop: Interactions) -> None:
     old = pickle.loads(pickle.dumps(fitted))
-    for name in ("exclude_kinds", "repeat_share"):  # settings this release added
+    for name in ("exclude_kinds", "min_repeat_share"):  # settings this release added
         del old.config.rules.__dict__[name]
     del old.config.ranker.__dict__["tune_alpha"]
     restored = pickle.loads(pickle.dumps(old))
-    assert restored.config.rules.exclude_kinds == ("service",) and restored.config.rules.repeat_share == 0.2
+    assert restored.config.rules.exclude_kinds == ("service",) and restored.config.rules.min_repeat_share == 0.2
     assert restored.ranker.config is restored.config.ranker and restored.ranker.config.tune_alpha is False
     assert restored.recommend(shop.rows(np.arange(3)), 5) == fitted.recommend(shop.rows(np.arange(3)), 5)
+
+
+def _with_service(fitted: Pipeline, item_ids: list[str]) -> Pipeline:
+    """A copy of the fitted pipeline whose catalogue tags these items ``kind = service``."""
+    copy = pickle.loads(pickle.dumps(fitted))
+    kind = np.full(len(copy.items_), -1, dtype=np.int32)
+    kind[copy.items_.index(item_ids)] = 0
+    copy.catalog_ = dataclasses.replace(copy.catalog_, kind=kind, kinds=("service",))
+    return copy
+
+
+def test_similar_items_follow_the_item_rules(fitted: Pipeline, shop: Interactions) -> None:
+    item = shop.items.values[0]
+    before = [i for i, _ in fitted.similar(item, 5)]
+    assert len(before) == 5
+    off_shelf = pickle.loads(pickle.dumps(fitted))
+    off_shelf.catalog_.available[off_shelf.items_.index([before[0]])] = False
+    after = [i for i, _ in off_shelf.similar(item, 5)]
+    assert before[0] not in after and len(after) == 5 and after[:4] == before[1:]
+    assert before[1] not in [i for i, _ in _with_service(fitted, [before[1]]).similar(item, 5)]
+
+
+def test_a_reason_never_names_an_item_of_an_excluded_kind(fitted: Pipeline, shop: Interactions) -> None:
+    users = shop.rows(np.arange(40))
+    named = [r.explanation.related_item for row in fitted.recommend(users, 10) for r in row]
+    related = sorted({i for i in named if i is not None})
+    assert related, "some reasons name a related item"
+    hidden = _with_service(fitted, related)
+    recs = [r for row in hidden.recommend(users, 10) for r in row]
+    assert not {r.explanation.related_item for r in recs} & set(related)
+    assert not {r.item_id for r in recs} & set(related), "items of an excluded kind are not recommended either"
+
+
+def test_refresh_availability_reads_flags_and_stock_and_ignores_the_rest(fitted: Pipeline) -> None:
+    copy = pickle.loads(pickle.dumps(fitted))
+    a, b, c = copy.items_.values[:3]
+    update = pa.table(
+        {
+            "item_id": [a, b, c, "not-in-the-model"],
+            "available": pa.array([False, None, None, False], pa.bool_()),
+            "stock": pa.array([None, 0, None, 0], pa.int64()),
+        }
+    )
+    assert copy.refresh_availability(update)
+    assert copy.catalog_.available[copy.items_.index([a, b, c])].tolist() == [False, False, True]
+    back = pa.table({"item_id": [a, b], "available": [True, None], "stock": pa.array([None, 5], pa.int64())})
+    assert copy.refresh_availability(back)
+    assert copy.catalog_.available[copy.items_.index([a, b])].tolist() == [True, True]
+    nothing = pa.table(
+        {"item_id": [a], "available": pa.array([None], pa.bool_()), "stock": pa.array([None], pa.int64())}
+    )
+    assert not copy.refresh_availability(nothing), "a row stating neither field changes nothing"
+    assert not copy.refresh_availability(pa.table({"item_id": [a]})), "no availability columns, nothing to apply"

@@ -5,6 +5,8 @@ a machine without internet access they were blank. The assets here come from the
 ``fastapi-offline`` package (Swagger UI 5, which reads the OpenAPI 3.1 schema FastAPI writes, and
 ReDoc's standalone bundle), mounted as static files; the pages are FastAPI's, pointed at them.
 Every URL honours the proxy prefix (``root_path``). Like the schema, the pages and assets need no key.
+The package's own ``FastAPIOffline`` app class is not used: the app is a plain ``FastAPI`` built by
+``create_app`` (with its own middleware and fast paths), and only the pages and assets are needed.
 """
 
 from __future__ import annotations

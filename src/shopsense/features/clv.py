@@ -262,7 +262,7 @@ class ClvModel:
                 failure = "non-finite parameters"
                 continue
             if penalizer != cfg.penalizer:
-                log.warning("%s did not converge without a penalty; fitted with penalizer %g", name, penalizer)
+                log.warning("%s did not converge with penalizer %g; fitted with %g", name, cfg.penalizer, penalizer)
             return fitter
         raise ClvFitError(
             f"{name} could not be fitted on {len(columns[0])} customers ({failure}), with penalizer "

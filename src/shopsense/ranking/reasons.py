@@ -87,11 +87,13 @@ def explain(
     item_ids: Sequence[str],
     titles: Sequence[str] | None = None,
     related_bought: np.ndarray | None = None,
+    nameable: np.ndarray | None = None,
 ) -> list[Explanation]:
     """Explanations for the frame rows ``rows`` (one per recommended pair).
 
     ``contributions`` is (len(rows), features) log-odds, already blended over the heads;
-    ``related_bought`` says per row whether the user bought (not just viewed) the related item.
+    ``related_bought`` says per row whether the user bought (not just viewed) the related item;
+    ``nameable`` per item whether a sentence may name it ("Often bought with POSTAGE" may not).
     """
     names = sorted(set(groups))
     member = np.array([[group == name for group in groups] for name in names], dtype=float)
@@ -101,19 +103,22 @@ def explain(
         values = dict(zip(names, by_group[position].round(4).tolist(), strict=True))
         order = sorted(names, key=lambda name: -values[name])
         related = int(frame.related[row])
-        chosen = next((name for name in order if values[name] > 0 and _has(frame, row, name)), "")
+        if related >= 0 and nameable is not None and not nameable[related]:
+            related = -1  # neither said nor listed
+        chosen = next((name for name in order if values[name] > 0 and _has(frame, row, name, related >= 0)), "")
         bought = bool(related_bought[position]) if related_bought is not None else True
         out.append(_sentence(chosen, frame, row, related, bought, values, catalog, item_ids, titles))
     return out
 
 
-def _has(frame: FeatureFrame, row: int, group: str) -> bool:
-    """Whether a group's evidence can be told to the user for this pair (not just a model quirk)."""
+def _has(frame: FeatureFrame, row: int, group: str, tellable: bool = True) -> bool:
+    """Whether a group's evidence can be told to the user for this pair (not just a model quirk);
+    ``tellable``: whether the pair's related item may be named."""
     value = dict(zip(frame.names, frame.values[row].tolist(), strict=True))
     checks = {
         "bought_before": value.get("user_item_purchases", 0) > 0,
         "looked_at": np.isfinite(value.get("user_item_days_since", np.nan)),
-        "goes_with": frame.related[row] >= 0,
+        "goes_with": frame.related[row] >= 0 and tellable,
         "trending": value.get("item_events_7d", 0) > 0,
         "category": value.get("user_category_share", 0) > 0,
         "brand": value.get("user_brand_share", 0) > 0,

@@ -58,9 +58,9 @@ class RuleConfig(BaseModel):
     exclude_purchased: bool | Literal["auto"] = Field(
         "auto",
         description="hide items the user has bought; auto: hide them unless the training data shows shoppers "
-        "re-buying (see repeat_share)",
+        "re-buying (see min_repeat_share)",
     )
-    repeat_share: float = Field(
+    min_repeat_share: float = Field(
         0.2,
         ge=0,
         le=1,
@@ -101,7 +101,7 @@ class RuleConfig(BaseModel):
         """
         if self.exclude_purchased != "auto":
             return self
-        repeats = repeat_share is not None and repeat_share >= self.repeat_share
+        repeats = repeat_share is not None and repeat_share >= self.min_repeat_share
         return self.model_copy(update={"exclude_purchased": not repeats})
 
     def merged(self, overrides: Mapping[str, Any]) -> RuleConfig:

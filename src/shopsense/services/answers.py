@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 from tqdm import tqdm
 
-from shopsense.errors import ConfigError
+from shopsense.exports import copy_to_file
 from shopsense.pipeline import Pipeline, Recommendation
 
 ANSWERS_FILE = "answers.arrow"
@@ -130,12 +128,16 @@ def answer_batches(
         ValueError: alpha, diversity or a rule override is out of range.
     """
     wanted = pa.array(users, pa.string())
-    own = events.filter(pc.is_in(events.column("user_id"), wanted))
-    own = own.take(pc.sort_indices(own, [("user_id", "ascending")]))
-    for start in range(0, len(users), batch):
+    position = pc.fill_null(pc.index_in(events.column("user_id"), value_set=wanted), -1).to_numpy()
+    mine = position >= 0
+    part = position[mine] // batch  # each event's batch, found once; then one sort, and slices
+    order = np.argsort(part, kind="stable")
+    own = events.filter(pa.array(mine)).take(pa.array(order))
+    bounds = np.searchsorted(part[order], np.arange(0, (len(users) + batch - 1) // batch + 1))
+    for n, start in enumerate(range(0, len(users), batch)):
         ids = users[start : start + batch]
-        mine = own.filter(pc.is_in(own.column("user_id"), wanted.slice(start, len(ids))))
-        yield ids, pipeline.recommend_users(ids, mine, weights, k, alpha=alpha, rules=rules, diversity=diversity)
+        theirs = own.slice(int(bounds[n]), int(bounds[n + 1] - bounds[n]))
+        yield ids, pipeline.recommend_users(ids, theirs, weights, k, alpha=alpha, rules=rules, diversity=diversity)
 
 
 def similar_items(pipeline: Pipeline, item_id: str, k: int) -> list[dict[str, Any]]:
@@ -166,13 +168,6 @@ RECOMMENDATIONS_SCHEMA = pa.schema(
     ]
 )
 """One row per recommended item of a batch export (non-finite numbers as null)."""
-EXPORT_FORMATS = {
-    ".csv": "FORMAT csv, HEADER",
-    ".parquet": "FORMAT parquet, COMPRESSION zstd",
-    ".jsonl": "FORMAT json",
-    ".ndjson": "FORMAT json",
-}
-"""DuckDB's COPY options per file suffix of a batch export (JSON: one object per line)."""
 
 
 def recommendations_table(users: list[str], answers: list[list[Recommendation]]) -> pa.Table:
@@ -193,32 +188,12 @@ def recommendations_table(users: list[str], answers: list[list[Recommendation]])
     )
 
 
-def check_export_path(path: Path) -> None:
-    """Refuse, before any work, a file the export could not write.
-
-    Raises:
-        ConfigError: a suffix other than .csv, .parquet, .jsonl or .ndjson, or a missing folder.
-    """
-    if path.suffix.lower() not in EXPORT_FORMATS:
-        raise ConfigError(f"{path}: write recommendations to a .csv, .parquet or .jsonl file, not {path.suffix!r}")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{path}: folder {path.parent} does not exist")
-
-
 def export_recommendations(table: pa.Table, path: Path) -> Path:
-    """Write rows as CSV, Parquet or JSON Lines (by suffix), atomically: a reader sees the old file or the new one."""
-    check_export_path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
+    """Write rows in the format the file name asks for (see :mod:`shopsense.exports`), whole or not at all."""
     con = duckdb.connect()
     try:
         con.register("recommendations", table)
-        target = temporary.replace("'", "''")
-        con.execute(f"COPY recommendations TO '{target}' ({EXPORT_FORMATS[path.suffix.lower()]})")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        copy_to_file(con, "SELECT * FROM recommendations", path)
     finally:
         con.close()
     return path

@@ -75,8 +75,8 @@ class DataService:
 
     def export(self, kind: RecordKind, path: Path) -> int:
         """Write events, items or users in the format the file name asks for; returns the number of rows."""
-        fmt, gzip = export_format(path)
-        return self.store.export(kind, path, fmt, gzip)
+        export_format(path)  # a name no format fits is refused before the store is opened
+        return self.store.export(kind, path)
 
     def close(self) -> None:
         """Close the store if it was opened."""

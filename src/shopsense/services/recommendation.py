@@ -20,13 +20,13 @@ import pyarrow.compute as pc
 
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.features.interactions import build_interactions
+from shopsense.ingest.source import export_format
 from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline
 from shopsense.ranking.ranker import HEAD_MODELS
 from shopsense.services.answers import (
     RECOMMENDATIONS_SCHEMA,
     answer_batches,
     build_answers,
-    check_export_path,
     export_recommendations,
     recommendations_table,
     similar_items,
@@ -184,7 +184,7 @@ class RecommendationService:
                 or an alpha, diversity or rule out of range.
             ShopsenseError: ids without stored events (listed), unless ``skip_unknown`` leaves them out.
         """
-        check_export_path(out)
+        export_format(out)  # a name no format fits is refused before any work
         if user_ids is not None and segment is not None:
             raise ConfigError("give user ids or a segment, not both")
         fitted = self.pipeline(pipeline)

@@ -115,6 +115,10 @@ class _Cache:
             self.entries.clear()
 
 
+RELOAD_WAIT_S = 120.0
+"""How long a model swap waits for the store thread (a stopped one never answers)."""
+
+
 class ServingService:
     """The online service: ingest, recommendations, impressions, erasure, model swaps."""
 
@@ -152,16 +156,21 @@ class ServingService:
                     self._model_error = f"pipeline {name!r} has no trained bundle yet (run `shopsense train`)"
                     return None
                 if self._served is None or self._served.info.version != info.version:
-                    pipeline = self.bundles.load(info)
-                    pipeline.refresh_availability(self.writer.call(lambda store: store.scan_items()).result())
-                    self._served = Served(info, pipeline, self.bundles.answers(info))
+                    served = Served(info, self.bundles.load(info), self.bundles.answers(info))
+                    # On the store thread, where item updates apply too: none falls between the read and the swap.
+                    self.writer.call(lambda store: self._install(served, store.scan_items())).result(RELOAD_WAIT_S)
                     log.info("serving %s bundle %s", name, info.version)
                 self._model_error = None
                 return info
-            except (ConfigError, OSError, ValueError, EOFError) as exc:  # keep serving what we had
+            except (ConfigError, OSError, ValueError, EOFError, TimeoutError) as exc:  # keep serving what we had
                 self._model_error = f"bundle could not be loaded: {exc}"
                 log.error(self._model_error)
                 return self._served.info if self._served else None
+
+    def _install(self, served: Served, items: pa.Table) -> None:
+        """Serve a loaded bundle with the catalogue's current availability (run on the store thread)."""
+        served.pipeline.refresh_availability(items)
+        self._served = served
 
     def rollback(self) -> BundleInfo:
         """Pin the bundle before the one served now and serve it."""

@@ -18,7 +18,6 @@ import pyarrow as pa
 
 from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
-from shopsense.ingest.source import Format
 
 EVENT_COLUMNS = (
     "key_hi",
@@ -204,11 +203,9 @@ class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, P
         """Counts, date range, funnel and top categories."""
         ...
 
-    def export(self, kind: RecordKind, path: Path, fmt: Format = Format.PARQUET, gzip: bool = False) -> int:
-        """Write one table, with external ids, in the shape ``shopsense import`` reads back; returns the row count.
-
-        ``gzip`` compresses CSV and JSON Lines (Parquet compresses itself).
-        """
+    def export(self, kind: RecordKind, path: Path) -> int:
+        """Write one table, with external ids, in the shape ``shopsense import`` reads back, in the format
+        the file name asks for (:func:`shopsense.ingest.source.export_format`); returns the row count."""
         ...
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ Dense integer ids (``user_idx``, ``item_idx``) are assigned here and never leave
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
-from shopsense.ingest.source import Format
+from shopsense.exports import copy_to_file
+from shopsense.ingest.source import Format, export_format
 from shopsense.store import journal
 from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult, register_backend
 from shopsense.store.remembered import DenseIds, KeyIndex, Remembered
@@ -436,34 +437,17 @@ class DuckDBStore:
             imports=imports,
         )
 
-    def export(self, kind: RecordKind, path: Path, fmt: Format = Format.PARQUET, gzip: bool = False) -> int:
-        """See :class:`shopsense.store.base.Store`. Written to ``<path>.partial``, renamed when complete."""
+    def export(self, kind: RecordKind, path: Path) -> int:
+        """See :class:`shopsense.store.base.Store`; written by :func:`shopsense.exports.copy_to_file`."""
         # CSV has no lists: a category path is written the way an import splits it again.
-        category = "array_to_string(category, ' > ')" if fmt is Format.CSV else "category"
+        category = "array_to_string(category, ' > ')" if export_format(path)[0] is Format.CSV else "category"
         query = {
             RecordKind.EVENTS: _EVENTS_VIEW,
             RecordKind.ITEMS: f"SELECT * EXCLUDE (item_idx, updated_at) REPLACE ({category} AS category) FROM items "
             "ORDER BY item_idx",
             RecordKind.USERS: "SELECT * EXCLUDE (user_idx, updated_at) FROM users ORDER BY user_idx",
         }[kind]
-        options = {
-            Format.PARQUET: "FORMAT parquet, COMPRESSION zstd",
-            Format.CSV: "FORMAT csv, HEADER",
-            Format.JSONL: "FORMAT json",
-        }[fmt]
-        if fmt is not Format.PARQUET:
-            options += f", COMPRESSION {'gzip' if gzip else 'none'}"
-        tmp = path.with_name(path.name + ".partial")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            n = self._count(f"COPY ({query}) TO '{_sql_path(tmp)}' ({options})")
-            tmp.replace(path)
-        except (duckdb.Error, OSError) as exc:
-            with suppress(OSError):  # leave nothing half-written behind, if there is anything
-                tmp.unlink(missing_ok=True)
-            reason = str(exc).strip().splitlines()[0] if isinstance(exc, duckdb.Error) else exc.strerror
-            raise StoreError(f"cannot write {path}: {reason}") from exc
-        return n
+        return copy_to_file(self._con, query, path)
 
     # -- serving: impressions, erasure, export -----------------------------------------------
 

@@ -162,6 +162,24 @@ def test_unavailable_item_disappears_at_once(api: Api) -> None:
     assert first not in {i["item_id"] for i in _recs(api, "user-3", k=20)["items"]}
 
 
+def test_a_restarted_server_serves_the_shelf_as_it_is_now(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    servers = make_api(data)
+    api = next(servers)
+    first = _recs(api, "user-3", k=5)["items"][0]["item_id"]
+    api.client.put("/v1/items", json=[{"item_id": first, "stock": 0}], headers=api.headers("admin"))
+    servers.close()  # stopped; the bundle was trained when the item was on the shelf
+    restarted = make_api(data)
+    again = next(restarted)
+    try:
+        assert first not in {i["item_id"] for i in _recs(again, "user-3", k=20)["items"]}
+        similar = again.client.get("/v1/items/item-3/similar", params={"k": 20}, headers=again.headers("admin"))
+        assert first not in {i["item_id"] for i in similar.json()["items"]}
+    finally:
+        restarted.close()
+
+
 def test_similar_items(api: Api) -> None:
     response = api.client.get("/v1/items/item-3/similar", params={"k": 5}, headers=api.headers("recommend:read"))
     body = response.json()

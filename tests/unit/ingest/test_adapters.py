@@ -112,3 +112,26 @@ def test_a_dataset_with_one_bad_file_writes_nothing_at_all(service: DataService,
         service.import_dataset("online-retail", [tmp_path])
     stats = service.stats()
     assert (stats.items, stats.users, stats.events, stats.imports) == (0, 0, 0, [])
+
+
+def test_online_retail_service_lines_are_tagged_by_code(service: DataService, tmp_path: Path) -> None:
+    lines = [
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
+        *(
+            f"536365,{code},{title},1,2010-12-01 08:26:00,2.55,17850,United Kingdom"
+            for code, title in [
+                ("85123A", "WHITE HANGING HEART T-LIGHT HOLDER"),
+                ("POST", "POSTAGE"),
+                ("23444", "Next Day Carriage"),
+                ("ADJUST2", "Adjustment by Peter"),
+                ("23099", "FRENCH CARRIAGE LANTERN"),
+            ]
+        ),
+    ]
+    path = tmp_path / "retail.csv"
+    path.write_text("\n".join(lines) + "\n")
+    service.import_dataset("online-retail", [path])
+    kinds = {
+        r["item_id"]: json.loads(r["attributes"] or "{}").get("kind") for r in service.store.scan_items().to_pylist()
+    }
+    assert kinds == {"85123A": None, "POST": "service", "23444": "service", "ADJUST2": "service", "23099": None}

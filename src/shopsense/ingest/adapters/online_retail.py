@@ -23,7 +23,10 @@ from shopsense.domain import RecordKind
 from shopsense.ingest.adapters.base import Plan, Step, csv, find_files
 from shopsense.ingest.mapping import Mapping
 
-SERVICE_CODES = ("POST", "DOT", "M", "C2", "D", "S", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS", "B")
+SERVICE_CODES = ("POST", "DOT", "M", "C2", "D", "S", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS", "B", "23444")
+"""Postage (POST, DOT), carriage (C2; 23444 is "Next Day Carriage"), manual lines, discounts, samples and fees."""
+SERVICE_PREFIXES = ("ADJUST", "TEST")
+"""Book-keeping adjustments and test products, numbered (ADJUST2, TEST001)."""
 _FILES = ["online_retail_ii_2009_2010.csv.gz", "online_retail.csv.gz"]
 
 
@@ -59,7 +62,9 @@ class OnlineRetail:
                 arg_max(TRY_CAST(price AS DOUBLE), invoice_date)
                     FILTER (WHERE TRY_CAST(price AS DOUBLE) > 0 AND TRY_CAST(quantity AS BIGINT) > 0) AS price,
                 'GBP' AS currency,
-                CASE WHEN upper(stock_code) IN {SERVICE_CODES} THEN '{{"kind": "service"}}' END AS attributes,
+                CASE WHEN upper(stock_code) IN {SERVICE_CODES}
+                    OR {" OR ".join(f"upper(stock_code) LIKE '{p}%'" for p in SERVICE_PREFIXES)}
+                    THEN '{{"kind": "service"}}' END AS attributes,
                 min(invoice_date) AS first_seen
             FROM ({kept}) WHERE nullif(stock_code, '') IS NOT NULL GROUP BY stock_code"""
         users = f"""SELECT {_user()} AS user_id,
