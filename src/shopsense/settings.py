@@ -6,14 +6,23 @@ import time, so tests and several stores can live in one process.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import json
 import os
 import tomllib
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shopsense.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+    from pydantic_settings.sources.types import ConfigFileSourceType
 
 DEFAULT_EVENT_TYPES: dict[str, float] = {
     "view": 1.0,
@@ -146,8 +155,81 @@ class Settings(_Strict):
         return self.store_url or f"duckdb:///{self.data_dir / 'shopsense.duckdb'}"
 
 
+ENV_PREFIX = "SHOPSENSE_"
+"""Every setting is also an environment variable: ``SHOPSENSE_`` + its key path joined by ``__``, in capitals."""
+ENV_DELIMITER = "__"
+OTHER_VARIABLES: dict[str, str] = {
+    "SHOPSENSE_CONFIG": "the settings file to read (load_settings)",
+}
+"""``SHOPSENSE_*`` variables that are not settings keys but are read elsewhere, so not refused as misspelled.
+
+Add a variable here when code starts reading one; anything else with the prefix is refused with a suggestion.
+"""
+
+
+@dataclass
+class _Load:
+    """What one ``load_settings`` call passes to its sources, and what the TOML source read (for error lines)."""
+
+    path: Path | None
+    toml: dict[str, Any] = field(default_factory=dict)
+
+
+_LOAD: ContextVar[_Load | None] = ContextVar("shopsense_settings_load", default=None)
+
+
+@functools.cache
+def _loader() -> type[Settings]:
+    """The pydantic-settings class that builds Settings; made on first use, since importing pydantic-settings
+    (asyncio, dotenv, its cloud sources) would slow down every start of the CLI, ``--help`` included."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+    class ConfigFile(TomlConfigSettingsSource):
+        """pydantic-settings' TOML source for the chosen file, stricter: a missing, unreadable or malformed file is
+        an error naming it (the stock source skips a missing file), and the data read is kept for error messages."""
+
+        def _read_files(self, files: ConfigFileSourceType | None, deep_merge: bool = False) -> dict[str, Any]:
+            load = _LOAD.get()
+            assert load is not None and load.path is not None
+            load.toml = read_toml(load.path, "config file")
+            return load.toml
+
+    class SettingsLoader(BaseSettings, Settings):
+        """Settings as pydantic-settings builds them; the first source holding a key wins: flags, env, file."""
+
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter=ENV_DELIMITER,
+            env_ignore_empty=True,  # SHOPSENSE_DATA_DIR= (empty) means unset, as before
+            case_sensitive=False,
+            env_file=None,
+            extra="forbid",
+            frozen=True,
+        )
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            load = _LOAD.get()
+            if load is None or load.path is None:
+                return init_settings, env_settings
+            return init_settings, env_settings, ConfigFile(settings_cls, toml_file=load.path)
+
+    return SettingsLoader
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build Settings from defaults < TOML file < ``SHOPSENSE_*`` env < explicit overrides.
+
+    Every key is also a variable: ``SHOPSENSE_SERVE__PORT=9001``, ``SHOPSENSE_INGEST__THREADS=1``, and tables or
+    lists as JSON (``SHOPSENSE_EVENT_TYPES__WEIGHTS='{"view": 1}'``, ``SHOPSENSE_CHANNELS='["web"]'``). A misspelled
+    ``SHOPSENSE_*`` variable, an unknown key in the file or a bad value raises ConfigError naming it.
 
     Args:
         config_file: a TOML file; defaults to ``$SHOPSENSE_CONFIG`` when set.
@@ -155,16 +237,134 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             ``None`` values are ignored so callers can pass optional flags straight through.
     """
     path = config_file or (Path(os.environ["SHOPSENSE_CONFIG"]) if os.environ.get("SHOPSENSE_CONFIG") else None)
-    values = read_toml(path, "config file") if path is not None else {}
-    for key, env in (("data_dir", "SHOPSENSE_DATA_DIR"), ("store_url", "SHOPSENSE_STORE_URL")):
-        if os.environ.get(env):
-            values[key] = os.environ[env]
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    env = _shopsense_environment()
+    _check_environment(env)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    loader = _loader()
+    from pydantic_settings import SettingsError
+
+    load = _Load(path)
+    token = _LOAD.set(load)
     try:
-        return Settings.model_validate(values)
+        loaded = loader(**given)
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid settings{where}:\n{explain_validation(exc)}") from exc
+        lines = [_explain_error(e, given, env, load) for e in exc.errors()]
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from exc
+    except SettingsError as exc:  # a value pydantic-settings could not decode, past _check_environment's checks
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"invalid settings in the SHOPSENSE_* environment: {exc}{cause}") from exc
+    finally:
+        _LOAD.reset(token)
+    values = {name: getattr(loaded, name) for name in Settings.model_fields}
+    return Settings.model_construct(_fields_set=set(loaded.model_fields_set), **values)
+
+
+def _env_names(model: type[BaseModel], prefix: str = ENV_PREFIX) -> dict[str, Any]:
+    """Every variable name a model's settings answer to (upper case), with the annotation it sets.
+
+    A section (``SHOPSENSE_SERVE``) takes JSON for the whole table as well as its keys one by one; a dict or list
+    key takes JSON for the whole value (its entries are not variables of their own).
+    """
+    names: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        names[env] = info.annotation
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names.update(_env_names(info.annotation, env + ENV_DELIMITER))
+    return names
+
+
+def _is_json_value(annotation: Any) -> bool:
+    """Whether a variable for this annotation holds JSON (a table or a list) rather than plain text."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return get_origin(annotation) in (dict, list)
+
+
+def _shopsense_environment() -> dict[str, tuple[str, str]]:
+    """The ``SHOPSENSE_*`` variables set (any case, as pydantic-settings reads them): upper name → (name, value)."""
+    return {k.upper(): (k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+
+
+def _check_environment(env: dict[str, tuple[str, str]]) -> None:
+    """Refuse misspelled ``SHOPSENSE_*`` variables (with a suggestion) and JSON variables that are not JSON.
+
+    pydantic-settings ignores variables that match no key, so a typo would silently leave the default in place.
+    """
+    known = _env_names(Settings)
+    problems: list[str] = []
+    for upper, (name, value) in sorted(env.items()):
+        if upper in OTHER_VARIABLES:
+            continue
+        if upper not in known:
+            problems.append(f"  {name}: {_unknown_variable(upper, known)}")
+        elif value and _is_json_value(known[upper]):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                example = """'["web", "app"]'""" if get_origin(known[upper]) is list else """'{"key": value}'"""
+                problems.append(f"  {name}={_clip(value)}: not valid JSON ({exc}); give it as JSON, e.g. {example}")
+    if problems:
+        raise ConfigError("invalid SHOPSENSE_* environment variables:\n" + "\n".join(problems))
+
+
+def _unknown_variable(upper: str, known: dict[str, Any]) -> str:
+    """Why a ``SHOPSENSE_*`` name is not a setting, with the nearest real one."""
+    for whole, annotation in known.items():
+        if upper.startswith(whole + ENV_DELIMITER) and get_origin(annotation) in (dict, list):
+            return f"not a setting; {whole} is set as a whole, as JSON"
+    suffixes = [k.removeprefix(ENV_PREFIX) for k in (*known, *OTHER_VARIABLES)]
+    close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.6)
+    if close:
+        return f"not a setting; did you mean {ENV_PREFIX}{close[0]}?"
+    return (
+        f"not a setting; variables are {ENV_PREFIX}<KEY> or {ENV_PREFIX}<SECTION>{ENV_DELIMITER}<KEY> "
+        "for the keys in config/default.toml"
+    )
+
+
+def _explain_error(error: Any, given: dict[str, Any], env: dict[str, tuple[str, str]], load: _Load) -> str:
+    """One ``where: message`` line for a pydantic error, naming the source that gave the value.
+
+    The highest-precedence source holding the key wins: a flag (override), then a variable, then the file.
+    """
+    loc = tuple(str(p) for p in error["loc"])
+    key = ".".join(loc) or "(top)"
+    msg = error["msg"]
+    if _holds(given, loc):
+        return f"  {key}: {msg}"
+    for depth in range(len(loc), 0, -1):
+        upper = ENV_PREFIX + ENV_DELIMITER.join(loc[:depth]).upper()
+        if upper in env:
+            name, value = env[upper]
+            at = f" (at {'.'.join(loc[depth:])})" if depth < len(loc) else ""
+            return f"  {name}={_clip(value)}{at}: {msg}"
+    # A value from the file, or a check on a whole table (event_types): name every source that set part of it.
+    below = ENV_PREFIX + ENV_DELIMITER.join(loc).upper() + ENV_DELIMITER
+    sources = [name for upper, (name, _) in sorted(env.items()) if upper.startswith(below)]
+    in_file = load.path is not None and _holds(load.toml, loc)
+    if in_file and not sources:
+        return f"  {key} in {load.path}: {msg}"
+    sources += [str(load.path)] if in_file else []
+    return f"  {key}: {msg}" + (f" (set in {', '.join(sources)})" if sources else "")
+
+
+def _holds(values: dict[str, Any], loc: tuple[str, ...]) -> bool:
+    """Whether nested ``values`` contain the key path ``loc`` (case-insensitively, as variables are read)."""
+    node: Any = values
+    for part in loc:
+        if not isinstance(node, dict):
+            return False
+        match = [k for k in node if str(k).lower() == part.lower()]
+        if not match:
+            return False
+        node = node[match[0]]
+    return True
+
+
+def _clip(value: str, limit: int = 80) -> str:
+    """A variable's value quoted for a message, shortened when long."""
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
