@@ -1,7 +1,8 @@
 """The FastAPI application factory: routers, authentication, limits, structured errors, metrics.
 
-``create_app(settings)`` builds an app; the store is opened and the model bundle loaded when the
-app starts (lifespan), so one process owns the embedded store for its whole life.
+``create_app(settings)`` builds an app around one :class:`~shopsense.services.shop.Shop`; the store
+is opened and the model bundle loaded when the app starts (lifespan), so one process owns the
+embedded store for its whole life. Routes reach state only through the shop (``api/deps.py``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from shopsense.api.fast_paths import FastPaths
 from shopsense.api.routes import admin, catalog, events, impressions, marketing, ops, recommendations, users
 from shopsense.domain import Event, Item, User
 from shopsense.errors import ShopsenseError
-from shopsense.services.keys import KeyRing
 from shopsense.services.serving import ServingService
+from shopsense.services.shop import Shop
 from shopsense.settings import Settings
-from shopsense.store import open_store
 
 log = logging.getLogger("shopsense.serve")
 
@@ -120,30 +120,28 @@ async def _nothing() -> Message:
 def create_app(settings: Settings) -> FastAPI:
     """The shopsense REST API over the store and model bundles named by ``settings``."""
 
+    shop = Shop(settings, server=True)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        serve = settings.serve
-        store = open_store(
-            settings.resolved_store_url, threads=serve.store_threads, checkpoint_mb=serve.store_checkpoint_mb
-        )
-        service = ServingService(settings, store)
-        app.state.service = service
-        app.state.reader = EventReader(settings, service.checker)
-        app.state.live = LiveAnswers(service, serve.live_threads)
-        # Everything loaded so far (models, id maps, histories) lives as long as the server: keep it
-        # out of the cyclic collector, whose full passes over it stalled requests for a quarter second.
-        gc.freeze()
         stop = threading.Event()
-        watcher = threading.Thread(target=_watch_bundles, args=(service, settings, stop), daemon=True)
-        watcher.start()
+        reader: EventReader | None = None
         try:
+            service = shop.serving()  # opens the store and loads the bundle: one process owns the store
+            app.state.reader = reader = EventReader(settings, service.checker)
+            app.state.live = LiveAnswers(service, settings.serve.live_threads)
+            # Everything loaded so far (models, id maps, histories) lives as long as the server: keep it
+            # out of the cyclic collector, whose full passes over it stalled requests for a quarter second.
+            gc.freeze()
+            watcher = threading.Thread(target=_watch_bundles, args=(service, settings, stop), daemon=True)
+            watcher.start()
             yield
         finally:
             stop.set()
             try:
-                app.state.reader.close()
-                service.close()
-                store.close()
+                if reader is not None:
+                    reader.close()
+                shop.close()
             finally:
                 # Give the frozen objects back to the collector. Frozen ones are never collected, not
                 # even at exit: every module and DuckDB object caught in a reference cycle then outlived
@@ -164,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,  # served by add_docs from local files: FastAPI's pages load them from a CDN
         redoc_url=None,
     )
-    app.state.keys = KeyRing(settings.data_dir / "keys.json")
+    app.state.shop = shop  # the routes reach every service through it (api/deps.py)
     app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)
     app.state.metrics = Metrics()
     modules = (events, catalog, recommendations, users, impressions, marketing, admin, ops)

@@ -1,4 +1,5 @@
-"""Request dependencies: the service, and API-key authentication with scopes and a per-key rate limit."""
+"""Request dependencies: the app's :class:`Shop` and its services, and API-key authentication with
+scopes and a per-key rate limit. Routes reach state only through these (``tests/unit/api/test_layering.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import Request
 from shopsense.api.errors import ApiError
 from shopsense.services.keys import KeyRecord, KeyRing, Scope
 from shopsense.services.serving import ServingService
+from shopsense.services.shop import Shop
 
 
 class RateLimiter:
@@ -34,10 +36,20 @@ class RateLimiter:
             return (1 - tokens) / self.rate
 
 
+def shop_of(request: Request) -> Shop:
+    """The app's one :class:`Shop` (built by ``create_app``)."""
+    shop: Shop = request.app.state.shop
+    return shop
+
+
+def serving(request: Request) -> ServingService:
+    """The shop's online service: for the fast paths, which call handlers without dependency solving."""
+    return shop_of(request).serving()
+
+
 async def service(request: Request) -> ServingService:
-    """The app's service (async: a sync dependency would cost every request a thread hop)."""
-    served: ServingService = request.app.state.service
-    return served
+    """The shop's online service (async: a sync dependency would cost every request a thread hop)."""
+    return serving(request)
 
 
 def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
@@ -48,7 +60,7 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
     """
 
     async def check(request: Request) -> KeyRecord:
-        keys: KeyRing = request.app.state.keys
+        keys: KeyRing = shop_of(request).keys
         presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
         if not presented:
             raise ApiError(

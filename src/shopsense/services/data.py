@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from shopsense.domain import RecordKind
@@ -17,10 +18,16 @@ SHARED_DATASETS = Path("../shared/datasets")
 
 
 class DataService:
-    """Opens the configured store on first use and runs imports, stats and exports on it."""
+    """Opens the configured store on first use and runs imports, stats and exports on it.
 
-    def __init__(self, settings: Settings) -> None:
+    ``opener`` opens the store when it is first needed; by default with the ingest settings (memory
+    limit, threads) that batch work wants. :class:`shopsense.services.shop.Shop` passes the server's
+    options instead when it serves HTTP, so that one process opens its store once, one way.
+    """
+
+    def __init__(self, settings: Settings, opener: Callable[[], Store] | None = None) -> None:
         self.settings = settings
+        self._opener = opener or self._open_for_batch
         self._store: Store | None = None
 
     @property
@@ -28,12 +35,17 @@ class DataService:
         """The configured store, opened (and its schema created) on first use."""
         if self._store is None:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self._store = open_store(
-                self.settings.resolved_store_url,
-                memory_limit=self.settings.ingest.memory_limit,
-                threads=self.settings.ingest.threads,
-            )
+            self._store = self._opener()
         return self._store
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store has been opened (and not closed since)."""
+        return self._store is not None
+
+    def _open_for_batch(self) -> Store:
+        ingest = self.settings.ingest
+        return open_store(self.settings.resolved_store_url, memory_limit=ingest.memory_limit, threads=ingest.threads)
 
     def init(self) -> str:
         """Create the data directory and an empty store; returns the store URL."""

@@ -15,11 +15,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ from shopsense.services.answers import Answers, rec_dict, similar_items
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.event_check import EventChecker, Rejected
 from shopsense.services.live import LiveHistories
+from shopsense.services.marketing import MarketingService
 from shopsense.services.writer import StoreWriter
 from shopsense.settings import Settings
 from shopsense.store.base import Store, WriteResult
@@ -47,6 +48,7 @@ TRENDING_DAYS = 7
 ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
 _TS = pa.timestamp("us", tz="UTC")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class RecAnswer:
     cached: bool = False
     encoded: list[str] | None = None
     """The items as JSON objects, when the answer was precomputed (``items`` is then empty)."""
+
+
+@dataclass(frozen=True)
+class UserExport:
+    """Everything stored about one user: their record and every event, oldest first."""
+
+    user: dict[str, Any]
+    events: list[dict[str, Any]]
 
 
 @dataclass
@@ -392,6 +402,38 @@ class ServingService:
             return rows
 
         return self.writer.call(read)
+
+    def user_history(self, user_id: str, limit: int) -> Future[list[dict[str, Any]] | None]:
+        """Resolves to the user's ``limit`` newest stored events, newest first; to None for a user the
+        store knows neither by events nor by record. Read after the writes queued before it."""
+
+        def read(store: Store) -> list[dict[str, Any]] | None:
+            events = store.scan_events(user_ids=[user_id])
+            if events.num_rows == 0 and store.user_record(user_id) is None:
+                return None
+            rows: list[dict[str, Any]] = events.slice(max(events.num_rows - limit, 0)).to_pylist()
+            return rows[::-1]
+
+        return self.writer.call(read)
+
+    def user_export(self, user_id: str) -> Future[UserExport | None]:
+        """Resolves to everything stored about a user (a data-subject access request); to None for a
+        user with no stored record. Read after the writes queued before it."""
+
+        def read(store: Store) -> UserExport | None:
+            record = store.user_record(user_id)
+            if record is None:
+                return None
+            return UserExport(record, store.scan_events(user_ids=[user_id]).to_pylist())
+
+        return self.writer.call(read)
+
+    def marketing(self, work: Callable[[MarketingService], T]) -> Future[T]:
+        """Run ``work`` with a :class:`MarketingService` over the store, on the store thread: the
+        server's one connection is never used from two threads, and marketing sees every write
+        acknowledged before it."""
+        future: Future[T] = self.writer.call(lambda store: work(MarketingService(self.settings, store)))
+        return future
 
     def erase(self, user_id: str) -> dict[str, int]:
         """Delete a user's data everywhere (store, memory, cache); ordered after queued writes."""

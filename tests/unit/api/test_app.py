@@ -298,7 +298,7 @@ def test_identical_events_without_ids_in_one_request_are_two_events_and_resendin
 def test_event_id_keys_equal_the_file_importers(api: Api) -> None:
     """Keys from ids are computed in Python on the API path; they must equal the importer's SQL ones,
     or an event sent by file and by HTTP would be stored twice."""
-    service = api.client.app.state.service  # type: ignore[attr-defined]
+    service = api.client.app.state.shop.serving()  # type: ignore[attr-defined]
     table, _ = service.checker.validate([_event("user-10", "item-12", "cart", event_id="shared-1")])
     (expected,) = duckdb.sql(f"SELECT {id_key_sql(RecordKind.EVENTS)} FROM (SELECT 'shared-1' AS event_id)").fetchall()[
         0

@@ -47,7 +47,7 @@ class Watched:
 
 
 def _service(api: Api) -> ServingService:
-    service: ServingService = api.client.app.state.service  # type: ignore[attr-defined]
+    service: ServingService = api.client.app.state.shop.serving()  # type: ignore[attr-defined]
     return service
 
 

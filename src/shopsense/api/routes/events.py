@@ -8,13 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from shopsense.api.deps import require
+from shopsense.api.deps import require, serving
 from shopsense.api.event_body import EventReader
 from shopsense.api.fast_paths import FastRoute
 from shopsense.api.routes.common import errors
 from shopsense.api.schemas import RejectedItem, WriteResponse
 from shopsense.services.keys import Scope
-from shopsense.services.serving import ServingService
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -58,7 +57,7 @@ async def post_events(request: Request, _: Annotated[Any, Depends(require(Scope.
 async def handle(request: Request) -> Response:
     """The work of this route once the key is checked: validate, commit, answer."""
     state = request.app.state
-    svc: ServingService = state.service
+    svc = serving(request)
     reader: EventReader = state.reader
     events, rejected = await reader.read(await request.body())
     if events.num_rows:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, Field
@@ -20,10 +21,10 @@ from shopsense.marketing.campaigns import CampaignConfig
 from shopsense.services.keys import Scope
 from shopsense.services.marketing import MarketingService, SegmentReport
 from shopsense.services.serving import ServingService
-from shopsense.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["marketing"])
 Marketing = Annotated[Any, Depends(require(Scope.MARKETING))]
+T = TypeVar("T")
 
 
 class BuildProfiles(BaseModel):
@@ -56,14 +57,11 @@ class SegmentsOut(BaseModel):
     members: dict[str, list[str]]
 
 
-async def _run(svc: ServingService, work: Any) -> Any:
-    """Marketing reads the store on the writer thread (after queued writes), like every store access here."""
-
-    def call(store: Store) -> Any:
-        return work(MarketingService(svc.settings, store))
-
+async def _run(svc: ServingService, work: Callable[[MarketingService], T]) -> T:
+    """Run marketing work through the service (on its store thread, after queued writes); its errors as
+    HTTP ones: a bad request 400, one the stored state cannot answer 409."""
     try:
-        return await asyncio.wrap_future(svc.writer.call(call))
+        return await asyncio.wrap_future(svc.marketing(work))
     except ConfigError as exc:
         raise ApiError(400, "invalid_request", str(exc)) from exc
     except ShopsenseError as exc:

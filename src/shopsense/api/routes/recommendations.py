@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from shopsense.api.computing import LiveAnswers
-from shopsense.api.deps import require, service
+from shopsense.api.deps import require, service, serving
 from shopsense.api.errors import ApiError
 from shopsense.api.fast_paths import FastRoute
 from shopsense.api.routes.common import errors
@@ -53,7 +53,7 @@ async def handle(request: Request) -> Response:
 async def answer(request: Request, query: RecommendationQuery) -> Response:
     """A stored or cached answer on the event loop, else one computed off it (:mod:`shopsense.api.computing`)."""
     state = request.app.state
-    svc: ServingService = state.service
+    svc = serving(request)
     rules = query.rules()
     got = svc.ready(query.user_id, query.k, alpha=query.alpha, diversity=query.diversity, rules=rules)
     if got is None:

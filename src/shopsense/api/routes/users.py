@@ -27,10 +27,9 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=10_000, description="newest events first")] = 100,
 ) -> HistoryResponse:
     """The user's most recent events, newest first."""
-    events = await asyncio.wrap_future(svc.writer.call(lambda store: store.scan_events(user_ids=[user_id])))
-    if events.num_rows == 0 and await asyncio.wrap_future(svc.writer.call(lambda s: s.user_record(user_id))) is None:
+    rows = await asyncio.wrap_future(svc.user_history(user_id, limit))
+    if rows is None:
         raise ApiError(404, "not_found", f"no user {user_id!r}")
-    rows = events.slice(max(events.num_rows - limit, 0)).to_pylist()[::-1]
     return HistoryResponse(user_id=user_id, events=rows)
 
 
@@ -41,11 +40,10 @@ async def export(
     svc: Annotated[ServingService, Depends(service)],
 ) -> ExportResponse:
     """Everything stored about a user (their record and every event): a data-subject access request."""
-    record = await asyncio.wrap_future(svc.writer.call(lambda s: s.user_record(user_id)))
-    if record is None:
+    found = await asyncio.wrap_future(svc.user_export(user_id))
+    if found is None:
         raise ApiError(404, "not_found", f"no user {user_id!r}")
-    events = await asyncio.wrap_future(svc.writer.call(lambda s: s.scan_events(user_ids=[user_id])))
-    return ExportResponse(user=record, events=events.to_pylist())
+    return ExportResponse(user=found.user, events=found.events)
 
 
 @router.delete("/{user_id}", response_model=EraseResponse, responses=errors(404))
