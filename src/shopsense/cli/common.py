@@ -1,4 +1,4 @@
-"""What every command group shares: the consoles, settings and the data service with clean exits on errors,
+"""What every command group shares: the consoles, settings and the shop facade with clean exits on errors,
 the ``--json`` option, the spinner for long jobs, table and cell printing, and reading a file of user ids."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from shopsense.services.data import DataService
+    from shopsense.services.shop import Shop
 
 console = Console(stderr=True)
 out = Console()
@@ -55,16 +55,12 @@ def _plain_exits() -> Iterator[None]:
 
 
 @contextmanager
-def _service(ctx: typer.Context) -> Iterator[DataService]:
-    """Settings and the data service (its store closed afterwards), with clean exits on errors."""
-    from shopsense.services.data import DataService
+def _shop(ctx: typer.Context) -> Iterator[Shop]:
+    """Settings and the facade every command goes through (its store closed afterwards), with clean exits."""
+    from shopsense.services.shop import Shop
 
-    with _settings(ctx) as settings:
-        service = DataService(settings)
-        try:
-            yield service
-        finally:
-            service.close()
+    with _settings(ctx) as settings, Shop(settings) as shop:
+        yield shop
 
 
 @contextmanager

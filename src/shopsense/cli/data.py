@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _plain_exits, _service, console, out
+from shopsense.cli.common import JsonOpt, _plain_exits, _shop, console, out
 from shopsense.domain import RecordKind
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, ImportReport, OnError
@@ -25,7 +25,8 @@ _STEPS = ["reading", "validating", "checking duplicates", "writing"]
 
 def init(ctx: typer.Context) -> None:
     """Create the data directory and an empty embedded store."""
-    with _service(ctx) as service:
+    with _shop(ctx) as shop:
+        service = shop.data
         url = service.init()
         console.print(f"[green]✓[/] store ready at {url}", highlight=False)
 
@@ -130,7 +131,8 @@ def _import_kind(
     duplicates: Duplicates,
     as_json: bool,
 ) -> None:
-    with _service(ctx) as service:
+    with _shop(ctx) as shop:
+        service = shop.data
         overrides: dict[str, Any] = {
             "columns": {f: c for f, c in parse_pairs(maps, "--map").items()},
             "constants": parse_pairs(consts, "--const"),
@@ -203,7 +205,8 @@ def import_dataset(
     as_json: JsonOpt = False,
 ) -> None:
     """Import a public retail dataset through its built-in adapter."""
-    with _service(ctx) as service:
+    with _shop(ctx) as shop:
+        service = shop.data
         with _progress(name) as step:
             reports = service.import_dataset(name, paths or [], on_error, duplicates, step)
         for report in reports:
@@ -220,12 +223,13 @@ def stats(
     imports: Annotated[int, typer.Option(min=0, help="how many of the latest imports to list (JSON: all)")] = 10,
 ) -> None:
     """Users, items, events by type and channel, date range, funnel, top categories and the import log."""
-    with _service(ctx) as service:
+    with _shop(ctx) as shop:
+        service = shop.data
         summary = service.stats(top)
         if as_json:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
             return
-        table = Table(title=f"shopsense store — {service.store.url}", show_header=False)
+        table = Table(title=f"shopsense store — {shop.settings.resolved_store_url}", show_header=False)
         table.add_row("users", f"{summary.users:,} ({summary.guest_users:,} guests)")
         table.add_row("items", f"{summary.items:,}")
         table.add_row("events", f"{summary.events:,}")
@@ -281,7 +285,8 @@ def export(
     ],
 ) -> None:
     """Export a table with external ids, in a shape `shopsense import` reads back as it is."""
-    with _service(ctx) as service:
+    with _shop(ctx) as shop:
+        service = shop.data
         n = service.export(kind, path)
         console.print(f"[green]✓[/] wrote {n:,} {kind.value} to {path}", highlight=False)
 

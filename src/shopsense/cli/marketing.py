@@ -7,24 +7,25 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _service, console, out
+from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _shop, console, out
 from shopsense.ingest.mapping import parse_pairs
+
+if TYPE_CHECKING:
+    from shopsense.services.marketing import MarketingService
 
 profiles_app = typer.Typer(help="Customer profiles: RFM, interests, lifecycle, churn, CLV.", no_args_is_help=True)
 campaign_app = typer.Typer(help="Campaigns with a control hold-out: create, assign, read out.", no_args_is_help=True)
 
 
 @contextmanager
-def _marketing(ctx: typer.Context) -> Iterator[Any]:
-    from shopsense.services.marketing import MarketingService
-
-    with _service(ctx) as service:
-        yield MarketingService(service.settings, service.store)
+def _marketing(ctx: typer.Context) -> Iterator[MarketingService]:
+    with _shop(ctx) as shop:
+        yield shop.marketing
 
 
 @profiles_app.command("build")
@@ -41,24 +42,14 @@ def profiles_build(
     except ValueError as exc:
         console.print(f"error: --as-of {as_of!r} is not an ISO time: {exc}", style="bold red")
         raise typer.Exit(2) from exc
-    from shopsense.features.profiles import CHURN_ERROR_KEY, CHURN_MODEL_KEY, CLV_ERROR_KEY
-
     with _marketing(ctx) as marketing:
-        profiles = marketing.build_profiles(when)
-        lifecycle = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
-    notes = {k.decode(): v.decode() for k, v in (profiles.schema.metadata or {}).items()}
-    summary: dict[str, Any] = {
-        "customers": profiles.num_rows,
-        "lifecycle": {r["lifecycle"]: r["user_id_count"] for r in lifecycle},
-        "churn": json.loads(notes[CHURN_MODEL_KEY]) if CHURN_MODEL_KEY in notes else None,
-        "churn_error": notes.get(CHURN_ERROR_KEY),
-        "clv_error": notes.get(CLV_ERROR_KEY),
-    }
+        summary = marketing.profiles_summary(marketing.build_profiles(when))
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     stages = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["lifecycle"].items()))
-    console.print(f"[green]✓[/] {profiles.num_rows:,} customer profiles stored; lifecycle: {stages}", highlight=False)
+    customers = summary["customers"]
+    console.print(f"[green]✓[/] {customers:,} customer profiles stored; lifecycle: {stages}", highlight=False)
     churn = summary["churn"]
     if churn:
         auc = "-" if churn["validation_auc"] is None else f"{churn['validation_auc']:.3f}"
@@ -213,12 +204,10 @@ def campaign_content(
 ) -> None:
     """Per treated customer: top-k recommended items with reasons and a rendered message, for an e-mail or push tool."""
     from shopsense.marketing.content import export_payload, personalise
-    from shopsense.services.marketing import MarketingService
-    from shopsense.services.recommendation import RecommendationService
 
-    with _service(ctx) as service:
-        users = MarketingService(service.settings, service.store).treated(name)
-        recommender = RecommendationService(service)
+    with _shop(ctx) as shop:
+        users = shop.marketing.treated(name)
+        recommender = shop.recommendations
         payload = personalise(users, lambda user: recommender.recommend(user, k, pipeline=pipeline), template, k)
         path = export_payload(payload, out_path)
     console.print(f"[green]✓[/] {payload.num_rows:,} personalised payloads written to {path}", highlight=False)

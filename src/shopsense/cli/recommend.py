@@ -14,10 +14,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _read_ids, _service, _settings, _stages, console, out
-from shopsense.errors import ShopsenseError
+from shopsense.cli.common import JsonOpt, _pct, _read_ids, _shop, _stages, console, out
 from shopsense.eval.splits import Protocol, SplitConfig
-from shopsense.settings import Settings
 
 models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
 
@@ -43,14 +41,12 @@ def evaluate(
     # commands should not wait for.
     from shopsense.eval.harness import EvalConfig, Task
     from shopsense.eval.report import to_markdown, write_report
-    from shopsense.models.registry import model_class
-    from shopsense.services.evaluation import EvaluationRun
+    from shopsense.services.evaluation import check_models
 
     try:
         names = [m.strip() for m in models.split(",") if m.strip()]
         blend = [m.strip() for m in hybrid.split(",") if m.strip()]
-        for model in [*names, *blend]:
-            model_class(model)
+        check_models([*names, *blend])
         config = EvalConfig(
             split=SplitConfig(
                 protocol=protocol,
@@ -65,12 +61,8 @@ def evaluate(
     except ValueError as exc:
         console.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from exc
-    with _service(ctx) as service:
-        events = service.store.scan_events()
-        if events.num_rows == 0:
-            raise ShopsenseError("the store has no events: import some first")
-        config = config.model_copy(update={"weights": service.settings.event_types.weights})
-        run = EvaluationRun(name, events, config, catalog=service.store.scan_items(), tune=tune)
+    with _shop(ctx) as shop:
+        run = shop.evaluation(name, config, tune=tune)
         for model in names:
             console.print(f"evaluating {model}…", highlight=False)
             run.add_model(model)
@@ -93,10 +85,8 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a recommendation pipeline (candidates, attention and purchase heads) on the store's events."""
-    from shopsense.services.recommendation import RecommendationService  # loads lightgbm (torch: a DIN head only)
-
-    with _service(ctx) as service, _stages(f"training pipeline {pipeline}"):
-        result = RecommendationService(service).train(pipeline)
+    with _shop(ctx) as shop, _stages(f"training pipeline {pipeline}"):
+        result = shop.recommendations.train(pipeline)  # loads lightgbm (torch: a DIN head only)
     bundle = result.bundle
     summary = {
         "pipeline": bundle.pipeline,
@@ -180,8 +170,6 @@ def recommend(
 ) -> None:
     """Show a user's recommendations with scores and the reason for each, or (--all, --segment, --users)
     write many users' recommendations to a file."""
-    from shopsense.services.recommendation import RecommendationService
-
     rules = {"include_categories": [category]} if category else None
     chosen = sum((user is not None, all_users, segment is not None, users is not None))
     if chosen != 1 or (user is None) != (out_path is not None):
@@ -194,10 +182,8 @@ def recommend(
         _recommend_batch(ctx, out_path, all_users, segment, users, skip_unknown, k, pipeline, alpha, diversity, rules,
                          as_json)  # fmt: skip
         return
-    with _service(ctx) as service:
-        recs = RecommendationService(service).recommend(
-            user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity
-        )
+    with _shop(ctx) as shop:
+        recs = shop.recommendations.recommend(user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity)
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in recs], indent=2, default=str))
         return
@@ -234,14 +220,12 @@ def _recommend_batch(
     """``recommend --all|--segment|--users --out FILE``: many users' lists in batches, with a progress bar."""
     from rich.progress import MofNCompleteColumn
 
-    from shopsense.services.recommendation import RecommendationService
-
-    with _service(ctx) as service:
+    with _shop(ctx) as shop:
         ids = _read_ids(users_file) if users_file is not None else None
         with Progress(TextColumn("recommending"), BarColumn(), MofNCompleteColumn(), TextColumn("users"),
                       TimeElapsedColumn(), console=console, transient=True) as bar:  # fmt: skip
             task = bar.add_task("users", total=None)
-            result = RecommendationService(service).recommend_batch(
+            result = shop.recommendations.recommend_batch(
                 out_path,
                 ids,
                 segment=segment,
@@ -274,10 +258,8 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Items most related to one item ("often bought together"), from the trained model, as the API gives them."""
-    from shopsense.services.recommendation import RecommendationService
-
-    with _service(ctx) as service:
-        items = RecommendationService(service).similar(item, k, pipeline=pipeline)
+    with _shop(ctx) as shop:
+        items = shop.recommendations.similar(item, k, pipeline=pipeline)
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
@@ -289,12 +271,6 @@ def similar(
     out.print(table)
 
 
-def _bundles(settings: Settings) -> Any:
-    from shopsense.services.bundles import Bundles
-
-    return Bundles(settings.data_dir / "models")
-
-
 @models_app.command("list")
 def models_list(
     ctx: typer.Context,
@@ -302,8 +278,8 @@ def models_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Every bundle of a pipeline, newest first, with the one served marked."""
-    with _settings(ctx) as settings:
-        bundles = _bundles(settings)
+    with _shop(ctx) as shop:
+        bundles = shop.bundles
         versions, current = bundles.versions(pipeline), bundles.current(pipeline)
     if as_json:
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2, default=str))
@@ -328,8 +304,8 @@ def models_pin(
     if (version is None) == (not latest):
         console.print("error: give a VERSION or --latest", style="bold red")
         raise typer.Exit(2)
-    with _settings(ctx) as settings:
-        info = _bundles(settings).pin(pipeline, None if latest else version)
+    with _shop(ctx) as shop:
+        info = shop.bundles.pin(pipeline, None if latest else version)
     console.print(f"pipeline {pipeline} now serves {info.version if info else 'nothing (no bundle)'}", highlight=False)
 
 
@@ -338,6 +314,6 @@ def models_rollback(
     ctx: typer.Context, pipeline: Annotated[str, typer.Option(help="pipeline name")] = "default"
 ) -> None:
     """Pin the version before the one served now."""
-    with _settings(ctx) as settings:
-        info = _bundles(settings).rollback(pipeline)
+    with _shop(ctx) as shop:
+        info = shop.bundles.rollback(pipeline)
     console.print(f"pipeline {pipeline} rolled back to {info.version}", highlight=False)

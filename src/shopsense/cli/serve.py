@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _settings, console, out
+from shopsense.cli.common import JsonOpt, _settings, _shop, console, out
 
 keys_app = typer.Typer(
     help="API keys for the REST service (stored hashed in <data_dir>/keys.json).", no_args_is_help=True
@@ -39,10 +39,8 @@ def keys_create(
     scope: Annotated[list[str], typer.Option("--scope", help="events:write, recommend:read or admin (repeatable)")],
 ) -> None:
     """Create an API key; the key is printed once and only its hash is kept."""
-    from shopsense.services.keys import KeyRing
-
-    with _settings(ctx) as settings:
-        key, record = KeyRing(settings.data_dir / "keys.json").create(name, scope)
+    with _shop(ctx) as shop:
+        key, record = shop.keys.create(name, scope)
     console.print(f"created key {record.key_id} ({', '.join(record.scopes)}); store it now, it is not shown again:")
     typer.echo(key)
 
@@ -50,10 +48,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List keys (ids, names, scopes, created, revoked); never the secrets."""
-    from shopsense.services.keys import KeyRing
-
-    with _settings(ctx) as settings:
-        records = [r.public() for r in KeyRing(settings.data_dir / "keys.json").list()]
+    with _shop(ctx) as shop:
+        records = [r.public() for r in shop.keys.list()]
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -72,8 +68,6 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="the key's id")]) -> None:
     """Revoke a key; a running server refuses it from its next request."""
-    from shopsense.services.keys import KeyRing
-
-    with _settings(ctx) as settings:
-        record = KeyRing(settings.data_dir / "keys.json").revoke(key_id)
+    with _shop(ctx) as shop:
+        record = shop.keys.revoke(key_id)
     console.print(f"revoked key {record.key_id} ({record.name})", highlight=False)

@@ -26,9 +26,15 @@ from shopsense.eval.harness import (
 )
 from shopsense.eval.report import build_report
 from shopsense.eval.tuning import GRIDS, Trial, tune_interactions, tune_model, validation
-from shopsense.models.registry import build_model, config_class
+from shopsense.models.registry import build_model, config_class, model_class
 
 log = logging.getLogger(__name__)
+
+
+def check_models(names: list[str]) -> None:
+    """Refuse an unknown model name before any data is read (ValueError naming it and the known ones)."""
+    for name in names:
+        model_class(name)
 
 
 class EvaluationRun:

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopsense.errors import ConfigError, ShopsenseError
-from shopsense.features.profiles import ProfileConfig, build_profiles
+from shopsense.features.profiles import (
+    CHURN_ERROR_KEY,
+    CHURN_MODEL_KEY,
+    CLV_ERROR_KEY,
+    ProfileConfig,
+    build_profiles,
+)
 from shopsense.marketing.audiences import (
     Audience,
     AudienceSpec,
@@ -68,6 +74,20 @@ class MarketingService:
         profiles = build_profiles(events, self.store.scan_items(), as_of.astimezone(UTC), config or ProfileConfig())
         self.store.save_profiles(profiles)
         return profiles
+
+    @staticmethod
+    def profiles_summary(profiles: pa.Table) -> dict[str, Any]:
+        """What a profile build tells its caller: customers, lifecycle counts, the churn model's horizon and
+        held-out AUC, and why churn or CLV is missing when the history could not support them."""
+        lifecycle = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
+        notes = {k.decode(): v.decode() for k, v in (profiles.schema.metadata or {}).items()}
+        return {
+            "customers": profiles.num_rows,
+            "lifecycle": {r["lifecycle"]: r["user_id_count"] for r in lifecycle},
+            "churn": json.loads(notes[CHURN_MODEL_KEY]) if CHURN_MODEL_KEY in notes else None,
+            "churn_error": notes.get(CHURN_ERROR_KEY),
+            "clv_error": notes.get(CLV_ERROR_KEY),
+        }
 
     def profiles(self) -> pa.Table:
         """The stored profiles (``shopsense profiles build`` makes them)."""

@@ -25,13 +25,16 @@ from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from shopsense.errors import ShopsenseError
 from shopsense.services.data import DataService
 from shopsense.services.keys import KeyRing
 from shopsense.settings import Settings
 from shopsense.store import Store, open_store
 
 if TYPE_CHECKING:
+    from shopsense.eval.harness import EvalConfig
     from shopsense.services.bundles import Bundles
+    from shopsense.services.evaluation import EvaluationRun
     from shopsense.services.marketing import MarketingService
     from shopsense.services.recommendation import RecommendationService
     from shopsense.services.serving import ServingService
@@ -99,6 +102,21 @@ class Shop:
         from shopsense.services.marketing import MarketingService
 
         return MarketingService(self.settings, self._data.store)
+
+    def evaluation(self, dataset: str, config: EvalConfig, *, tune: bool = True) -> EvaluationRun:
+        """An offline evaluation run over every stored event, weighted by the settings' event types.
+
+        Raises:
+            ShopsenseError: the store has no events.
+        """
+        from shopsense.services.evaluation import EvaluationRun  # the harness loads scipy.stats
+
+        store = self.store
+        events = store.scan_events()
+        if events.num_rows == 0:
+            raise ShopsenseError("the store has no events: import some first")
+        weighted = config.model_copy(update={"weights": self.settings.event_types.weights})
+        return EvaluationRun(dataset, events, weighted, catalog=store.scan_items(), tune=tune)
 
     def serving(self) -> ServingService:
         """The online service (store writer thread, live histories, served bundle), built on the first
