@@ -67,10 +67,14 @@ class DuckDBStore:
         fold costs a stall whatever its size, so a store taking many small commits (the server) folds
         less often; a crash then replays a longer log at the next start."""
         self.url = url
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not path:  # DuckDB would open a store in memory, and journal next to the working directory
+            raise StoreError(f"cannot open {url}: no file named (duckdb:///path/to/file.duckdb, or duckdb:///:memory:)")
         try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(path)
+        except OSError as exc:  # the folder cannot be made (a file in the way, no permission)
+            raise StoreError(f"cannot open {url}: {exc}") from exc
         except duckdb.Error as exc:
             hint = ""
             if "lock" in str(exc).lower():
@@ -90,6 +94,7 @@ class DuckDBStore:
         if not version:
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         elif version[0][0] != SCHEMA_VERSION:
+            self._con.close()  # refused: let go of the file at once, not when the error is collected
             raise StoreError(f"{url} has schema version {version[0][0]}; this shopsense reads {SCHEMA_VERSION}")
         self.journal_path: Path | None = None if path == ":memory:" else Path(f"{path}.journal")
         if self.journal_path is not None and journal.segments(self.journal_path):
@@ -492,10 +497,10 @@ class DuckDBStore:
         """See :class:`shopsense.store.base.ServingStore`."""
         with self.transaction():
             found = self._con.execute("SELECT user_idx FROM users WHERE user_id = ?", [user_id]).fetchall()
-            if not found:
-                return {"events": 0, "impressions": 0, "users": 0}
-            counts = {table: self._deleted(table, found[0][0]) for table in ("events", "impressions", "users")}
-            self._memory = None  # the user's id is gone; rebuilt from the tables on next use
+            counts = {"events": 0, "impressions": 0, "users": 0}
+            if found:  # assignments may name ids the store has no record of: those are erased below too
+                counts = {table: self._deleted(table, found[0][0]) for table in counts}
+                self._memory = None  # the user's id is gone; rebuilt from the tables on next use
             counts["assignments"] = len(
                 self._con.execute("DELETE FROM assignments WHERE user_id = ? RETURNING 1", [user_id]).fetchall()
             )
