@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= .shopsense-demo
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint typecheck unit bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-startup clean
+.PHONY: demo test lint typecheck unit test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-startup clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# Only the tests that run on PostgreSQL: the throwaway server (tests/postgres.py) and the store contract's
+# postgresql params. `make test` runs them too; they are skipped where no PostgreSQL 15+ is installed.
+test-postgres: $(STAMP)
+	$(BIN)/pytest -q tests/integration/test_postgres_server.py tests/contracts/test_store.py -k postgres
 
 bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

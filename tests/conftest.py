@@ -22,6 +22,7 @@ from shopsense.ingest.mapping import load_mapping
 from shopsense.ingest.synthetic import GeneratorConfig, generate
 from shopsense.services.data import DataService
 from shopsense.settings import DEFAULT_EVENT_TYPES, Settings, load_settings
+from tests import postgres
 
 DATA = Path(__file__).parent / "data"
 DEMO_SAMPLE = Path(__file__).resolve().parents[1] / "src" / "shopsense" / "data" / "online_retail_demo.csv.gz"
@@ -125,3 +126,21 @@ def demo_events(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
     finally:
         service.close()
     return events.filter(pc.invert(pc.starts_with(events["user_id"], "guest:")))
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A throwaway PostgreSQL 15+ server for the session, started when a test first asks for it: the superuser's
+    URL, ``postgresql://postgres@127.0.0.1:PORT/postgres`` (tests/postgres.py). Skipped without PostgreSQL, failed
+    under CI=true."""
+    server = postgres.require_server()
+    yield server.admin_url
+    postgres.stop_shared_server()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh empty database for one test, owned by the plain role ``shopsense``:
+    ``postgresql://shopsense@127.0.0.1:PORT/t_<hex>``; dropped afterwards, open connections and all."""
+    with postgres.require_server().database("t") as url:
+        yield url

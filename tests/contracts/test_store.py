@@ -56,6 +56,7 @@ from shopsense.ingest.mapping import load_mapping
 from shopsense.settings import Settings
 from shopsense.store import open_store
 from shopsense.store.base import EVENT_COLUMNS, Store
+from tests import postgres
 from tests.conftest import write
 
 # -- backends ---------------------------------------------------------------------------------
@@ -113,9 +114,56 @@ def _duckdb_hold(url: str) -> Iterator[None]:
         holder.wait()
 
 
+def _pg_backend_missing() -> str | None:
+    """Why the PostgreSQL params cannot run yet (no ``shopsense.store.postgres`` registering ``postgresql``)."""
+    try:
+        import shopsense.store.postgres  # noqa: F401
+    except ImportError as exc:
+        return f"no PostgreSQL store backend yet (shopsense.store.postgres: {exc})"
+    from shopsense.store.base import _BACKENDS
+
+    if "postgresql" not in _BACKENDS:
+        return "shopsense.store.postgres does not register the 'postgresql' scheme yet"
+    return None
+
+
+@contextmanager
+def _pg_empty(scratch: Path, name: str) -> Iterator[str]:
+    """A fresh database on the session's test server (tests/postgres.py), dropped afterwards."""
+    with postgres.require_server().database(name) as url:
+        yield url
+
+
+def _pg_set_schema_version(url: str, version: str) -> None:
+    """In another process, as another shopsense would (the backend keeps it in ``meta``, as DuckDB does)."""
+    script = (
+        f"import psycopg; c = psycopg.connect({url!r}); "
+        f"n = c.execute(\"UPDATE meta SET value = %s WHERE key = 'schema_version'\", [{version!r}]).rowcount; "
+        "c.commit(); c.close(); assert n == 1, 'no schema_version row in meta'"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+
+
+def _pg_unopenable(scratch: Path) -> list[str]:
+    server = postgres.require_server()
+    # a port nobody listens on, a database that does not exist, a role that does not exist
+    return [
+        f"postgresql://{postgres.ROLE}@{postgres.HOST}:{postgres.free_port()}/postgres",
+        server.url("no_such_database"),
+        server.url("postgres", user="no_such_role"),
+    ]
+
+
+_PG_MISSING = _pg_backend_missing()
+
 BACKENDS = [
     Backend("duckdb", _duckdb_empty, _duckdb_set_schema_version, _duckdb_unopenable, _duckdb_hold),
-    # Backend("postgresql", _pg_empty, _pg_set_schema_version, _pg_unopenable),  # with the PostgreSQL backend
+    # hold: None, a server store has no "held" state (see above); the server: tests/postgres.py, on first use
+    pytest.param(
+        Backend("postgresql", _pg_empty, _pg_set_schema_version, _pg_unopenable),
+        id="postgresql",
+        marks=pytest.mark.skipif(_PG_MISSING is not None, reason=_PG_MISSING or ""),
+    ),
 ]
 
 
