@@ -222,9 +222,25 @@ def register_backend(scheme: str, opener: Opener) -> None:
     _BACKENDS[scheme] = opener
 
 
+def _open_postgres(url: str, target: str, options: dict[str, Any]) -> Store:
+    """The PostgreSQL backend, imported when first asked for (it needs the ``psycopg`` driver)."""
+    try:
+        from shopsense.store.postgres import open_postgres
+    except ImportError as exc:
+        hint = "install the driver: pip install 'psycopg[binary]'"
+        raise StoreError(f"cannot open a PostgreSQL store: {exc} ({hint})") from exc
+    return open_postgres(url, target, options)
+
+
+_SERVER_SCHEMES = {"postgresql", "postgres"}
+"""Schemes whose URL names a server (``scheme://user@host:port/database``), not a path."""
+for _scheme in _SERVER_SCHEMES:
+    register_backend(_scheme, _open_postgres)
+
+
 def open_store(url: str, **options: Any) -> Store:
     """Open a store by URL: ``duckdb:///relative/file.duckdb``, ``duckdb:////abs/file.duckdb``,
-    ``duckdb:///:memory:``.
+    ``duckdb:///:memory:``, or a PostgreSQL server: ``postgresql://user@host:port/database``.
 
     Raises:
         StoreError: the scheme has no backend, or the backend cannot open the target.
@@ -236,6 +252,8 @@ def open_store(url: str, **options: Any) -> Store:
         known = ", ".join(sorted(_BACKENDS))
         raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: {known})")
     target = url.split("://", 1)[1]
+    if scheme in _SERVER_SCHEMES:  # the backend reads host, port and database from the whole URL
+        return _BACKENDS[scheme](url, target, options)
     if not target.startswith("/"):
         raise StoreError(f"store URL {url!r}: expected {scheme}:///path (three slashes)")
     return _BACKENDS[scheme](url, target[1:], options)

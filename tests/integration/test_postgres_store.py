@@ -1,0 +1,198 @@
+"""What the PostgreSQL store adds beyond the shared store contract (tests/contracts/test_store.py):
+the same Arrow schemas as the embedded store, JSON merged as DuckDB merges it, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from shopsense.errors import StoreError
+from shopsense.store import Store, open_store
+from shopsense.store.base import EVENT_COLUMNS
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
+TS = pa.timestamp("us", tz="UTC")
+
+
+@pytest.fixture
+def pair(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    """An embedded store and a PostgreSQL store, both empty."""
+    embedded = open_store(f"duckdb:///{tmp_path / 'e.duckdb'}")
+    server = open_store(postgres_url)
+    try:
+        yield embedded, server
+    finally:
+        embedded.close()
+        server.close()
+
+
+def _events(keys: list[int], users: list[str], item: str = "i1") -> pa.Table:
+    n = len(keys)
+    columns = {
+        "key_hi": pa.array([2**64 - 1 - k for k in keys], pa.uint64()),
+        "key_lo": pa.array(keys, pa.uint64()),
+        "event_id": pa.array([f"e{k}" for k in keys]),
+        "user_id": pa.array(users),
+        "item_id": pa.array([item] * n),
+        "type": pa.array(["purchase"] * n),
+        "timestamp": pa.array([T0 + timedelta(seconds=k) for k in keys], TS),
+        "channel": pa.array(["web"] * n),
+        "session_id": pa.array([None] * n, pa.string()),
+        "quantity": pa.array([1.0] * n),
+        "value": pa.array([2.5] * n),
+        "rating": pa.array([None] * n, pa.float64()),
+        "context": pa.array(['{"a": {"b": 1}}'] * n),
+    }
+    return pa.table([columns[c] for c in EVENT_COLUMNS], names=list(EVENT_COLUMNS))
+
+
+def _write(store: Store, table: pa.Table) -> None:
+    users = pa.array(sorted(set(table.column("user_id").to_pylist())))
+    items = pa.array(sorted(set(table.column("item_id").to_pylist())))
+    store.append_events(table, users, items, "test")
+
+
+def test_reads_have_the_embedded_stores_schemas(pair: tuple[Store, Store]) -> None:
+    for store in pair:
+        _write(store, _events([1, 2], ["u1", "u2"]))
+        store.append_impressions(
+            pa.table(
+                {
+                    "recommendation_id": ["r1"],
+                    "user_id": ["u1"],
+                    "item_id": ["i1"],
+                    "position": pa.array([1], pa.int32()),
+                    "model_version": ["m1"],
+                    "timestamp": pa.array([T0], TS),
+                }
+            )
+        )
+        store.add_assignments("c", pa.table({"user_id": ["u1"], "variant": ["a"], "assigned_at": pa.array([T0], TS)}))
+    embedded, server = pair
+    reads: dict[str, Callable[[Store], pa.Table]] = {
+        "scan_events": lambda s: s.scan_events(),
+        "scan_items": lambda s: s.scan_items(),
+        "impression_report": lambda s: s.impression_report(1.0, ["view"], ["purchase"]),
+        "assignments": lambda s: s.assignments("c"),
+        "nothing assigned": lambda s: s.assignments("none"),
+    }
+    for name, read in reads.items():
+        want, got = read(embedded), read(server)
+        assert got.schema == want.schema, name
+        assert got.to_pylist() == want.to_pylist(), name
+
+
+def test_attributes_merge_as_rfc_7386_like_the_embedded_store(pair: tuple[Store, Store]) -> None:
+    patches = ['{"a": {"b": 1, "c": 2}, "d": 1, "e": [1]}', '{"a": {"b": null, "x": {"y": 1}}, "d": null}', '{"e": 3}']
+    records = []
+    for store in pair:
+        for patch in patches:
+            users = pa.table({"user_id": ["u1"], "attributes": [patch], "first_seen": pa.array([None], TS)})
+            store.upsert_users(pa.RecordBatchReader.from_batches(users.schema, users.to_batches()), "t")
+        record = store.user_record("u1")
+        assert record is not None
+        records.append(json.loads(record["attributes"]))
+    assert records[0] == records[1] == {"a": {"c": 2, "x": {"y": 1}}, "e": 3}
+
+
+def test_concurrent_writers_store_each_event_and_id_once(postgres_url: str) -> None:
+    open_store(postgres_url).close()  # the schema, made once
+    keys = list(range(200))
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        store = open_store(postgres_url)
+        try:
+            for start in range(0, 200, 20):  # overlapping slices, same users, same items, in both orders
+                chunk = keys[(start + offset) % 200 : (start + offset) % 200 + 20][:: -1 if offset % 20 else 1]
+                results.append(
+                    store.append_events(
+                        _events(chunk, [f"u{k % 7}" for k in chunk]),
+                        pa.array([f"u{i}" for i in range(7)]),
+                        pa.array(["i1"]),
+                        "t",
+                    ).batch_id
+                )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(n * 10,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(set(results)) == len(results), "batch ids are never given out twice"
+    store = open_store(postgres_url)
+    try:
+        summary = store.summary()
+        assert (summary.events, summary.users, summary.items) == (200, 7, 1)
+    finally:
+        store.close()
+
+
+def test_open_errors_are_store_errors_and_a_refused_version_lets_go(postgres_url: str) -> None:
+    with pytest.raises(StoreError, match="cannot open"):
+        open_store(postgres_url.rsplit("/", 1)[0] + "/no_such_db")
+    with pytest.raises(StoreError, match="no database named"):
+        open_store(postgres_url.rsplit("/", 1)[0])
+    open_store(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        with pytest.raises(StoreError, match="schema version 2"):
+            open_store(postgres_url)
+        (open_connections,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone() or (0,)
+    assert open_connections == 0
+
+
+def test_concurrent_upserts_of_the_same_users_in_opposite_orders_all_land(postgres_url: str) -> None:
+    open_store(postgres_url).close()
+    ids = [f"u{n}" for n in range(300)]
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        store = open_store(postgres_url)
+        try:
+            for _ in range(5):
+                order = ids if n % 2 else ids[::-1]
+                users = pa.table(
+                    {
+                        "user_id": order,
+                        "attributes": [json.dumps({f"w{n}": True}) for _ in order],
+                        "first_seen": pa.array([T0 - timedelta(days=n)] * len(order), TS),
+                    }
+                )
+                store.upsert_users(pa.RecordBatchReader.from_batches(users.schema, users.to_batches()), "t")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    store = open_store(postgres_url)
+    try:
+        record = store.user_record("u7")
+        assert record is not None and json.loads(record["attributes"]) == {f"w{n}": True for n in range(4)}
+        assert record["first_seen"] == T0 - timedelta(days=3)
+        assert store.summary().users == 300
+    finally:
+        store.close()
