@@ -172,5 +172,5 @@ def test_every_documented_command_exists() -> None:
                     if not words or words[0].startswith("-"):
                         continue
                     assert words[0] in top, f"{doc.name}: unknown command `shopsense {words[0]}` in: {line}"
-                    if words[0] in groups and len(words) > 1 and not words[1].startswith("-"):
+                    if words[0] in groups and len(words) > 1 and not words[1].startswith(("-", "$")):
                         assert words[1] in groups[words[0]], f"{doc.name}: unknown subcommand in: {line}"

@@ -196,3 +196,31 @@ def test_concurrent_upserts_of_the_same_users_in_opposite_orders_all_land(postgr
         assert store.summary().users == 300
     finally:
         store.close()
+
+
+def test_an_embedded_store_moves_to_postgresql_by_export_and_import(postgres_url: str, tmp_path: Path) -> None:
+    """The documented move (docs/configuration.md, "Moving to PostgreSQL"), through the CLI as a user runs it."""
+    from typer.testing import CliRunner
+
+    from shopsense.cli import app
+    from tests.conftest import DATA
+
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, [*args], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        return str(result.stdout)
+
+    embedded = ["--data-dir", str(tmp_path / "embedded")]
+    server = ["--data-dir", str(tmp_path / "server"), "--store-url", postgres_url]
+    run(*embedded, "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
+    for kind in ("items", "users", "events"):
+        run(*embedded, "export", kind, str(tmp_path / f"{kind}.parquet"))
+    for kind in ("items", "users", "events"):
+        run(*server, "import", kind, str(tmp_path / f"{kind}.parquet"))
+    before, after = (json.loads(run(*where, "stats", "--json")) for where in (embedded, server))
+    for field in ("users", "guest_users", "items", "events", "events_by_type", "net_quantity", "net_revenue"):
+        assert after[field] == before[field], field
+    again = json.loads(run(*server, "import", "events", str(tmp_path / "events.parquet"), "--json"))
+    assert again["rows_written"] == 0 and again["already_stored"] == before["events"], "a second move adds nothing"
