@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,12 +152,25 @@ def test_open_errors_are_store_errors_and_a_refused_version_lets_go(postgres_url
     open_store(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("DROP TABLE impressions")
         with pytest.raises(StoreError, match="schema version 2"):
             open_store(postgres_url)
-        (open_connections,) = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone() or (0,)
+        assert conn.execute("SELECT to_regclass('impressions')").fetchone() == (None,), "a newer schema is not altered"
+        deadline, open_connections = time.monotonic() + 10, -1
+        while open_connections and time.monotonic() < deadline:  # a closed backend leaves pg_stat_activity soon after
+            (open_connections,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone() or (0,)
+            time.sleep(0.05 if open_connections else 0)
     assert open_connections == 0
+
+
+def test_a_database_with_other_tables_is_not_taken_over(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+        with pytest.raises(StoreError, match="not a shopsense store"):
+            open_store(postgres_url)
+        assert conn.execute("SELECT to_regclass('meta')").fetchone() == (None,), "nothing was created"
 
 
 def test_concurrent_upserts_of_the_same_users_in_opposite_orders_all_land(postgres_url: str) -> None:
@@ -199,7 +213,7 @@ def test_concurrent_upserts_of_the_same_users_in_opposite_orders_all_land(postgr
 
 
 def test_an_embedded_store_moves_to_postgresql_by_export_and_import(postgres_url: str, tmp_path: Path) -> None:
-    """The documented move (docs/configuration.md, "Moving to PostgreSQL"), through the CLI as a user runs it."""
+    """The documented move (docs/data.md, "Moving an embedded store to PostgreSQL"), through the CLI."""
     from typer.testing import CliRunner
 
     from shopsense.cli import app
@@ -224,3 +238,48 @@ def test_an_embedded_store_moves_to_postgresql_by_export_and_import(postgres_url
         assert after[field] == before[field], field
     again = json.loads(run(*server, "import", "events", str(tmp_path / "events.parquet"), "--json"))
     assert again["rows_written"] == 0 and again["already_stored"] == before["events"], "a second move adds nothing"
+
+
+def test_an_event_written_during_an_erasure_is_kept_under_the_user_anew(postgres_url: str) -> None:
+    eraser, writer = open_store(postgres_url), open_store(postgres_url)
+    try:
+        _write(eraser, _events([1, 2], ["u1", "u2"]))
+        done = threading.Event()
+        with eraser.transaction():
+            assert eraser.erase_user("u1")["events"] == 1
+            thread = threading.Thread(target=lambda: (_write(writer, _events([3], ["u1"])), done.set()))
+            thread.start()
+            time.sleep(0.5)
+            assert not done.is_set(), "the write waits for the erasure to end"
+        thread.join(timeout=30)
+        assert done.is_set()
+        events = writer.scan_events()
+        assert sorted(events.column("user_id").to_pylist()) == ["u1", "u2"], "no orphaned event, none lost"
+        assert writer.summary().events == events.num_rows == 2 and writer.user_record("u1") is not None
+    finally:
+        eraser.close()
+        writer.close()
+
+
+def test_the_cli_never_prints_the_password_of_a_store_url(postgres_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shopsense.cli import app
+
+    with_password = postgres_url.replace("://shopsense@", "://shopsense:s3cret@")  # trust auth ignores it
+    runner = CliRunner()
+    for command in (["init"], ["stats"]):
+        result = runner.invoke(app, ["--data-dir", str(tmp_path), "--store-url", with_password, *command])
+        assert result.exit_code == 0, result.stderr
+        assert "s3cret" not in result.stdout + result.stderr and "***" in result.stdout + result.stderr
+
+
+def test_a_value_postgresql_refuses_is_a_store_error_and_writes_nothing(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    try:
+        bad = _events([1], ["u\x00nul"])  # DuckDB stores a NUL; PostgreSQL text cannot
+        with pytest.raises(StoreError, match="postgresql://"):
+            _write(store, bad)
+        assert store.summary().events == 0 and store.summary().users == 0
+    finally:
+        store.close()

@@ -229,7 +229,7 @@ def stats(
         if as_json:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
             return
-        table = Table(title=f"shopsense store — {shop.settings.resolved_store_url}", show_header=False)
+        table = Table(title=f"shopsense store — {service.url}", show_header=False)
         table.add_row("users", f"{summary.users:,} ({summary.guest_users:,} guests)")
         table.add_row("items", f"{summary.items:,}")
         table.add_row("events", f"{summary.events:,}")

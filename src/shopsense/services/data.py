@@ -13,6 +13,7 @@ from shopsense.ingest.mapping import Mapping
 from shopsense.ingest.source import Format, export_format
 from shopsense.settings import Settings
 from shopsense.store import Store, StoreSummary, open_store
+from shopsense.store.base import shown_url
 
 SHARED_DATASETS = Path("../shared/datasets")
 
@@ -47,9 +48,14 @@ class DataService:
         ingest = self.settings.ingest
         return open_store(self.settings.resolved_store_url, memory_limit=ingest.memory_limit, threads=ingest.threads)
 
+    @property
+    def url(self) -> str:
+        """The configured store's URL as it may be printed (no password)."""
+        return shown_url(self.settings.resolved_store_url)
+
     def init(self) -> str:
-        """Create the data directory and an empty store; returns the store URL."""
-        return self.store.url
+        """Create the data directory and an empty store; returns the store URL as it may be printed."""
+        return shown_url(self.store.url)
 
     def _importer(self, on_error: OnError, duplicates: Duplicates, progress: Progress | None) -> Importer:
         return Importer(self.store, self.settings, on_error=on_error, duplicates=duplicates, progress=progress)

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -257,3 +257,18 @@ def open_store(url: str, **options: Any) -> Store:
     if not target.startswith("/"):
         raise StoreError(f"store URL {url!r}: expected {scheme}:///path (three slashes)")
     return _BACKENDS[scheme](url, target[1:], options)
+
+
+def shown_url(url: str) -> str:
+    """A store URL fit to print: a password, in the user part or as ``?password=``, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None and "password=" not in parts.query.lower():
+        return url  # nothing to hide (and an empty host keeps its "///")
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[-1]}"
+    query = "&".join(
+        f"{key}=***" if key.lower() == "password" else f"{key}={value}" if sep else key
+        for key, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

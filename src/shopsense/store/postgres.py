@@ -20,12 +20,14 @@ writing at once (two servers, an import while the server runs):
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import duckdb
 import numpy as np
@@ -39,7 +41,7 @@ from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
 from shopsense.exports import copy_to_file
 from shopsense.ingest.source import Format, export_format
-from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult
+from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult, shown_url
 
 SCHEMA_VERSION = "1"
 PROFILE_PART_ROWS = 65_536
@@ -183,15 +185,38 @@ _REPORT_SCHEMA = pa.schema(
     ]
 )
 _ASSIGNMENTS_SCHEMA = pa.schema([("user_id", pa.string()), ("variant", pa.string()), ("assigned_at", TS)])
+_T = TypeVar("_T")
 
 
+def _driver_errors_as_store_errors(cls: type[_T]) -> type[_T]:
+    """Wrap every public method so a psycopg error (a lost connection, a value PostgreSQL refuses) leaves the
+    store as a :class:`StoreError` naming the database, as the embedded store's errors do, never a raw driver
+    exception (the CLI prints a StoreError as one line; the API answers it without a traceback)."""
+
+    def wrapped(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except psycopg.Error as exc:
+                raise StoreError(f"{shown_url(self.url)}: {_first_line(exc)}") from exc
+
+        return call
+
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member) and name != "transaction":
+            setattr(cls, name, wrapped(member))
+    return cls
+
+
+@_driver_errors_as_store_errors
 class PostgresStore:
     """Store backed by a PostgreSQL database (one connection per handle)."""
 
     def __init__(self, url: str, connect_timeout: int = 10) -> None:
         self.url = url
         self.journal_path: Path | None = None
-        shown = _redacted(url)
+        shown = shown_url(url)
         parts = urlsplit(url)
         if not parts.path.strip("/"):
             raise StoreError(
@@ -208,21 +233,45 @@ class PostgresStore:
             conn.execute("SET TIME ZONE 'UTC'")
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-                conn.execute(_DDL)
-                conn.execute(
-                    "INSERT INTO meta VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING", [SCHEMA_VERSION]
-                )
-                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                version = self._stored_version(conn)
+                if version is None or version == SCHEMA_VERSION:  # new or current: (re)create what is missing
+                    conn.execute(_DDL)
+                    conn.execute(
+                        "INSERT INTO meta VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
+                        [SCHEMA_VERSION],
+                    )
+                    version = SCHEMA_VERSION
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(f"cannot open {shown}: {_first_line(exc)}") from exc
+        except StoreError as exc:
+            conn.close()
+            raise StoreError(f"cannot open {shown}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
-        version = row[0] if row else None
         if version != SCHEMA_VERSION:
-            conn.close()  # refused: let go of the connection at once
+            conn.close()  # refused before anything was created or changed; let go of the connection at once
             raise StoreError(f"{shown} has schema version {version}; this shopsense reads {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _stored_version(conn: psycopg.Connection[Any]) -> str | None:
+        """The database's shopsense schema version, None for a database shopsense never wrote to.
+
+        Read before any DDL runs, so a newer schema (or somebody else's tables) is never altered.
+
+        Raises:
+            StoreError: the database holds tables but no shopsense ``meta``: not a shopsense store.
+        """
+        if conn.execute("SELECT to_regclass('meta')").fetchone() == (None,):
+            (tables,) = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchone() or (0,)
+            if tables:
+                raise StoreError(f"the database holds {tables} table(s) but no shopsense schema: not a shopsense store")
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return str(row[0]) if row else None
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -240,6 +289,8 @@ class PostgresStore:
         try:
             with self._conn.transaction():
                 yield
+        except psycopg.Error as exc:  # raised by the commit itself, or by a statement the caller ran directly
+            raise StoreError(f"{shown_url(self.url)}: {_first_line(exc)}") from exc
         finally:
             self._depth = 0
 
@@ -311,6 +362,7 @@ class PostgresStore:
             received = self._stage("incoming_events", keyed)
             users = _strings(user_ids)
             items = _strings(item_ids)
+            self._hold_users(users)
             new_users = self._affected(_ADD_FROM_ARRAY.format(table="users", id_col="user_id"), [users])
             new_items = self._affected(_ADD_FROM_ARRAY.format(table="items", id_col="item_id"), [items])
             batch = self._next_batch()
@@ -503,6 +555,12 @@ class PostgresStore:
                 """SELECT DISTINCT n.item_id FROM incoming_impressions n
                 WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = n.item_id) ORDER BY 1"""
             )
+            self._hold_users(
+                [
+                    r[0]
+                    for r in self._rows("SELECT DISTINCT user_id FROM incoming_impressions WHERE user_id IS NOT NULL")
+                ]
+            )
             self._add_ids("users", "user_id", "SELECT user_id AS id FROM incoming_impressions")
             self._conn.execute(
                 """INSERT INTO impressions
@@ -547,9 +605,22 @@ class PostgresStore:
             {"clicks": list(click_types), "buys": list(purchase_types), "hours": float(hours)},
         )
 
+    def _hold_users(self, user_ids: list[str]) -> None:
+        """Lock the stored rows of these users against deletion until this transaction ends.
+
+        An erasure of one of them that is running now finishes first; the ids are then looked up
+        (and created anew if erased) after it, so no event or impression is written under a user
+        an erasure has just removed. Locks are taken in id order, as the upserts take theirs.
+        """
+        self._conn.execute(
+            'SELECT 1 FROM users WHERE user_id = ANY(%s::TEXT[]) ORDER BY user_id COLLATE "C" FOR KEY SHARE',
+            [user_ids],
+        )
+
     def erase_user(self, user_id: str) -> dict[str, int]:
         """See :class:`shopsense.store.base.ServingStore`."""
         with self.transaction():
+            self._conn.execute("LOCK TABLE profile_parts IN ROW EXCLUSIVE MODE")  # after a concurrent save, not amid it
             found = self._rows("SELECT user_idx FROM users WHERE user_id = %s FOR UPDATE", [user_id])
             counts = {"events": 0, "impressions": 0, "users": 0}
             if found:  # assignments may name ids the store has no record of: those are erased below too
@@ -561,8 +632,7 @@ class PostgresStore:
             return counts
 
     def _erase_profile(self, user_id: str) -> int:
-        """Rewrite the Parquet part(s) holding the user's profile without it."""
-        self._conn.execute("LOCK TABLE profile_parts IN ROW EXCLUSIVE MODE")  # after a concurrent save, not amid it
+        """Rewrite the Parquet part(s) holding the user's profile without it (``erase_user`` holds the lock)."""
         parts = self._rows("DELETE FROM profile_users WHERE user_id = %s RETURNING part", [user_id])
         erased = 0
         for (part,) in sorted(set(parts)):
@@ -682,6 +752,8 @@ def _offset_keys(events: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchReade
             for field in schema:
                 column = batch.column(field.name)
                 if field.name in ("key_hi", "key_lo"):
+                    if column.null_count:  # the importer keys every event; a null would become a made-up key
+                        raise StoreError(f"{column.null_count} event(s) without a {field.name}: nothing written")
                     unsigned = np.asarray(column.to_numpy(zero_copy_only=False), np.uint64)
                     column = pa.array((unsigned ^ _OFFSET).view(np.int64))
                 elif isinstance(column.type, pa.ExtensionType):
@@ -727,15 +799,6 @@ def _parquet(table: pa.Table) -> bytes:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[-1]}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 _EMBEDDED_ONLY = ("memory_limit", "threads", "checkpoint_mb")
