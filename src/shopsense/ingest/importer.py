@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
 from shopsense.errors import InputError, Problem, ValidationFailed
+from shopsense.exports import copy_to_file
 from shopsense.ingest.adapters.base import Plan, Step
 from shopsense.ingest.hints import hints
 from shopsense.ingest.mapping import ExtraColumns, Mapping
@@ -368,11 +369,12 @@ class Importer:
         union = _problem_union(plan)
         raw_cols = [r[0] for r in con.execute("DESCRIBE src").fetchall() if r[0] != "_row"]
         shown = ", ".join(f"src.{ident(c)} AS {ident(c[2:])}" for c in raw_cols)
-        con.execute(
-            f"""COPY (
-                SELECT p._row AS row, string_agg(p.field || ': ' || p.reason, '; ' ORDER BY p.field) AS reasons, {shown}
-                FROM ({union}) p JOIN src USING (_row) GROUP BY ALL ORDER BY p._row
-            ) TO {lit(str(out))} (HEADER, DELIMITER ',')"""
+        # through the one CSV writer of exports: whole or not at all, formula-like cells neutralised
+        copy_to_file(
+            con,
+            f"""SELECT p._row AS row, string_agg(p.field || ': ' || p.reason, '; ' ORDER BY p.field) AS reasons, {shown}
+                FROM ({union}) p JOIN src USING (_row) GROUP BY ALL ORDER BY p._row""",
+            out,
         )
         return out
 

@@ -3,7 +3,8 @@
 Text files are read once, by DuckDB, into a temporary table whose row order is the file's,
 so ``rowid + 1`` is the data-row number every problem report points at; Parquet files are
 read in place (they number their rows). Either way ``stage_raw`` is a view with the
-source's columns plus ``__row``.
+source's columns plus ``__row``. A CSV cell that ``shopsense`` wrote as ``'=x`` (a formula start
+neutralised for spreadsheets, see :mod:`shopsense.csv_safety`) reads back as ``=x``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from shopsense.csv_safety import restore_sql
 from shopsense.errors import ConfigError, InputError
 from shopsense.ingest.validate import ident, lit
 
@@ -147,6 +149,8 @@ def stage_file(
                 f"CREATE TEMP VIEW {STAGE} AS SELECT file_row_number + 1 AS {ROW}, * EXCLUDE (file_row_number) "
                 f"FROM {reader}"
             )
+        elif fmt is Format.CSV:  # every column is text: drop the quote a CSV writer put before a formula start
+            _materialise(con, f"SELECT {restore_sql('COLUMNS(*)')} FROM {reader}")
         else:
             _materialise(con, f"SELECT * FROM {reader}")
     except duckdb.Error as exc:

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from shopsense.csv_safety import neutralise_table
 from shopsense.ingest.source import Format
 
 DEPARTMENTS = [
@@ -269,7 +270,7 @@ class _Writer:
         elif self.fmt is Format.CSV:
             if self._csv is None:
                 self._csv = pacsv.CSVWriter(self.path, table.schema)
-            self._csv.write_table(table)
+            self._csv.write_table(neutralise_table(table))
         else:
             assert self._json is not None
             con = duckdb.connect()

@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler, normalize
 
+from shopsense.csv_safety import neutralise_table
 from shopsense.errors import ConfigError
 from shopsense.features.clv import DAY_US, as_of_micros, event_micros, history_before, locate, type_flags
 from shopsense.features.profiles import ProfileConfig, build_profiles
@@ -442,6 +443,8 @@ def lookalike(
 def export_audience(table: pa.Table, path: str | Path) -> Path:
     """Write an audience as CSV or Parquet (by suffix), atomically: a reader sees the old file or the new one.
 
+    In a CSV, text cells starting like a formula get a leading ``'`` (:func:`shopsense.csv_safety.neutralise`).
+
     Raises:
         ConfigError: another suffix, a missing folder, or nested columns for CSV.
     """
@@ -458,7 +461,7 @@ def export_audience(table: pa.Table, path: str | Path) -> Path:
     os.close(handle)
     try:
         if suffix == ".csv":
-            pacsv.write_csv(table, temporary)
+            pacsv.write_csv(neutralise_table(table), temporary)
         else:
             pq.write_table(table, temporary)
         os.replace(temporary, target)

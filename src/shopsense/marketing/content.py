@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from shopsense.csv_safety import neutralise_table
 from shopsense.errors import ConfigError
 
 if TYPE_CHECKING:  # the pipeline imports every model; content only reads its result objects
@@ -114,6 +115,8 @@ def _fields(user_id: str, items: Sequence[Recommendation]) -> dict[str, str]:
 def export_payload(table: pa.Table, path: Path) -> Path:
     """Write a payload table as JSON lines (``.jsonl``/``.ndjson``) or CSV (``.csv``, items as JSON text).
 
+    In a CSV, text cells starting like a formula get a leading ``'`` (:func:`shopsense.csv_safety.neutralise`).
+
     The file is written next to ``path`` under a temporary name and renamed over it, so a reader sees
     either the old file or the complete new one.
 
@@ -131,7 +134,7 @@ def export_payload(table: pa.Table, path: Path) -> Path:
         with os.fdopen(fd, "wb") as handle:
             if suffix == ".csv":
                 items = pa.array([json.dumps(row, ensure_ascii=False) for row in table.column("items").to_pylist()])
-                pcsv.write_csv(table.set_column(2, "items", items), handle)
+                pcsv.write_csv(neutralise_table(table.set_column(2, "items", items)), handle)
             else:
                 handle.writelines((json.dumps(row, ensure_ascii=False) + "\n").encode() for row in table.to_pylist())
             handle.flush()
