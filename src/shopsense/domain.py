@@ -7,6 +7,8 @@ vocabulary serves both paths.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,6 +37,70 @@ def _utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 """A timezone-aware time, converted to UTC; naive times are refused rather than guessed."""
 
+MAX_JSON_DEPTH = 128
+"""Deepest nesting accepted in free-form JSON (event ``context``, item and user ``attributes``), by
+every entry point (API and file import): ``{"a": 1}`` is 1 deep, ``{"a": {"b": [1]}}`` 3."""
+TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+
+FORBIDDEN_ID_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00, 0x1F),  # C0 controls, NUL included
+    (0x7F, 0x7F),  # DEL
+    (0x200B, 0x200D),  # zero-width space, non-joiner, joiner
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2060, 0x2060),  # word joiner
+    (0x2066, 0x2069),  # bidi isolates
+    (0xFEFF, 0xFEFF),  # zero-width no-break space (BOM)
+)
+"""Code points refused in ids: invisible or reordering characters that make two ids look alike."""
+BAD_ID = "contains a control, bidi or zero-width character"
+_BAD_ID_CHAR = re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in FORBIDDEN_ID_RANGES) + "]")
+
+
+def plain_ids(text: str) -> bool:
+    """True when ``text`` (an id, or many joined) surely holds no forbidden character and is in NFC:
+    printable ASCII, the usual case, told in one C-level pass."""
+    return text.isascii() and text.isprintable()
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` may not be an id (:data:`BAD_ID`), or None."""
+    return BAD_ID if _BAD_ID_CHAR.search(value) else None
+
+
+def _id(value: str) -> str:
+    """An id as stored: refused when it holds a forbidden character, else in Unicode NFC."""
+    if plain_ids(value):
+        return value
+    if _BAD_ID_CHAR.search(value):
+        raise ValueError(BAD_ID)
+    return unicodedata.normalize("NFC", value)
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep ``value`` nests (a scalar 0, ``{}`` 1), counted up to ``limit + 1`` without recursion."""
+    deepest = 0
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(TOO_DEEP)
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_id)]
+"""A user, item, event or session id: no control, bidi or zero-width character; stored in NFC."""
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""Free-form JSON, at most :data:`MAX_JSON_DEPTH` deep."""
+
 
 class Event(BaseModel):
     """One thing a user did with an item: viewed, carted, bought, rated, returned…
@@ -45,17 +111,17 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str | None = Field(None, min_length=1, max_length=256)
-    user_id: str = Field(min_length=1, max_length=256)
-    item_id: str = Field(min_length=1, max_length=256)
+    event_id: Id | None = None
+    user_id: Id
+    item_id: Id
     type: str = Field(min_length=1)
     timestamp: UtcDatetime
     channel: str | None = None
-    session_id: str | None = Field(None, max_length=256)
+    session_id: Annotated[str, Field(max_length=256), AfterValidator(_id)] | None = None
     quantity: float = Field(1.0, gt=0, allow_inf_nan=False)
     value: float | None = Field(None, ge=0, allow_inf_nan=False)
     rating: float | None = Field(None, allow_inf_nan=False)
-    context: dict[str, Any] | None = None
+    context: JsonObject | None = None
 
 
 class Item(BaseModel):
@@ -63,7 +129,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(min_length=1, max_length=256)
+    item_id: Id
     title: str | None = None
     description: str | None = None
     category: list[str] | None = None
@@ -72,7 +138,7 @@ class Item(BaseModel):
     currency: str | None = Field(None, min_length=3, max_length=3)
     available: bool | None = None
     stock: int | None = Field(None, ge=0, le=2**63 - 1)
-    attributes: dict[str, Any] | None = None
+    attributes: JsonObject | None = None
     first_seen: UtcDatetime | None = None
 
 
@@ -81,8 +147,8 @@ class User(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=256)
-    attributes: dict[str, Any] | None = None
+    user_id: Id
+    attributes: JsonObject | None = None
     first_seen: UtcDatetime | None = None
 
 

@@ -32,7 +32,7 @@ from shopsense.api.errors import ApiError
 from shopsense.api.event_body import EventReader
 from shopsense.api.fast_paths import FastPaths
 from shopsense.api.routes import admin, catalog, events, impressions, marketing, ops, recommendations, users
-from shopsense.domain import Event, Item, User
+from shopsense.domain import TOO_DEEP, Event, Item, User
 from shopsense.errors import ShopsenseError
 from shopsense.services.serving import ServingService
 from shopsense.services.shop import Shop
@@ -210,6 +210,11 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(ShopsenseError)
     async def domain_error(request: Request, exc: ShopsenseError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # A body the framework parses itself (marketing routes) nested past the parser's recursion limit.
+        return JSONResponse(error_body("invalid_request", f"the body is nested too deeply: {TOO_DEEP}"), 422)
 
 
 class Observe:

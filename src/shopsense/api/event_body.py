@@ -15,10 +15,12 @@ This module imports no model or store code: the reading process starts in about 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -26,10 +28,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
 
 from shopsense.api.errors import ApiError
+from shopsense.domain import MAX_JSON_DEPTH, TOO_DEEP
 from shopsense.services.event_check import EventChecker, Rejected
 from shopsense.services.event_rows import Columns, keyed_table
 from shopsense.settings import Settings
@@ -55,17 +59,121 @@ def batch(body: Any, limit: int, what: str) -> list[Any]:
     return items
 
 
+def nesting(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The nesting depth after each byte of a JSON text, and which bytes lie inside strings (whose
+    brackets do not count): whole-array work, so that a deep body is measured before it is parsed."""
+    text = np.frombuffer(body, np.uint8)
+    toggles = np.zeros(text.size, np.int8)
+    quotes = np.flatnonzero(text == 0x22)
+    if quotes.size:
+        slash = text == 0x5C
+        last_other = np.maximum.accumulate(np.where(slash, -1, np.arange(text.size)))
+        before = quotes - 1
+        escapes = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+        toggles[quotes[escapes % 2 == 0]] = 1  # a quote after an odd run of backslashes is escaped
+    inside = (np.cumsum(toggles) % 2).astype(bool)
+    opens = ((text == 0x5B) | (text == 0x7B)) & ~inside
+    closes = ((text == 0x5D) | (text == 0x7D)) & ~inside
+    return np.cumsum(opens.astype(np.int32) - closes), inside
+
+
+_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:\s*$')
+
+
+def _deep_field(body: bytes, depth: np.ndarray, start: int, base: int, allowed: int) -> str | None:
+    """The member of the item starting at ``start`` (nested ``base`` deep) that holds JSON deeper than allowed."""
+    deep = start + int(np.argmax(depth[start:] > allowed))
+    entered = np.flatnonzero(depth[start:deep] == base + 1)
+    if not entered.size:
+        return None
+    member = start + int(entered[-1]) + 1  # where the member's value opens
+    found = _KEY.search(body[max(start, member - 512) : member])
+    if found is None:
+        return None
+    try:
+        key = json.loads(b'"' + found.group(1) + b'"')
+    except ValueError:
+        return None
+    return key if isinstance(key, str) else None
+
+
+def load(body: bytes, max_batch: int, what: str) -> tuple[list[Any], dict[int, str | None]]:
+    """The items of a JSON body (one object or an array of them) and, by position, those holding JSON
+    nested deeper than :data:`MAX_JSON_DEPTH`, with the field that does (their place in the list is None).
+
+    A body the parser reads (nearly all) comes back whole: the models and the event checks refuse what
+    nests past the limit, each item on its own. Only a body too deep for the parser to recurse through
+    is measured on its bytes (:func:`nesting`), its too-deep items left out and the others parsed on
+    their own; one object that deep is refused with 422.
+    """
+    try:
+        return batch(json.loads(body), max_batch, what), {}
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        pass
+    depth, inside = nesting(body)
+    many = body.lstrip()[:1] == b"["
+    allowed = MAX_JSON_DEPTH + 1 + many  # the item's own object, and the array around it
+    if not many:
+        raise too_deep(_deep_field(body, depth, 0, 0, allowed))
+    text = np.frombuffer(body, np.uint8)
+    opened = int(np.argmax(depth == 1))
+    closed = opened + int(np.argmax(depth[opened:] == 0))
+    if closed == opened or body[closed + 1 :].strip():
+        _loads(body)  # malformed: say so as the parser would
+        raise ApiError(422, "invalid_request", "the body is not valid JSON")
+    commas = opened + np.flatnonzero(
+        (text[opened:closed] == 0x2C) & (depth[opened:closed] == 1) & ~inside[opened:closed]
+    )
+    bounds = [opened, *commas.tolist(), closed]
+    if len(bounds) - 1 > max_batch:
+        batch([None] * (len(bounds) - 1), max_batch, what)  # the same 413
+    items: list[Any] = []
+    deep: dict[int, str | None] = {}
+    for index, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        if int(depth[lo + 1 : hi].max(initial=0)) > allowed:
+            deep[index] = _deep_field(body, depth, lo + 1, 1, allowed)
+            items.append(None)
+        else:
+            items.append(_loads(body[lo + 1 : hi]))
+    return items, deep
+
+
+def too_deep(field: str | None) -> ApiError:
+    """The 422 for a body of one record (not an array) that holds JSON nested too deep."""
+    where = f"{field}: " if field else ""
+    return ApiError(422, "invalid_request", where + TOO_DEEP, [{"field": field or "", "message": TOO_DEEP}])
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(422, "invalid_request", f"the body is not valid JSON: {exc}") from exc
+
+
 def read(checker: EventChecker, body: bytes, max_batch: int) -> Read:
     """The body's accepted and rejected events: straight from the bytes when all are valid (nearly
     always), else parsed first so that each event gets its own verdict."""
     parsed = checker.parse(body)
-    if parsed is not None and parsed[0].num_rows + len(parsed[1]) <= max_batch:
-        return parsed
-    try:
-        raw = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_request", f"the body is not valid JSON: {exc}") from exc
-    return checker.validate(batch(raw, max_batch, "events"))
+    if parsed is None or parsed[0].num_rows + len(parsed[1]) > max_batch:
+        parsed = _validated(checker, *load(body, max_batch, "events"))
+    refused = parsed[1]
+    if refused and refused[0].reason == TOO_DEEP and body.lstrip()[:1] != b"[":
+        raise too_deep(refused[0].field)  # one event: refused as when it is too deep to parse at all
+    return parsed
+
+
+def _validated(checker: EventChecker, raw: list[Any], deep: dict[int, str | None]) -> Read:
+    """:meth:`EventChecker.validate` on the parsed events, those found too deep to parse rejected."""
+    if not deep:
+        return checker.validate(raw)
+    kept = [i for i in range(len(raw)) if i not in deep]
+    rows, rejected = checker.validate([raw[i] for i in kept])
+    moved = [Rejected(kept[r.index], r.reason, r.field) for r in rejected]
+    refused = [Rejected(i, TOO_DEEP, field) for i, field in deep.items()]
+    return rows, sorted([*moved, *refused], key=lambda r: r.index)
 
 
 class EventReader:

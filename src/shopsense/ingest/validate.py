@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from shopsense.domain import RecordKind
+from shopsense.domain import BAD_ID, FORBIDDEN_ID_RANGES, MAX_JSON_DEPTH, TOO_DEEP, RecordKind
 from shopsense.errors import ConfigError
 from shopsense.ingest.mapping import Mapping
 from shopsense.settings import Settings
@@ -71,6 +71,31 @@ def _raw(field: str) -> str:
     return ident(f"r_{field}")
 
 
+_BAD_ID_CLASS = "[" + "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in FORBIDDEN_ID_RANGES) + "]"
+"""An RE2 class of the characters ids may not hold (:data:`shopsense.domain.FORBIDDEN_ID_RANGES`)."""
+
+
+def too_deep_sql(json_text: str, limit: int = MAX_JSON_DEPTH) -> str:
+    """SQL true when the JSON text ``json_text`` nests deeper than ``limit``, in whole-column string work.
+
+    Only a text with more than ``limit`` opening brackets can be that deep, and that test is cheap;
+    for those, strings are cut out, everything but brackets dropped, and each round of removing the
+    innermost ``[]``/``{}`` pairs lowers the depth by one: after ``limit`` rounds only a deeper text
+    has brackets left.
+    """
+    openers = f"(length({json_text}) - length(replace(replace({json_text}, '{{', ''), '[', '')))"
+    brackets = (
+        f"""regexp_replace(regexp_replace({json_text}, '"(?:[^"\\\\]|\\\\.)*"', '', 'g'), '[^\\[\\]{{}}]', '', 'g')"""
+    )
+    rounds = brackets
+    for _ in range(limit):
+        rounds = f"regexp_replace({rounds}, '\\[\\]|\\{{\\}}', '', 'g')"
+    return (
+        f"(CASE WHEN strlen({json_text}) <= {2 * limit} THEN FALSE "  # too short to hold limit + 1 bracket pairs
+        f"WHEN {openers} > {limit} THEN {rounds} <> '' ELSE FALSE END)"
+    )
+
+
 def _timestamp(field: str, mapping: Mapping, raw_type: str) -> str:
     """Parse a raw value into TIMESTAMPTZ (UTC) following the mapping's format and zone."""
     raw = _raw(field)
@@ -128,9 +153,13 @@ class _Builder:
         return f"NULLIF(trim({raw}), '')" if self._is_text(field) else f"CAST({raw} AS VARCHAR)"
 
     def identifier(self, field: str, required: bool) -> None:
+        """An id: trimmed, in Unicode NFC (as the API stores it), free of control, bidi and zero-width characters."""
         self.text(field, limit=self.settings.ingest.max_id_length)
+        self.typed[field] = f"nfc_normalize({self.typed[field]})"
         if required:
             self.rules.append(Rule(field, f"{ident(field)} IS NULL", f"missing {field}"))
+        if self.present(field):
+            self.rules.append(Rule(field, f"regexp_matches({ident(field)}, {lit(_BAD_ID_CLASS)})", BAD_ID))
 
     def text(self, field: str, limit: int | None = None) -> None:
         self.typed[field] = self._string(field)
@@ -218,6 +247,9 @@ class _Builder:
             cap = self.settings.ingest.max_text_length
             cond = f"length(CAST({_raw(field)} AS VARCHAR)) > {cap}"
             self.rules.append(Rule(field, cond, f"longer than {cap} characters"))
+            # Text is measured as given (not parsed again); a typed column as its JSON text.
+            text = _raw(field) if self._is_text(field) else f"CAST({raw_json} AS VARCHAR)"
+            self.rules.append(Rule(field, too_deep_sql(text), TOO_DEEP))
 
     def vocabulary(self, field: str, table: dict[str, str], what: str, required: bool) -> None:
         """Map a raw value through a small vocabulary; unknown values are errors, never dropped."""

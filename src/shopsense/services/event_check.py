@@ -13,10 +13,10 @@ from typing import Annotated, Any, NotRequired
 
 import duckdb
 import pyarrow as pa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from shopsense.domain import NAIVE_TIME, Event, RecordKind
+from shopsense.domain import BAD_ID, NAIVE_TIME, TOO_DEEP, Event, RecordKind
 from shopsense.errors import ConfigError
 from shopsense.ingest.importer import content_key_sql, id_key_sql
 from shopsense.services import event_rows
@@ -32,6 +32,13 @@ class _WireEvent(Event):
     and a per-event ``astimezone`` in Python cost a fifth of validating a batch."""
 
     timestamp: AwareDatetime
+    # The characters of ids and the depth of the context are checked on whole columns, not event by
+    # event (event_rows.bad_ids, event_rows.too_deep): the model's rules, without a Python call per event.
+    event_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    user_id: Annotated[str, Field(min_length=1, max_length=256)]
+    item_id: Annotated[str, Field(min_length=1, max_length=256)]
+    session_id: Annotated[str, Field(max_length=256)] | None = None
+    context: dict[str, Any] | None = None
 
 
 def _as_typed_dict(model: type[BaseModel]) -> Any:
@@ -135,6 +142,14 @@ class EventChecker:
         failed = event_rows.failures(types, fields["channel"], channels, fields["timestamp"], earliest, latest)
         for at, rule in failed.items():
             rejected.append(Rejected(kept[at], self._event_problem(given[rule](at), rule, earliest), rule))
+        bad = event_rows.bad_ids(fields)
+        bad.update((at, "context") for at in event_rows.too_deep(fields["context"]) if at not in bad)
+        bad = {at: field for at, field in bad.items() if at not in failed}
+        if bad:
+            reasons = {"context": TOO_DEEP}
+            rejected += [Rejected(kept[at], reasons.get(field, BAD_ID), field) for at, field in bad.items()]
+            rejected.sort(key=lambda r: r.index)
+            failed.update(bad)
         fields.update(type=types, channel=channels)
         return event_rows.kept(fields, list(failed)), rejected
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from shopsense.domain import Event
+from shopsense.domain import MAX_JSON_DEPTH, Event, id_problem, json_depth, plain_ids
 
 TS = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema(
@@ -121,6 +122,47 @@ def failures(
     rows = np.flatnonzero(failed.any(axis=0))
     names = list(masks)
     return {int(row): names[rule] for row, rule in zip(rows, failed[:, rows].argmax(axis=0), strict=True)}
+
+
+ID_FIELDS = ("event_id", "user_id", "item_id", "session_id")
+"""The fields holding ids: no control, bidi or zero-width character, stored in NFC."""
+
+
+def bad_ids(fields: dict[str, list[Any]]) -> dict[int, str]:
+    """Put the ids of ``fields`` in Unicode NFC, in place, and return the events whose ids hold a
+    forbidden character, by position, with the first such field.
+
+    All the ids are joined and looked at once (printable ASCII, nearly always, needs nothing more);
+    only otherwise is each id checked and normalised.
+    """
+    bad: dict[int, str] = {}
+    if plain_ids("".join(filter(None, chain.from_iterable(map(fields.__getitem__, ID_FIELDS))))):
+        return bad
+    for name in ID_FIELDS:
+        values = fields[name]
+        for at, value in enumerate(values):
+            if not value or plain_ids(value):
+                continue
+            if id_problem(value):
+                bad.setdefault(at, name)
+            else:
+                values[at] = unicodedata.normalize("NFC", value)
+    return bad
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def too_deep(contexts: Sequence[Mapping[str, Any] | None]) -> list[int]:
+    """Positions of the contexts nested deeper than :data:`~shopsense.domain.MAX_JSON_DEPTH`.
+
+    One pass over the values of every context tells when none holds a container (nearly always);
+    only then are the contexts walked, each without recursion.
+    """
+    kinds = set(map(type, chain.from_iterable(map(methodcaller("values"), filter(None, contexts)))))
+    if kinds <= _SCALARS:
+        return []
+    return [at for at, context in enumerate(contexts) if context and json_depth(context) > MAX_JSON_DEPTH]
 
 
 def kept(fields: Mapping[str, list[Any]], dropped: Sequence[int]) -> dict[str, list[Any]]:

@@ -109,6 +109,13 @@ def test_an_empty_or_all_rejected_request_gives_an_empty_keyed_table(checker: Ev
     assert table.num_rows == 0 and table.schema == event_rows.KEYED and len(rejected) == 1
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 _VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -118,6 +125,9 @@ _VALUES = st.one_of(
     st.sampled_from([NOW.isoformat(), "2026-01-01T00:00:00", "1999-01-01T00:00:00+00:00", "2020-06-01T12:00:00+05:30"]),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.lists(st.integers(), max_size=2),
+    # ids to refuse (control, bidi, zero-width) or to normalise (decomposed), and contexts too deep
+    st.sampled_from(["u\x00", "i\x1b", "e\u202e", "s\u2066", "x\u200b", "y\ufeff", "cafe\u0301", "caf\u00e9"]),
+    st.sampled_from([128, 129]).map(_nested),
 )
 _FIELD_NAMES = [*event_rows.SCHEMA.names, "unknown_field"]
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Depends, Request
 
 from shopsense.api.deps import require, service
-from shopsense.api.event_body import batch
+from shopsense.api.event_body import load, too_deep
 from shopsense.api.routes.common import errors
 from shopsense.api.routes.events import write_response
 from shopsense.api.schemas import WriteResponse
-from shopsense.domain import RecordKind
+from shopsense.domain import TOO_DEEP, RecordKind
+from shopsense.services.event_check import Rejected
 from shopsense.services.keys import Scope
 from shopsense.services.serving import ServingService
 
@@ -25,32 +26,39 @@ def _body(model: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def _upsert(svc: ServingService, kind: RecordKind, body: Any) -> WriteResponse:
-    raw = batch(body, svc.settings.serve.max_batch, kind.value)
-    future, rejected = svc.upsert(kind, raw)
+async def _upsert(svc: ServingService, kind: RecordKind, request: Request) -> WriteResponse:
+    """Validate and write the records of the body, each on its own; JSON nested too deep is refused
+    whether the parser reads it (the models) or not (see :func:`shopsense.api.event_body.load`)."""
+    raw, deep = load(await request.body(), svc.settings.serve.max_batch, kind.value)
+    kept = [i for i in range(len(raw)) if i not in deep]
+    future, rejected = svc.upsert(kind, [raw[i] for i in kept]) if kept else (None, [])
+    if rejected and rejected[0].reason.endswith(TOO_DEEP) and not (await request.body()).lstrip().startswith(b"["):
+        raise too_deep(rejected[0].field)  # one record, as when it is too deep to parse at all
+    refused = [Rejected(kept[r.index], r.reason, r.field) for r in rejected]
+    refused += [Rejected(i, TOO_DEEP, field) for i, field in deep.items()]
     accepted = 0
     if future is not None:
         await asyncio.wrap_future(future)
-        accepted = len(raw) - len(rejected)
-    return write_response(accepted, rejected)
+        accepted = len(kept) - len(rejected)
+    return write_response(accepted, sorted(refused, key=lambda r: r.index))
 
 
 @router.put("/items", response_model=WriteResponse, responses=errors(400), openapi_extra=_body("Item"))
 async def put_items(
-    body: Annotated[Any, Body()],
+    request: Request,
     _: Annotated[Any, Depends(require(Scope.EVENTS_WRITE))],
     svc: Annotated[ServingService, Depends(service)],
 ) -> WriteResponse:
     """Insert or update items; a missing field never erases a stored value. Availability and stock
     changes apply to recommendations at once; new items become recommendable after the next training."""
-    return await _upsert(svc, RecordKind.ITEMS, body)
+    return await _upsert(svc, RecordKind.ITEMS, request)
 
 
 @router.put("/users", response_model=WriteResponse, responses=errors(400), openapi_extra=_body("User"))
 async def put_users(
-    body: Annotated[Any, Body()],
+    request: Request,
     _: Annotated[Any, Depends(require(Scope.EVENTS_WRITE))],
     svc: Annotated[ServingService, Depends(service)],
 ) -> WriteResponse:
     """Insert or update users; attributes are merged key by key."""
-    return await _upsert(svc, RecordKind.USERS, body)
+    return await _upsert(svc, RecordKind.USERS, request)
