@@ -7,8 +7,8 @@ store keeps its own dense integer ids internally.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -36,6 +36,37 @@ EVENT_COLUMNS = (
 )
 """Columns of an event stream handed to :meth:`EventStore.append_events`; ``key_hi``/``key_lo``
 are the two halves of the 128-bit idempotency key the ingest layer derives."""
+
+
+class NestedTransactions:
+    """``transaction()`` for a backend: nested uses join the outermost, which alone opens a real one.
+
+    A whole dataset import groups many imports, each of which also asks for a transaction; only the
+    outermost may commit or roll back. A backend says how one real transaction runs in ``_outermost``.
+    """
+
+    _depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """See :class:`Store`. Nested uses join the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with self._outermost():
+                yield
+        finally:
+            self._depth = 0
+
+    def _outermost(self) -> AbstractContextManager[None]:
+        """One real transaction: committed when the block ends, rolled back when it raises."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from shopsense.errors import StoreError
 from shopsense.exports import copy_to_file
 from shopsense.ingest.source import Format, export_format
 from shopsense.store import journal
-from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult, register_backend
+from shopsense.store.base import EVENT_COLUMNS, NestedTransactions, StoreSummary, WriteResult, register_backend
 from shopsense.store.remembered import DenseIds, KeyIndex, Remembered
 
 SCHEMA_VERSION = "1"
@@ -57,7 +57,7 @@ _LAST_BATCH = """SELECT greatest((SELECT coalesce(max(batch_id), 0) FROM imports
 _ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency", "available", "stock")
 
 
-class DuckDBStore:
+class DuckDBStore(NestedTransactions):
     """Store backed by a DuckDB database file (or ``:memory:``)."""
 
     def __init__(
@@ -87,7 +87,6 @@ class DuckDBStore:
         self._con.execute("SET preserve_insertion_order = false")
         self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_mb)}MB'")
         self._con.execute(_DDL)
-        self._depth = 0
         self._remember = False
         self._memory: Remembered | None = None
         version = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
@@ -173,17 +172,9 @@ class DuckDBStore:
         return int(rows[0][0]) if rows else 0
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """See :class:`shopsense.store.base.Store`. Nested uses join the outermost transaction."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _outermost(self) -> Iterator[None]:
+        """See :class:`shopsense.store.base.NestedTransactions`."""
         self._con.execute("BEGIN TRANSACTION")
-        self._depth = 1
         try:
             try:
                 yield
@@ -194,8 +185,6 @@ class DuckDBStore:
         except BaseException:
             self._memory = None  # it may remember rows that were rolled back: rebuilt from the tables
             raise
-        finally:
-            self._depth = 0
 
     def append_events(
         self,

@@ -41,7 +41,7 @@ from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
 from shopsense.exports import copy_to_file
 from shopsense.ingest.source import Format, export_format
-from shopsense.store.base import EVENT_COLUMNS, StoreSummary, WriteResult, shown_url
+from shopsense.store.base import EVENT_COLUMNS, NestedTransactions, StoreSummary, WriteResult, shown_url
 
 SCHEMA_VERSION = "1"
 PROFILE_PART_ROWS = 65_536
@@ -210,7 +210,7 @@ def _driver_errors_as_store_errors(cls: type[_T]) -> type[_T]:
 
 
 @_driver_errors_as_store_errors
-class PostgresStore:
+class PostgresStore(NestedTransactions):
     """Store backed by a PostgreSQL database (one connection per handle)."""
 
     def __init__(self, url: str, connect_timeout: int = 10) -> None:
@@ -228,7 +228,6 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"cannot open {shown}: {_first_line(exc)}") from exc
         self._conn = conn
-        self._depth = 0
         try:
             conn.execute("SET TIME ZONE 'UTC'")
             with conn.transaction():
@@ -276,23 +275,13 @@ class PostgresStore:
     # -- plumbing -----------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """See :class:`shopsense.store.base.Store`. Nested uses join the outermost transaction."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._depth = 1
+    def _outermost(self) -> Iterator[None]:
+        """See :class:`shopsense.store.base.NestedTransactions`."""
         try:
             with self._conn.transaction():
                 yield
         except psycopg.Error as exc:  # raised by the commit itself, or by a statement the caller ran directly
             raise StoreError(f"{shown_url(self.url)}: {_first_line(exc)}") from exc
-        finally:
-            self._depth = 0
 
     def _rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
