@@ -1,8 +1,8 @@
 """Churn risk: the probability that a customer buys nothing in the next ``horizon_days``, learned from the shop's past.
 
 BG/NBD's ``p_alive`` is a model quantity, not a forecast a marketer can act on: on a year of
-wholesale data (Online Retail) it fits a dropout rate so low that a customer silent for nine
-months is still "98% alive", and a one-time buyer is alive by construction. Churn risk is
+wholesale data (Online Retail) it fits so little dropout that a customer silent for a year keeps a
+high ``p_alive``, and a one-time buyer is alive by construction. Churn risk is
 therefore learned directly, the way an audience is: features of every purchaser at
 ``as_of - horizon``, labelled by whether they bought in ``[as_of - horizon, as_of)``, a small
 gradient-boosted model with monotone constraints (longer silence never lowers the risk, more
