@@ -59,7 +59,6 @@ class Shop:
 
     def __init__(self, settings: Settings, *, server: bool = False) -> None:
         self.settings = settings
-        self.server = server
         self._data = DataService(settings, self._open_for_server if server else None)
         self._serving: ServingService | None = None
         self._lock = threading.Lock()
