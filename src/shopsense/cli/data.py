@@ -18,17 +18,28 @@ from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, ImportReport, OnError
 from shopsense.ingest.mapping import ExtraColumns, load_mapping, parse_pairs
 from shopsense.ingest.source import Format
+from shopsense.services.data import Migrated
 
 import_app = typer.Typer(help="Import events, items, users or a public dataset.", no_args_is_help=True)
 _STEPS = ["reading", "validating", "checking duplicates", "writing"]
 
 
 def init(ctx: typer.Context) -> None:
-    """Create the data directory and an empty embedded store."""
+    """Create the data directory and the store (embedded by default), or bring its schema up to date."""
     with _shop(ctx) as shop:
-        service = shop.data
-        url = service.init()
-        console.print(f"[green]✓[/] store ready at {url}", highlight=False)
+        _print_migrated(shop.data.init())
+
+
+def migrate(ctx: typer.Context) -> None:
+    """Apply the schema migrations a PostgreSQL store still needs (servers refuse an outdated schema)."""
+    with _shop(ctx) as shop:
+        _print_migrated(shop.data.migrate())
+
+
+def _print_migrated(migrated: Migrated) -> None:
+    for name in migrated.applied:
+        console.print(f"  applied migration {name}", highlight=False)
+    console.print(f"[green]✓[/] store ready at {migrated.url}", highlight=False)
 
 
 @contextmanager

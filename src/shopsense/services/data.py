@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from shopsense.domain import RecordKind
@@ -16,6 +17,14 @@ from shopsense.store import Store, StoreSummary, open_store
 from shopsense.store.base import shown_url
 
 SHARED_DATASETS = Path("../shared/datasets")
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """A store brought up to date: its URL as it may be printed, and the migrations applied now."""
+
+    url: str
+    applied: list[str]
 
 
 class DataService:
@@ -44,18 +53,28 @@ class DataService:
         """Whether the store has been opened (and not closed since)."""
         return self._store is not None
 
-    def _open_for_batch(self) -> Store:
+    def _open_for_batch(self, *, migrate: bool = False) -> Store:
         ingest = self.settings.ingest
-        return open_store(self.settings.resolved_store_url, memory_limit=ingest.memory_limit, threads=ingest.threads)
+        return open_store(
+            self.settings.resolved_store_url, memory_limit=ingest.memory_limit, threads=ingest.threads, migrate=migrate
+        )
 
     @property
     def url(self) -> str:
         """The configured store's URL as it may be printed (no password)."""
         return shown_url(self.settings.resolved_store_url)
 
-    def init(self) -> str:
-        """Create the data directory and an empty store; returns the store URL as it may be printed."""
-        return shown_url(self.store.url)
+    def init(self) -> Migrated:
+        """Create the data directory and the store, or bring an existing store's schema up to date."""
+        return self.migrate()
+
+    def migrate(self) -> Migrated:
+        """Apply the schema migrations the store still needs (a PostgreSQL store shared by several
+        processes changes only when asked; the embedded store makes its additions when it opens)."""
+        if self._store is None:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._store = self._open_for_batch(migrate=True)
+        return Migrated(shown_url(self._store.url), list(self._store.applied))
 
     def _importer(self, on_error: OnError, duplicates: Duplicates, progress: Progress | None) -> Importer:
         return Importer(self.store, self.settings, on_error=on_error, duplicates=duplicates, progress=progress)

@@ -226,6 +226,9 @@ class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, P
     them in (see :mod:`shopsense.store.journal`); opening the store replays it. None: no journal,
     events are committed directly (a store in memory has nothing a journal could restore)."""
 
+    applied: list[str]
+    """Schema migrations this handle applied when it opened the store (see :mod:`shopsense.store.migrations`)."""
+
     def transaction(self) -> AbstractContextManager[None]:
         """Group several writes into one all-or-nothing unit (writes inside join it)."""
         ...

@@ -61,12 +61,20 @@ class DuckDBStore(NestedTransactions):
     """Store backed by a DuckDB database file (or ``:memory:``)."""
 
     def __init__(
-        self, url: str, path: str, memory_limit: str = "1GB", threads: int = 2, checkpoint_mb: int = 16
+        self,
+        url: str,
+        path: str,
+        memory_limit: str = "1GB",
+        threads: int = 2,
+        checkpoint_mb: int = 16,
+        migrate: bool = False,
     ) -> None:
         """``checkpoint_mb``: the write-ahead log is folded into the file once it is this large. Each
         fold costs a stall whatever its size, so a store taking many small commits (the server) folds
-        less often; a crash then replays a longer log at the next start."""
+        less often; a crash then replays a longer log at the next start. ``migrate`` changes nothing
+        here: one process owns the file, so the tables a newer shopsense adds are made when it opens."""
         self.url = url
+        self.applied: list[str] = []
         if not path:  # DuckDB would open a store in memory, and journal next to the working directory
             raise StoreError(f"cannot open {url}: no file named (duckdb:///path/to/file.duckdb, or duckdb:///:memory:)")
         try:
