@@ -4,6 +4,9 @@ the same Arrow schemas as the embedded store, JSON merged as DuckDB merges it, c
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +18,10 @@ import pyarrow as pa
 import pytest
 
 from shopsense.errors import StoreError
-from shopsense.store import Store, open_store
+from shopsense.store import Store, migrations, open_store
 from shopsense.store.base import EVENT_COLUMNS
+
+SHOPSENSE = [sys.executable, "-m", "shopsense"]
 
 pytestmark = pytest.mark.integration
 
@@ -151,9 +156,10 @@ def test_open_errors_are_store_errors_and_a_refused_version_lets_go(postgres_url
         open_store(postgres_url.rsplit("/", 1)[0])
     open_store(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        newer = migrations.latest() + 1
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", [str(newer)])
         conn.execute("DROP TABLE impressions")
-        with pytest.raises(StoreError, match="schema version 2"):
+        with pytest.raises(StoreError, match=f"schema version {newer}"):
             open_store(postgres_url)
         assert conn.execute("SELECT to_regclass('impressions')").fetchone() == (None,), "a newer schema is not altered"
         deadline, open_connections = time.monotonic() + 10, -1
@@ -283,3 +289,32 @@ def test_a_value_postgresql_refuses_is_a_store_error_and_writes_nothing(postgres
         assert store.summary().events == 0 and store.summary().users == 0
     finally:
         store.close()
+
+
+def test_an_outdated_schema_is_refused_until_migrate_brings_it_up_keeping_its_data(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    first = migrations.migrations()[0]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a database a shopsense of schema 1 made
+        conn.execute(first.sql)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO users (user_id) VALUES ('u1')")
+        conn.execute("INSERT INTO items (item_id) VALUES ('i1')")
+        conn.execute(
+            "INSERT INTO events (key_hi, key_lo, user_idx, item_idx, type, ts, quantity, batch_id) "
+            "VALUES (1, 2, 0, 0, 'view', now(), 1, 1)"
+        )
+    with pytest.raises(StoreError, match="run `shopsense migrate`"):
+        open_store(postgres_url)
+    env = {**os.environ, "SHOPSENSE_STORE_URL": postgres_url, "SHOPSENSE_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([*SHOPSENSE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    applied = [f"{m.version:04d}_{m.name}" for m in migrations.migrations()[1:]]
+    assert [line.split()[-1] for line in done.stderr.splitlines() if "applied migration" in line] == applied
+    store = open_store(postgres_url)  # no longer refused, and the events written under schema 1 are there
+    try:
+        assert store.scan_events()["user_id"].to_pylist() == ["u1"]
+    finally:
+        store.close()
+    again = subprocess.run([*SHOPSENSE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "applied migration" not in again.stderr, "a second migrate has nothing to do"
