@@ -1,0 +1,59 @@
+"""One PostgreSQL connection pool per database URL and process.
+
+A server holds several store handles at once (the writer thread, the replica feed, jobs, key checks),
+each used by one thread at a time. Opening a connection costs a few milliseconds and a PostgreSQL
+backend process, so handles borrow connections from one pool per URL instead, and give them back
+when they close. Connections are checked before they are lent (a restarted database does not hand a
+dead one to the next request) and come in autocommit mode, in UTC.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any
+
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+POOL_MAX = 8
+"""Connections one process keeps to one database at most (writer, feed, jobs, key checks, reads)."""
+
+_pools: dict[str, ConnectionPool[Connection[Any]]] = {}
+_lock = threading.Lock()
+
+
+def _configure(conn: Connection[Any]) -> None:
+    conn.autocommit = True
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+def connection_pool(url: str, connect_timeout: int = 10) -> ConnectionPool[Connection[Any]]:
+    """The process's pool for ``url``, opened on first use (no connection is made until one is asked for)."""
+    with _lock:
+        pool = _pools.get(url)
+        if pool is None:
+            pool = ConnectionPool(
+                url,
+                min_size=0,
+                max_size=POOL_MAX,
+                kwargs={"autocommit": True, "connect_timeout": connect_timeout, "application_name": "shopsense"},
+                configure=_configure,
+                check=ConnectionPool.check_connection,
+                timeout=connect_timeout,
+                open=True,
+            )
+            _pools[url] = pool
+        return pool
+
+
+def close_pools() -> None:
+    """Close every pool (their idle connections end at once); later calls open new ones."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+atexit.register(close_pools)
