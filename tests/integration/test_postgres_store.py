@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -318,3 +319,48 @@ def test_an_outdated_schema_is_refused_until_migrate_brings_it_up_keeping_its_da
         store.close()
     again = subprocess.run([*SHOPSENSE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "applied migration" not in again.stderr, "a second migrate has nothing to do"
+
+
+def test_migrate_store_copies_an_embedded_store_into_postgresql_and_again_adds_nothing(
+    trained: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    source = open_store(f"duckdb:///{data / 'shopsense.duckdb'}")
+    try:
+        users = source.scan_events()["user_id"].unique().to_pylist()[:3]
+        source.save_campaign("spring", json.dumps({"name": "spring", "variants": ["a", "b"]}))
+        stamp = pa.array([datetime(2026, 3, 1, tzinfo=UTC)] * 3, pa.timestamp("us", tz="UTC"))
+        source.add_assignments("spring", pa.table({"user_id": users, "variant": ["a", "b", "a"], "assigned_at": stamp}))
+        source.save_profiles(pa.table({"user_id": users, "recency_days": [1.0, 2.0, 3.0]}))
+        before = source.summary(top=0)
+    finally:
+        source.close()
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data)}
+    command = [*SHOPSENSE, "migrate-store", postgres_url, "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first = json.loads(done.stdout)
+    assert first["written"]["events"] == before.events and first["written"]["assignments"] == 3
+    target = open_store(postgres_url)
+    try:
+        after = target.summary(top=0)
+        assert (after.users, after.items, after.events) == (before.users, before.items, before.events)
+        assert after.net_revenue == pytest.approx(before.net_revenue)
+        assert json.loads(target.campaigns()["spring"])["variants"] == ["a", "b"]
+        assert sorted(target.assignments("spring")["user_id"].to_pylist()) == sorted(users)
+        profiles = target.load_profiles()
+        assert profiles is not None and profiles.sort_by("user_id")["recency_days"].to_pylist() == [1.0, 2.0, 3.0]
+    finally:
+        target.close()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["written"]["events"] == 0
+    assert json.loads(again.stdout)["summary"]["events"] == before.events
+
+
+def test_migrate_store_refuses_to_copy_a_store_into_itself(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(tmp_path)}
+    url = f"duckdb:///{tmp_path / 'shopsense.duckdb'}"
+    done = subprocess.run([*SHOPSENSE, "migrate-store", url], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "is the store being copied" in done.stderr

@@ -44,6 +44,7 @@ def main(
 # `shopsense --help` lists the commands in the order they are registered here, then the groups.
 app.command()(data.init)
 app.command()(data.migrate)
+app.command("migrate-store")(data.migrate_store)
 app.command()(data.stats)
 app.command()(data.export)
 app.command("generate")(data.generate_cmd)

@@ -36,6 +36,28 @@ def migrate(ctx: typer.Context) -> None:
         _print_migrated(shop.data.migrate())
 
 
+def migrate_store(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="the store to copy into, e.g. postgresql://user@host:5432/shop")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy this store (items, users, events, campaigns, assignments, profiles) into another, e.g. the embedded
+    store into PostgreSQL; running it again adds nothing."""
+    with _shop(ctx) as shop, _progress("copying") as step:
+        copied = shop.data.copy_to(target, progress=step)
+    if as_json:
+        typer.echo(json.dumps({"url": copied.url, "written": copied.written, "summary": copied.summary.to_dict()}))
+        return
+    summary = copied.summary
+    written = ", ".join(f"{n:,} {kind}" for kind, n in copied.written.items())
+    console.print(f"[green]✓[/] copied into {copied.url}: {written} written", highlight=False)
+    console.print(
+        f"  it holds {summary.users:,} users, {summary.items:,} items, {summary.events:,} events; "
+        "bundles and API keys stay in the data directory (train again, or point the servers at it)",
+        highlight=False,
+    )
+
+
 def _print_migrated(migrated: Migrated) -> None:
     for name in migrated.applied:
         console.print(f"  applied migration {name}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from shopsense.domain import RecordKind
 from shopsense.errors import ConfigError
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, Importer, ImportReport, OnError, Progress
-from shopsense.ingest.mapping import Mapping
+from shopsense.ingest.mapping import Mapping, load_mapping
 from shopsense.ingest.source import Format, export_format
 from shopsense.settings import Settings
 from shopsense.store import Store, StoreSummary, open_store
@@ -25,6 +26,29 @@ class Migrated:
 
     url: str
     applied: list[str]
+
+
+@dataclass(frozen=True)
+class Copied:
+    """A store copied into another: rows written there per table (0 for rows it held already), and its summary."""
+
+    url: str
+    written: dict[str, int]
+    summary: StoreSummary
+
+
+def _copy_marketing(source: Store, target: Store) -> dict[str, int]:
+    """Campaigns (replaced), their assignments (a user keeps a variant the target gave already) and the profiles."""
+    written = {"campaigns": 0, "assignments": 0, "profiles": 0}
+    with target.transaction():
+        for name, config in source.campaigns().items():
+            target.save_campaign(name, config)
+            written["campaigns"] += 1
+            written["assignments"] += target.add_assignments(name, source.assignments(name))
+        profiles = source.load_profiles()
+        if profiles is not None:
+            written["profiles"] = target.save_profiles(profiles)
+    return written
 
 
 class DataService:
@@ -114,6 +138,33 @@ class DataService:
         """Write events, items or users in the format the file name asks for; returns the number of rows."""
         export_format(path)  # a name no format fits is refused before the store is opened
         return self.store.export(kind, path)
+
+    def copy_to(self, target_url: str, progress: Progress | None = None) -> Copied:
+        """Copy this store into the store at ``target_url`` (e.g. an embedded store into PostgreSQL):
+        items, users and events through the same export and import a person would run (so event keys,
+        repeated lines and attributes survive and running it again adds nothing), then campaigns, their
+        assignments and the built profiles. Bundles and API keys are not in the store: point the new
+        deployment at the same data directory, or train again.
+
+        Raises:
+            ConfigError: the target is this store.
+        """
+        if shown_url(target_url) == self.url:
+            raise ConfigError(f"{self.url} is the store being copied: name another store to copy it into")
+        target = DataService(self.settings.model_copy(update={"store_url": target_url}))
+        target._store = target._open_for_batch(migrate=True)
+        copied: dict[str, int] = {}
+        try:
+            with tempfile.TemporaryDirectory(prefix="shopsense-copy-") as folder:
+                for kind in (RecordKind.ITEMS, RecordKind.USERS, RecordKind.EVENTS):
+                    path = Path(folder) / f"{kind.value}.parquet"
+                    if self.export(kind, path):
+                        report = target.import_file(path, load_mapping(None, kind, {}), progress=progress)
+                        copied[kind.value] = report.rows_written
+            copied.update(_copy_marketing(self.store, target.store))
+            return Copied(shown_url(target_url), copied, target.store.summary(top=0))
+        finally:
+            target.close()
 
     def close(self) -> None:
         """Close the store if it was opened."""
