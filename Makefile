@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= .shopsense-demo
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint typecheck unit test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-startup clean
+.PHONY: demo test lint typecheck unit test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-serve-postgres bench-startup clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench-ranking: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve.py
+
+# The same phases on PostgreSQL (a throwaway durable server, PostgreSQL 15+ binaries needed) and 2 replicas,
+# plus the file import and 20 kill -9 trials: benchmarks/results/serve-postgres.md.
+bench-serve-postgres: $(STAMP)
+	$(BIN)/python benchmarks/serve.py --store postgresql --replicas 2 --seconds 15
 
 # Seconds from typing a command to its end: `shopsense --help`, `shopsense stats` on a small store, the CLI import.
 bench-startup: $(STAMP)

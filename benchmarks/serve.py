@@ -27,20 +27,29 @@ benchmarks/results/serve.md and serve.json.
 
     .venv/bin/python benchmarks/serve.py                           # about 25 minutes the first time, 7 after
     .venv/bin/python benchmarks/serve.py --seconds 5 --rounds 1    # a quick look
+
+With ``--store postgresql`` the same phases and driver run against ``--replicas`` servers on one PostgreSQL
+database, plus a file import and kill -9 trials (benchmarks/serve_postgres.py; serve-postgres.md):
+
+    .venv/bin/python benchmarks/serve.py --store postgresql --replicas 2 --seconds 15
+    .venv/bin/python benchmarks/serve.py --store postgresql --replicas 2 --seconds 3 --rounds 1 --kill-trials 2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,16 +91,27 @@ reload_seconds = 0
 """
 
 
+def world_files() -> Path:
+    """The generated world's files (items, users, events), generated once; a different world starts afresh."""
+    raw = WORK / "raw"
+    for marker in (WORK / "ready.json", raw / "world.json"):
+        if marker.exists() and json.loads(marker.read_text()).get("world") == WORLD.model_dump():
+            return raw
+    shutil.rmtree(WORK, ignore_errors=True)
+    print("generating 1M events over 100k items…", file=sys.stderr)
+    generate(WORLD, raw)
+    (raw / "world.json").write_text(json.dumps({"world": WORLD.model_dump()}))
+    return raw
+
+
 def prepare() -> Path:
     """Generate, import and train once; later runs reuse the data directory."""
     data = WORK / "data"
     marker = WORK / "ready.json"
     if marker.exists() and json.loads(marker.read_text()).get("world") == WORLD.model_dump():
         return data
-    shutil.rmtree(WORK, ignore_errors=True)
-    raw = WORK / "raw"
-    print("generating 1M events over 100k items…", file=sys.stderr)
-    generate(WORLD, raw)
+    raw = world_files()
+    shutil.rmtree(data, ignore_errors=True)
     service = DataService(load_settings(None, data_dir=data))
     started = time.perf_counter()
     for kind, name in ((RecordKind.ITEMS, "items"), (RecordKind.EVENTS, "events")):
@@ -122,26 +142,69 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
-    config = WORK / "serve.toml"
+def launch_server(
+    data: Path, port: int, log: Path = SERVER_LOG, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `shopsense serve` on ``port`` in its own session (so that it and any process it starts can be
+    stopped, or killed, together), its stdout and stderr to ``log``."""
+    config = log.parent / "serve.toml"
     config.write_text(SERVER_CONFIG)
-    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data), "SHOPSENSE_CONFIG": str(config)}
-    started = time.perf_counter()
-    with SERVER_LOG.open("wb") as log:  # a file, not a pipe: an unread pipe would block a server that logs
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shopsense", "serve", "--port", str(port)], env=env, stderr=log
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data), "SHOPSENSE_CONFIG": str(config), **(env or {})}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:  # a file, not a pipe: an unread pipe would block a server that logs
+        return subprocess.Popen(
+            [sys.executable, "-m", "shopsense", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path = SERVER_LOG, timeout: float = 600) -> None:
+    """Until ``GET /ready`` answers 200; a server that exits or takes over ``timeout`` seconds is an error."""
+    deadline = time.perf_counter() + timeout
     while True:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {SERVER_LOG.read_text()[-3000:]}")
+            raise SystemExit(f"server on port {port} exited ({process.returncode}); {log}:\n{log.read_text()[-3000:]}")
+        if time.perf_counter() > deadline:
+            raise SystemExit(
+                f"server on port {port} not ready after {timeout:.0f} s; {log}:\n{log.read_text()[-3000:]}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
                 if b" 200 " in sock.recv(200):
-                    return process, time.perf_counter() - started
+                    return
         except OSError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.25)
+
+
+def start_server(data: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    started = time.perf_counter()
+    process = launch_server(data, port)
+    try:
+        wait_ready(process, port)
+    except BaseException:
+        stop_server(process)
+        raise
+    return process, time.perf_counter() - started
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM to the server's process group and wait; SIGKILL to the group if it does not end in time."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # what the server started and left behind
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -234,9 +297,10 @@ def _requests(phase: str, key: str, seed: int, connections: int = 0) -> Any:
             yield _post("/v1/events", key, json.dumps(batch).encode())
 
 
-def drive(port: int, key: str, phase: str, seconds: float, connections: int) -> dict[str, Any]:
-    """Run one phase against the server and summarise what the client saw. In the acting phase one
-    more connection posts view events for the same Zipf users; only recommendations are timed."""
+def drive(ports: list[int], key: str, phase: str, seconds: float, connections: int) -> dict[str, Any]:
+    """Run one phase against the servers (connection i to ``ports[i % len(ports)]``: one port for the
+    embedded store, one per replica for PostgreSQL) and summarise what the client saw. In the acting
+    phase one more connection posts view events for the same Zipf users; only recommendations are timed."""
     out: list[tuple[float, int]] = []
     acted: list[tuple[float, int]] = []
     acting = phase == "recommendations_zipf_acting"
@@ -244,18 +308,19 @@ def drive(port: int, key: str, phase: str, seconds: float, connections: int) -> 
     async def main() -> None:
         deadline = time.perf_counter() + seconds
         workers = [
-            _worker(port, _requests(phase, key, seed, connections), deadline, out) for seed in range(connections)
+            _worker(ports[seed % len(ports)], _requests(phase, key, seed, connections), deadline, out)
+            for seed in range(connections)
         ]
         if acting:
             events = _requests("zipf_events", key, connections, connections)
-            workers.append(_worker(port, events, deadline, acted, pace=1 / ACTING_RATE))
+            workers.append(_worker(ports[connections % len(ports)], events, deadline, acted, pace=1 / ACTING_RATE))
         await asyncio.gather(*workers)
 
-    answers_before = cache_hits(port)
+    answers_before = cache_hits(ports)
     started = time.perf_counter()
     asyncio.run(main())
     wall = time.perf_counter() - started
-    answers = {k: v - answers_before.get(k, 0.0) for k, v in cache_hits(port).items()}
+    answers = {k: v - answers_before.get(k, 0.0) for k, v in cache_hits(ports).items()}
     latency = np.array([t for t, _ in out]) * 1000
     statuses: dict[str, int] = {}
     for _, status in out:
@@ -306,17 +371,20 @@ def machine_speed() -> float:
     return round(sorted(times)[1], 3)
 
 
-def cache_hits(port: int) -> dict[str, float]:
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        text = b""
-        while chunk := sock.recv(65536):
-            text += chunk
+def cache_hits(ports: list[int]) -> dict[str, float]:
+    """How the servers answered recommendations so far (their /metrics counters, summed over ``ports``)."""
     counts: dict[str, float] = {}
-    for line in text.decode().splitlines():
-        if line.startswith("shopsense_recommendations_total{"):
-            labels, value = line.rsplit(" ", 1)
-            counts[labels.split("{", 1)[1].rstrip("}")] = float(value)
+    for port in ports:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            text = b""
+            while chunk := sock.recv(65536):
+                text += chunk
+        for line in text.decode().splitlines():
+            if line.startswith("shopsense_recommendations_total{"):
+                labels, value = line.rsplit(" ", 1)
+                name = labels.split("{", 1)[1].rstrip("}")
+                counts[name] = counts.get(name, 0.0) + float(value)
     return counts
 
 
@@ -337,18 +405,38 @@ def markdown(report: dict[str, Any]) -> str:
         "and after each round: "
         + "; ".join(f"{r['speed']['before']} / {r['speed']['after']} s" for r in rounds)
         + ".\n",
+        *phase_table(report["phases"]),
+    ]
+    for at, r in enumerate(rounds, 1):
+        d = r["durability"]
+        lines.append(
+            f"Round {at}: {d['acknowledged']:,} events acknowledged; after stopping the server the store holds "
+            f"{d['stored_new']:,} new events ({'all acknowledged events stored' if d['ok'] else '**LOST EVENTS**'}). "
+            f"Server RSS {r['rss']['rss_mb']:.0f} MB at the end, peak {r['rss']['peak_rss_mb']:.0f} MB.\n"
+        )
+    lines.append("The server's RSS excludes the process that reads large event batches (`serve.parse_processes`).")
+    return "\n".join(lines) + "\n"
+
+
+def phase_met(r: dict[str, Any]) -> tuple[bool | None, str]:
+    """Whether a phase's median round met its target (None where it has none), and the target in words."""
+    unit, floor, lat, shown = TARGETS[r["phase"]]
+    rate = r["events_per_s"] if unit == "events/s" else r["req_per_s"]
+    if floor is None:
+        return None, shown
+    target = f">= {floor:,} {unit}" + (f", p99 <= {lat} ms" if lat else "")
+    return rate >= floor and (lat is None or r["p99_ms"] <= lat), target
+
+
+def phase_table(phases: list[dict[str, Any]]) -> list[str]:
+    """The phases' table (median rounds) and how the recommendation phases were answered."""
+    lines = [
         "| phase | connections | req/s | events/s | p50 ms | p95 ms | p99 ms | non-200 | target | met | rounds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    acting = next(r for r in report["phases"] if r["phase"] == "recommendations_zipf_acting")
-    for r in report["phases"]:
-        unit, floor, lat, shown = TARGETS[r["phase"]]
-        rate = r["events_per_s"] if unit == "events/s" else r["req_per_s"]
-        if floor is None:
-            met, target = None, shown
-        else:
-            met = rate >= floor and (lat is None or r["p99_ms"] <= lat)
-            target = f">= {floor:,} {unit}" + (f", p99 <= {lat} ms" if lat else "")
+    acting = next(r for r in phases if r["phase"] == "recommendations_zipf_acting")
+    for r in phases:
+        met, target = phase_met(r)
         bad = sum(v for k, v in r["statuses"].items() if k != "200")
         events = f"{r['events_per_s']:,.0f}" if r["events_per_s"] else "-"
         lines.append(
@@ -361,22 +449,14 @@ def markdown(report: dict[str, Any]) -> str:
         "live. "
         + "; ".join(
             f"{r['phase']}: {_answered(r['answers'], 'true'):,.0f} / {_answered(r['answers'], 'false'):,.0f}"
-            for r in report["phases"]
+            for r in phases
             if r["phase"].startswith("recommendations")
         )
         + f". In `recommendations_zipf_acting` one more connection posts view events for the same Zipf users, at most "
         f"{ACTING_RATE} per second, each acknowledged before the next is sent ({acting['acknowledged_events']:,} in "
         f"its median round); each makes that user's next answer a computed one. Only recommendations are timed.\n"
     )
-    for at, r in enumerate(rounds, 1):
-        d = r["durability"]
-        lines.append(
-            f"Round {at}: {d['acknowledged']:,} events acknowledged; after stopping the server the store holds "
-            f"{d['stored_new']:,} new events ({'all acknowledged events stored' if d['ok'] else '**LOST EVENTS**'}). "
-            f"Server RSS {r['rss']['rss_mb']:.0f} MB at the end, peak {r['rss']['peak_rss_mb']:.0f} MB.\n"
-        )
-    lines.append("The server's RSS excludes the process that reads large event batches (`serve.parse_processes`).")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _answered(answers: dict[str, float], cached: str) -> float:
@@ -396,26 +476,11 @@ def run_round(data: Path, seconds: float, at: int, rounds: int) -> dict[str, Any
     port = free_port()
     speed_before = machine_speed()
     server, start_seconds = start_server(run_data, port)
-    phases = []
     try:
-        for phase, connections in PHASES:
-            print(f"round {at + 1}/{rounds}, {phase}: {connections} connections for {seconds:.0f} s…", file=sys.stderr)
-            driven = subprocess.run(
-                [sys.executable, __file__, "--drive", str(port), key, phase, str(seconds), str(connections)],
-                capture_output=True,
-                text=True,
-            )
-            if driven.returncode:
-                raise SystemExit(
-                    f"the driver failed in {phase}: {driven.stderr[-3000:]}\n"
-                    f"server log: {SERVER_LOG.read_text()[-3000:]}"
-                )
-            phases.append(json.loads(driven.stdout))
-            print(json.dumps(phases[-1]), file=sys.stderr)
+        phases = run_phases([port], key, seconds, f"round {at + 1}/{rounds}", [SERVER_LOG])
         memory = rss_mb(server.pid)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        stop_server(server)
     speed_after = machine_speed()
     store = open_store(f"duckdb:///{run_data / 'shopsense.duckdb'}")
     stored_new = store.summary().events - before
@@ -428,6 +493,45 @@ def run_round(data: Path, seconds: float, at: int, rounds: int) -> dict[str, Any
         "durability": {"acknowledged": acknowledged, "stored_new": stored_new, "ok": stored_new >= acknowledged},
         "rss": memory,
     }
+
+
+def run_phases(
+    ports: list[int],
+    key: str,
+    seconds: float,
+    label: str,
+    logs: list[Path],
+    probe: Callable[[], dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every phase in order, each driven from its own process against ``ports``; ``logs`` (the servers')
+    are quoted when the driver fails. ``probe`` (counters of the store, say) is read before and after each
+    phase and the differences kept with it as ``store``."""
+    phases = []
+    for phase, connections in PHASES:
+        before = probe() if probe else {}
+        print(f"{label}, {phase}: {connections} connections for {seconds:.0f} s…", file=sys.stderr)
+        driven = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--drive",
+                ",".join(map(str, ports)),
+                key,
+                phase,
+                str(seconds),
+                str(connections),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if driven.returncode:
+            tails = "\n".join(f"{log}:\n{log.read_text(errors='replace')[-3000:]}" for log in logs if log.exists())
+            raise SystemExit(f"the driver failed in {phase}: {driven.stderr[-3000:]}\n{tails}")
+        phases.append(json.loads(driven.stdout))
+        if probe:
+            phases[-1]["store"] = {k: v - before.get(k, 0) for k, v in probe().items()}
+        print(json.dumps(phases[-1]), file=sys.stderr)
+    return phases
 
 
 def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -443,12 +547,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=3, help="full runs, each on a fresh server; the median is shown")
     parser.add_argument(
+        "--store",
+        choices=("duckdb", "postgresql"),
+        default="duckdb",
+        help="the embedded store and one server (serve.md), or PostgreSQL and --replicas servers (serve-postgres.md)",
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="with --store postgresql: `shopsense serve` processes")
+    parser.add_argument("--kill-trials", type=int, default=20, help="with --store postgresql: kill -9 trials (0: none)")
+    parser.add_argument(
         "--drive", nargs=5, metavar=("PORT", "KEY", "PHASE", "SECONDS", "CONNECTIONS"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--kill-drive", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         port, key, phase, seconds, connections = args.drive
-        print(json.dumps(drive(int(port), key, phase, float(seconds), int(connections))))
+        print(json.dumps(drive([int(p) for p in port.split(",")], key, phase, float(seconds), int(connections))))
+        return
+    if args.kill_drive or args.store == "postgresql":
+        import serve_postgres  # benchmarks/ is the script's folder, first on sys.path
+
+        serve_postgres.main(args)
         return
     data = prepare()
     rounds = [run_round(data, args.seconds, at, args.rounds) for at in range(args.rounds)]

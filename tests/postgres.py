@@ -153,6 +153,11 @@ class PostgresServer:
     folder: Path = field(init=False)
     port: int = 0
     user: pwd.struct_passwd | None = None
+    durable: bool = False
+    """``fsync``, ``synchronous_commit`` and ``full_page_writes`` on (PostgreSQL's defaults), for a benchmark that
+    measures acknowledged writes; off (the default) for the tests, where nothing needs to survive a crash."""
+    settings: dict[str, str] = field(default_factory=dict)
+    """More ``postgresql.conf`` settings (name to literal value), applied after the defaults here."""
     _databases: set[str] = field(default_factory=set)
 
     @property
@@ -243,6 +248,9 @@ class PostgresServer:
                 "timezone": "'UTC'",
                 "log_min_messages": "warning",
             }
+            if self.durable:
+                settings.update(fsync="on", synchronous_commit="on", full_page_writes="on")
+            settings.update(self.settings)
             with (self.data / "postgresql.auto.conf").open("a") as conf:
                 conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
             started = self._run(

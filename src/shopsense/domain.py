@@ -31,7 +31,10 @@ NAIVE_TIME = "timestamp needs a time zone (e.g. 2024-05-01T10:00:00Z)"
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(NAIVE_TIME)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValueError("timestamp out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]

@@ -125,12 +125,30 @@ class ServeSettings(_Strict):
         False, description="FastAPI's OpenTelemetry spans, metrics and logs, to the providers this process sets up"
     )
     reload_seconds: float = Field(30.0, ge=0, description="how often to look for a newer model bundle (0: never)")
+    sync_ms: float = Field(
+        100.0,
+        gt=0,
+        description="how often a replica on a PostgreSQL store reads the events and erasures other replicas committed",
+    )
     attribution_hours: float = Field(24.0, gt=0, description="clicks/purchases this soon after an impression count")
     precompute_k: int = Field(
         10, ge=0, le=100, description="items per precomputed answer, written at training (0: compute every answer)"
     )
     precompute_users: int = Field(
         100_000, ge=0, description="the most recently active users whose default answers training precomputes"
+    )
+
+
+class JobsSettings(_Strict):
+    """How long work (training, profile builds, audiences) runs beside the server: as jobs, off the request
+    and ingest paths (see ``shopsense jobs``)."""
+
+    workers: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="jobs run at once, each on its own store handle (a PostgreSQL connection of the process's "
+        "8, shopsense.store.pool); more wait in the queue",
     )
 
 
@@ -143,6 +161,7 @@ class Settings(_Strict):
     event_types: EventTypeSettings = Field(default_factory=EventTypeSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
 
     @field_validator("channels")
     @classmethod
@@ -160,6 +179,7 @@ ENV_PREFIX = "SHOPSENSE_"
 ENV_DELIMITER = "__"
 OTHER_VARIABLES: dict[str, str] = {
     "SHOPSENSE_CONFIG": "the settings file to read (load_settings)",
+    "SHOPSENSE_WORKER_SETTINGS": "the resolved settings (JSON) `serve --workers` hands its worker processes",
 }
 """``SHOPSENSE_*`` variables that are not settings keys but are read elsewhere, so not refused as misspelled.
 

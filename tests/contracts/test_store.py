@@ -55,7 +55,7 @@ from shopsense.ingest.importer import Importer, ImportReport
 from shopsense.ingest.mapping import load_mapping
 from shopsense.settings import Settings
 from shopsense.store import open_store
-from shopsense.store.base import EVENT_COLUMNS, Store
+from shopsense.store.base import EVENT_COLUMNS, JobStatus, Store
 from tests import postgres
 from tests.conftest import write
 
@@ -961,3 +961,68 @@ def test_unusable_urls_and_targets_are_refused_with_a_store_error(backend: Backe
     for url in backend.unopenable(tmp_path):
         with pytest.raises(StoreError, match="cannot open"):
             open_store(url).close()
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def test_a_job_is_created_queued_then_updated_field_by_field(store: Store) -> None:
+    store.create_job("j1", "audience")
+    job = store.job("j1")
+    assert job is not None and (job.kind, job.status, job.progress) == ("audience", JobStatus.QUEUED, 0.0)
+    assert job.started_at is None and job.finished_at is None and job.created_at.tzinfo is not None
+    store.update_job("j1", status=JobStatus.RUNNING)
+    store.update_job("j1", progress=0.5, message="fitting")
+    running = store.job("j1")
+    assert running is not None and running.status is JobStatus.RUNNING and running.started_at is not None
+    assert (running.progress, running.message, running.finished_at) == (0.5, "fitting", None)
+    store.update_job("j1", status=JobStatus.SUCCEEDED, progress=1.0, result='{"size": 3}')
+    done = store.job("j1")
+    assert done is not None and done.status is JobStatus.SUCCEEDED and done.message == "fitting", "kept"
+    assert json.loads(done.result or "") == {"size": 3} and done.error is None
+    assert done.finished_at is not None and done.started_at == running.started_at
+    assert store.job("nope") is None
+
+
+def test_recent_jobs_come_newest_first(store: Store) -> None:
+    for job_id in ("a", "b", "c"):
+        store.create_job(job_id, "profiles")
+    assert [j.job_id for j in store.recent_jobs()] == ["c", "b", "a"]
+    assert [j.job_id for j in store.recent_jobs(limit=2)] == ["c", "b"]
+
+
+def test_unfinished_jobs_are_failed_as_interrupted(store: Store) -> None:
+    for job_id in ("queued", "running", "done"):
+        store.create_job(job_id, "train")
+    store.update_job("running", status=JobStatus.RUNNING)
+    store.update_job("done", status=JobStatus.SUCCEEDED, result="{}")
+    assert store.fail_unfinished_jobs("interrupted", silent_s=3600) == 0, "changed within the hour: alive"
+    assert store.fail_unfinished_jobs("interrupted") == 2
+    jobs = {j.job_id: j for j in store.recent_jobs()}
+    assert {k: (j.status, j.error) for k, j in jobs.items()} == {
+        "queued": (JobStatus.FAILED, "interrupted"),
+        "running": (JobStatus.FAILED, "interrupted"),
+        "done": (JobStatus.SUCCEEDED, None),
+    }
+    assert jobs["running"].finished_at is not None
+    assert store.fail_unfinished_jobs("interrupted") == 0
+
+
+def test_a_jobs_rows_are_kept_beside_it_with_their_types(store: Store) -> None:
+    rows = pa.table({"user_id": ["u1", "u2"], "score": [0.9, 0.1], "rank": pa.array([1, 2], pa.int32())})
+    store.create_job("j1", "audience")
+    assert store.job_rows("j1") is None
+    store.save_job_rows("j1", rows)
+    assert store.job_rows("j1") == rows
+
+
+def test_another_handle_shares_the_database_and_closes_alone(store: Store) -> None:
+    other = store.handle()
+    other.create_job("j1", "audience")
+    other.update_job("j1", status=JobStatus.RUNNING)
+    seen = store.job("j1")
+    assert seen is not None and seen.status is JobStatus.RUNNING
+    store.create_job("j2", "train")
+    assert {j.job_id for j in other.recent_jobs()} == {"j1", "j2"}
+    other.close()
+    assert store.job("j2") is not None, "closing the handle leaves the store open"

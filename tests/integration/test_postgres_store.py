@@ -364,3 +364,67 @@ def test_migrate_store_refuses_to_copy_a_store_into_itself(tmp_path: Path) -> No
     url = f"duckdb:///{tmp_path / 'shopsense.duckdb'}"
     done = subprocess.run([*SHOPSENSE, "migrate-store", url], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "is the store being copied" in done.stderr
+
+
+def test_reads_keep_nulls_empty_strings_lists_json_and_microseconds_as_the_embedded_store(
+    pair: tuple[Store, Store],
+) -> None:
+    """The columnar reads parse PostgreSQL's CSV: every value that CSV or array syntax could blur comes back."""
+    items = pa.table(
+        {
+            "item_id": ["i1", "i2", "i3"],
+            "title": ["", None, 'quote " and, comma'],
+            "description": ["two\nlines", "back\\slash", None],
+            "category": pa.array(
+                [[], None, ["a,b", 'x "y"', "back\\slash", "{braces}", "NULL"]], pa.list_(pa.string())
+            ),
+            "brand": ["", None, "b"],
+            "price": pa.array([0.1, None, 1e-300], pa.float64()),
+            "currency": ["EUR", None, ""],
+            "available": pa.array([True, False, None], pa.bool_()),
+            "stock": pa.array([None, 0, 2**40], pa.int64()),
+            "attributes": ['{"é": "ü\\n"}', None, "{}"],
+            "first_seen": pa.array([T0, None, T0 + timedelta(microseconds=7)], TS),
+        }
+    )
+    events = _events([1, 2, 3], ["u1", "", "u 3"])
+    events = events.set_column(EVENT_COLUMNS.index("session_id"), "session_id", pa.array(["", None, "s,1"]))
+    events = events.set_column(
+        EVENT_COLUMNS.index("timestamp"), "timestamp", pa.array([T0 + timedelta(microseconds=k) for k in (1, 2, 3)], TS)
+    )
+    for store in pair:
+        store.upsert_items(pa.RecordBatchReader.from_batches(items.schema, items.to_batches()), "t")
+        _write(store, events)
+    embedded, server = pair
+    for name, json_column in (("scan_events", "context"), ("scan_items", "attributes")):
+        want, got = getattr(embedded, name)(), getattr(server, name)()
+        assert got.schema == want.schema, name
+        assert got.drop_columns(json_column).to_pylist() == want.drop_columns(json_column).to_pylist(), name
+        parsed = [[None if v is None else json.loads(v) for v in t[json_column].to_pylist()] for t in (got, want)]
+        assert parsed[0] == parsed[1], f"{name}.{json_column}: JSONB and DuckDB space JSON differently, same values"
+
+
+def test_handles_share_one_pooled_connection_and_a_failed_transaction_is_not_passed_on(postgres_url: str) -> None:
+    open_store(postgres_url).close()
+    for _ in range(5):
+        open_store(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        (connected,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone() or (0,)
+    assert connected == 1, "six handles one after another borrowed one connection"
+    failed = open_store(postgres_url)
+    conn = failed._conn  # type: ignore[attr-defined]  # a handle abandoned inside a failed transaction
+    conn.execute("BEGIN")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        conn.execute("SELECT 1 / 0")
+    failed.close()
+    failed.close()  # a second close is harmless
+    with pytest.raises(StoreError, match="closed"):
+        failed.summary()
+    after = open_store(postgres_url)
+    try:
+        _write(after, _events([2], ["u2"]))
+        assert after.summary().events == 1, "the next handle got a working connection, outside any transaction"
+    finally:
+        after.close()

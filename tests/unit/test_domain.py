@@ -47,3 +47,8 @@ def test_ids_refuse_invisible_characters_and_are_kept_in_nfc() -> None:
     for bad in ("a\x00", "a\n", "\x7f", "a\u202eb", "a\u2067", "a\u200c", "a\u2060", "\ufeffa"):
         with pytest.raises(ValidationError, match=BAD_ID):
             User(user_id=bad)
+
+
+def test_a_time_that_leaves_the_calendar_in_utc_is_a_validation_error_not_a_crash() -> None:
+    with pytest.raises(ValidationError, match="out of range once converted to UTC"):
+        Item.model_validate({"item_id": "i1", "first_seen": "0001-01-01T00:00:00+05:00"})

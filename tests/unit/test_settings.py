@@ -111,7 +111,7 @@ def test_a_misspelled_variable_is_refused_with_a_suggestion(
 
 
 def test_variables_read_elsewhere_are_not_settings_typos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set(OTHER_VARIABLES) == {"SHOPSENSE_CONFIG"}
+    assert set(OTHER_VARIABLES) == {"SHOPSENSE_CONFIG", "SHOPSENSE_WORKER_SETTINGS"}
     cfg = tmp_path / "s.toml"
     cfg.write_text("")
     monkeypatch.setenv("SHOPSENSE_CONFIG", str(cfg))

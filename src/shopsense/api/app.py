@@ -3,12 +3,16 @@
 ``create_app(settings)`` builds an app around one :class:`~shopsense.services.shop.Shop`; the store
 is opened and the model bundle loaded when the app starts (lifespan), so one process owns the
 embedded store for its whole life. Routes reach state only through the shop (``api/deps.py``).
+While it runs, one background loop (:class:`~shopsense.services.coordination.Coordinator`) keeps the
+served bundle current and, over a shared PostgreSQL store, the replica's heartbeat and rate-limit share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -31,10 +35,10 @@ from shopsense.api.error_bodies import error_body, error_response, invalid_respo
 from shopsense.api.errors import ApiError
 from shopsense.api.event_body import EventReader
 from shopsense.api.fast_paths import FastPaths
-from shopsense.api.routes import admin, catalog, events, impressions, marketing, ops, recommendations, users
+from shopsense.api.routes import admin, catalog, events, impressions, jobs, marketing, ops, recommendations, users
 from shopsense.domain import TOO_DEEP, Event, Item, User
-from shopsense.errors import ShopsenseError
-from shopsense.services.serving import ServingService
+from shopsense.errors import ShopsenseError, StoreError
+from shopsense.services.coordination import Coordinator
 from shopsense.services.shop import Shop
 from shopsense.settings import Settings
 
@@ -126,19 +130,27 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         reader: EventReader | None = None
+        coordination: threading.Thread | None = None
         try:
             service = shop.serving()  # opens the store and loads the bundle: one process owns the store
+            shop.jobs.start()  # jobs a stopped server left running are marked failed before anyone polls them
             app.state.reader = reader = EventReader(settings, service.checker)
             app.state.live = LiveAnswers(service, settings.serve.live_threads)
             # Everything loaded so far (models, id maps, histories) lives as long as the server: keep it
             # out of the cyclic collector, whose full passes over it stalled requests for a quarter second.
             gc.freeze()
-            watcher = threading.Thread(target=_watch_bundles, args=(service, settings, stop), daemon=True)
-            watcher.start()
+            coordinator = Coordinator(service, shop.replicas, app.state.limiter.share)
+            coordinator.tick()  # before the first request: counted among the replicas, on the agreed bundle
+            coordination = threading.Thread(target=coordinator.run, args=(stop,), daemon=True, name="coordination")
+            coordination.start()
             yield
         finally:
             stop.set()
             try:
+                if coordination is not None:
+                    coordination.join()  # a round in flight ends first: it must not beat again after we leave
+                    with contextlib.suppress(StoreError):  # the database away: the others stop counting us soon
+                        shop.replicas.leave()
                 if reader is not None:
                     reader.close()
                 shop.close()
@@ -165,9 +177,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.shop = shop  # the routes reach every service through it (api/deps.py)
     app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)
     app.state.metrics = Metrics()
-    modules = (events, catalog, recommendations, users, impressions, marketing, admin, ops)
+    modules = (events, catalog, recommendations, users, impressions, marketing, admin, jobs, ops)
     for module in modules:
         app.include_router(module.router)
+    app.include_router(admin.training)  # POST /v1/models/train: outside the admin router's /v1/admin/models
+    app.include_router(admin.replicas)
     add_docs(app)
     _errors(app)
     app.add_middleware(
@@ -186,11 +200,18 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _watch_bundles(service: ServingService, settings: Settings, stop: threading.Event) -> None:
-    """Hot-swap to a newer (or newly pinned) bundle every ``serve.reload_seconds``."""
-    every = settings.serve.reload_seconds
-    while every > 0 and not stop.wait(every):
-        service.reload()
+WORKER_SETTINGS = "SHOPSENSE_WORKER_SETTINGS"
+"""The variable through which ``shopsense serve --workers N`` hands its resolved settings (JSON) to its workers."""
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers`` process (uvicorn's factory): the parent's settings, exactly as resolved.
+
+    uvicorn starts workers by importing the app by name, so the settings the parent built from its file,
+    environment and flags cannot be passed as an object; reloading them here could differ (a relative
+    ``--config`` path, flags the workers never see).
+    """
+    return create_app(Settings.model_validate_json(os.environ[WORKER_SETTINGS]))
 
 
 def _errors(app: FastAPI) -> None:

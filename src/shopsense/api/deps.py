@@ -7,21 +7,40 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+from anyio import to_thread
 from fastapi import Request
 
 from shopsense.api.errors import ApiError
+from shopsense.errors import StoreError
 from shopsense.services.keys import KeyRecord, KeyRing, Scope
 from shopsense.services.serving import ServingService
 from shopsense.services.shop import Shop
 
 
 class RateLimiter:
-    """Token bucket per key: ``rate`` requests per second sustained, ``burst`` at once."""
+    """Token bucket per key: ``rate`` requests per second sustained, ``burst`` at once, in memory.
+
+    Several replicas over one store each hold their own buckets; exchanging every request's count
+    would put a database write on every request. Instead each admits its share: with N replicas
+    alive (:meth:`share`, told by the coordination loop every second), ``rate / N`` and ``burst / N``
+    per key, so the sum over replicas never exceeds the configured limit. The price: a client whose
+    requests all reach one replica (a sticky load balancer, one keep-alive connection) gets only
+    that replica's share, 1/N of its limit. A share of the burst is never below one request, so
+    with more replicas than ``burst`` the sum of bursts can exceed it; for a second after a replica
+    joins, the others still admit their older, larger shares.
+    """
 
     def __init__(self, rate: float, burst: int) -> None:
+        self.limit_rate, self.limit_burst = rate, burst
         self.rate, self.burst = rate, float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+
+    def share(self, replicas: int) -> None:
+        """Admit this replica's share of the limits when ``replicas`` (at least one) serve the store."""
+        n = max(1, replicas)
+        with self._lock:
+            self.rate, self.burst = self.limit_rate / n, max(1.0, self.limit_burst / n)
 
     def take(self, key: str) -> float:
         """0 when the request may go ahead, else the seconds until it could."""
@@ -55,8 +74,10 @@ async def service(request: Request) -> ServingService:
 def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
     """A dependency that admits a request only with a valid key holding ``scope`` (or admin).
 
-    Async because it never blocks (a hash, a stat of the key file, a token bucket): a sync
-    dependency would cost every request a hop to the thread pool.
+    Async because with the key file it never blocks (a hash, a stat of the file, a token bucket): a
+    sync dependency would cost every request a hop to the thread pool. Keys in a shared database
+    are read per request (so a revocation on any replica holds at the next request): only that
+    read is awaited in the thread pool, never on the event loop.
     """
 
     async def check(request: Request) -> KeyRecord:
@@ -69,7 +90,7 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
                 "missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        record = keys.verify(presented)
+        record = await _verified(keys, presented)
         if record is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if not record.allows(scope):
@@ -89,6 +110,15 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
         return record
 
     return check
+
+
+async def _verified(keys: KeyRing, presented: str) -> KeyRecord | None:
+    if not keys.blocking:
+        return keys.verify(presented)
+    try:
+        return await to_thread.run_sync(keys.verify, presented)
+    except StoreError as exc:
+        raise ApiError(503, "unavailable", f"the API key cannot be checked now: {exc}") from exc
 
 
 def _bearer(header: str | None) -> str | None:

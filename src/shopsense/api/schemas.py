@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from shopsense.domain import UtcDatetime
 from shopsense.services.bundles import BundleInfo
+from shopsense.services.coordination import ReplicaInfo
 
 
 class ErrorDetail(BaseModel):
@@ -161,6 +162,13 @@ class ModelsResponse(BaseModel):
     pinned: str | None
     error: str | None
     versions: list[BundleInfo] = Field(description="bundles on disk, newest first")
+
+
+class ReplicasResponse(BaseModel):
+    this: str = Field(description="the replica that answered")
+    replicas: list[ReplicaInfo] = Field(
+        description="servers of this store seen in the last few seconds, oldest first, each with the bundle it serves"
+    )
 
 
 class Health(BaseModel):

@@ -4,8 +4,9 @@ Errors shopsense raises on purpose are printed as plain messages (no traceback) 
 non-zero exit code: 1 for bad data, 2 for bad options or configuration.
 
 One module per command group: data.py (init, import, stats, export, generate), recommend.py (evaluate, train,
-recommend, similar, models), serve.py (serve, keys) and marketing.py (profiles, segment, clusters, audience,
-campaign); common.py holds what they share. This module builds ``app`` from them.
+recommend, similar, models), serve.py (serve, keys), marketing.py (profiles, segment, clusters, audience,
+campaign) and jobs.py (jobs list, show, watch); common.py holds what they share. This module builds ``app``
+from them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from shopsense.cli import data, marketing, recommend, serve
+from shopsense.cli import data, jobs, marketing, recommend, serve
 
 __all__ = ["app"]
 
@@ -61,3 +62,4 @@ app.add_typer(serve.keys_app, name="keys")
 app.add_typer(marketing.profiles_app, name="profiles")
 app.add_typer(marketing.campaign_app, name="campaign")
 app.add_typer(recommend.models_app, name="models")
+app.add_typer(jobs.jobs_app, name="jobs")

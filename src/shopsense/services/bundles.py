@@ -3,10 +3,17 @@
 A bundle is a folder ``<data_dir>/models/<pipeline>/<version>/`` holding ``bundle.json`` (the
 pipeline config, the data range and counts it was trained on, its validation metrics) and
 ``model.pkl`` (the fitted pipeline) and, when precomputed, ``answers.arrow`` (active users' default
-answers, :mod:`shopsense.services.answers`). Versions sort by creation time. The served version is the
-newest unless a version is pinned (``PINNED`` beside the versions), which is also how a rollback
-works: pin the one before. Folders are written under a temporary name and renamed, so a reader
-sees a whole bundle or none.
+answers, :mod:`shopsense.services.answers`). Versions sort by creation time. Folders are written under
+a temporary name and renamed, so a reader sees a whole bundle or none.
+
+Which version is served is a :class:`PinLog`'s decision, the newest wins:
+
+- :class:`PinFile` (the embedded store): the newest bundle unless a version is pinned (``PINNED``
+  beside the versions), which is also how a rollback works: pin the one before. A new training run
+  does not override a pin;
+- ``PinTable`` (:mod:`shopsense.services.coordination`, a PostgreSQL store): the ``bundle_pins`` log,
+  where training records its promotion too, so every replica serves the version its newest row
+  names (the newest bundle when that row names none). A new training run overrides an older pin.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import pickle
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -26,7 +34,11 @@ from shopsense.durable import sync
 from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline
 from shopsense.services.answers import ANSWERS_FILE, Answers, write_answers
+from shopsense.settings import Settings
+from shopsense.store.base import is_server_url
 
+MODELS_FOLDER = "models"
+"""Where trained bundles live under ``data_dir``."""
 _FORMAT = b"shopsense-pipeline-1\n"
 _PIN = "PINNED"
 
@@ -53,11 +65,74 @@ class BundleInfo:
         return asdict(self)
 
 
-class Bundles:
-    """The bundles of every pipeline under one models folder."""
+class PinAction(StrEnum):
+    """Why a version became the one served."""
+
+    PROMOTE = "promote"
+    """Training made it (newest)."""
+    PIN = "pin"
+    LATEST = "latest"
+    """Unpinned: serve the newest again (the decision names no version)."""
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The newest decision about a pipeline: the version to serve (None: the newest) and why."""
+
+    version: str | None
+    action: PinAction
+
+
+class PinLog(Protocol):
+    """Where the decisions about which version to serve are kept."""
+
+    def newest(self, pipeline: str) -> Pin | None:
+        """The decision in force; None when none was ever recorded (serve the newest)."""
+        ...
+
+    def record(self, pipeline: str, version: str | None, action: PinAction) -> None: ...
+
+
+class PinFile:
+    """The ``PINNED`` file beside a pipeline's versions: it keeps a pin only, so a promotion records
+    nothing (the newest is served whenever nothing is pinned)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def newest(self, pipeline: str) -> Pin | None:
+        pin = self.root / pipeline / _PIN
+        return Pin(pin.read_text().strip(), PinAction.PIN) if pin.exists() else None
+
+    def record(self, pipeline: str, version: str | None, action: PinAction) -> None:
+        pin = self.root / pipeline / _PIN
+        if action is PinAction.LATEST:
+            pin.unlink(missing_ok=True)
+        elif action is not PinAction.PROMOTE and version is not None:
+            _write_synced(pin, version.encode())
+
+
+class Bundles:
+    """The bundles of every pipeline under one models folder, served as ``pins`` decide (the
+    ``PINNED`` files there unless told otherwise)."""
+
+    def __init__(self, root: Path, pins: PinLog | None = None) -> None:
+        self.root = root
+        self.pins = pins or PinFile(root)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Bundles:
+        """The bundles of a data directory with the pins its store keeps: the ``PINNED`` files, or the
+        ``bundle_pins`` table of a PostgreSQL store, so that every process training or serving over one
+        database (CLI, jobs, replicas) records and follows the same decisions."""
+        root = settings.data_dir / MODELS_FOLDER
+        url = settings.resolved_store_url
+        if not is_server_url(url):
+            return cls(root)
+        from shopsense.services.coordination import PinTable  # imports the database driver
+
+        return cls(root, PinTable(url))
 
     def write(self, fitted: Pipeline, manifest: dict[str, Any], answers: pa.Table | None = None) -> BundleInfo:
         """Save a fitted pipeline (and its precomputed answers) as a new version; durable (fsynced) before it returns.
@@ -93,28 +168,37 @@ class Bundles:
         return [self._info(p) for p in sorted(found, key=lambda p: p.name, reverse=True)]
 
     def current(self, pipeline: str) -> BundleInfo | None:
-        """The pinned version if one is pinned, else the newest; None when nothing is trained."""
-        pinned = self.pinned(pipeline)
-        if pinned is not None:
-            return self._info(self.root / pipeline / pinned)
-        versions = self.versions(pipeline)
-        return versions[0] if versions else None
+        """The version the newest decision names, else the newest; None when nothing is trained."""
+        version = self.chosen(pipeline)
+        return None if version is None else self._info(self.root / pipeline / version)
+
+    def chosen(self, pipeline: str) -> str | None:
+        """The version :meth:`current` describes, found without reading any manifest: cheap enough
+        for a replica to ask every second whether it serves the right one."""
+        pin = self.pins.newest(pipeline)
+        if pin is not None and pin.version is not None:
+            return pin.version
+        folder = self.root / pipeline
+        names = (
+            [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+        )
+        return max(names, default=None)
 
     def pinned(self, pipeline: str) -> str | None:
-        pin = self.root / pipeline / _PIN
-        return pin.read_text().strip() if pin.exists() else None
+        """The version pinned or rolled back to (not one merely promoted by training), if any."""
+        pin = self.pins.newest(pipeline)
+        return pin.version if pin is not None and pin.action in (PinAction.PIN, PinAction.ROLLBACK) else None
+
+    def promote(self, info: BundleInfo) -> None:
+        """Record that a newly trained bundle is the one to serve."""
+        self.pins.record(info.pipeline, info.version, PinAction.PROMOTE)
 
     def pin(self, pipeline: str, version: str | None) -> BundleInfo | None:
         """Serve ``version`` from now on (None: follow the newest again)."""
-        pin = self.root / pipeline / _PIN
         if version is None:
-            pin.unlink(missing_ok=True)
+            self.pins.record(pipeline, None, PinAction.LATEST)
             return self.current(pipeline)
-        if not (self.root / pipeline / version / "bundle.json").exists():
-            known = ", ".join(v.version for v in self.versions(pipeline)) or "none"
-            raise ConfigError(f"pipeline {pipeline!r} has no bundle {version!r} (known: {known})")
-        _write_synced(pin, version.encode())
-        return self.current(pipeline)
+        return self._choose(pipeline, version, PinAction.PIN)
 
     def rollback(self, pipeline: str) -> BundleInfo:
         """Pin the version older than the one served now."""
@@ -122,9 +206,14 @@ class Bundles:
         older = [v for v in self.versions(pipeline) if current is not None and v.version < current.version]
         if not older:
             raise ConfigError(f"pipeline {pipeline!r} has no version older than the one served to roll back to")
-        info = self.pin(pipeline, older[0].version)
-        assert info is not None
-        return info
+        return self._choose(pipeline, older[0].version, PinAction.ROLLBACK)
+
+    def _choose(self, pipeline: str, version: str, action: PinAction) -> BundleInfo:
+        if not (self.root / pipeline / version / "bundle.json").exists():
+            known = ", ".join(v.version for v in self.versions(pipeline)) or "none"
+            raise ConfigError(f"pipeline {pipeline!r} has no bundle {version!r} (known: {known})")
+        self.pins.record(pipeline, version, action)
+        return self._info(self.root / pipeline / version)
 
     def load(self, info: BundleInfo) -> Pipeline:
         """The fitted pipeline of a bundle."""

@@ -33,6 +33,7 @@ from shopsense.services.answers import (
 )
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.data import DataService
+from shopsense.settings import Settings
 
 log = logging.getLogger(__name__)
 PIPELINE_DIRS = (Path("config/pipelines"),)
@@ -53,23 +54,29 @@ class TrainResult:
         return {name: self.heads[name] for name in HEAD_MODELS if name in self.heads}
 
 
+def pipeline_config(settings: Settings, pipeline: str) -> PipelineConfig:
+    """A pipeline's config (``<data_dir>/pipelines`` first, then the bundled ``config/pipelines``), without a
+    store: a training request checks its pipeline before it starts a job."""
+    return load_pipeline(pipeline, [settings.data_dir / "pipelines", *PIPELINE_DIRS])
+
+
 class RecommendationService:
     """Trains pipelines and serves recommendations from the configured store."""
 
-    def __init__(self, data: DataService) -> None:
+    def __init__(self, data: DataService, bundles: Bundles | None = None) -> None:
+        """``bundles``: where training writes and whose pins say what is served (by default those of the
+        data directory and store, :meth:`Bundles.of`)."""
         self.data = data
+        self.bundles = bundles or Bundles.of(data.settings)
         self._loaded: dict[str, Pipeline] = {}
-
-    @property
-    def bundles(self) -> Bundles:
-        return Bundles(self.data.settings.data_dir / "models")
 
     def config(self, pipeline: str) -> PipelineConfig:
         """A pipeline's config: ``<data_dir>/pipelines`` first, then the bundled ``config/pipelines``."""
-        return load_pipeline(pipeline, [self.data.settings.data_dir / "pipelines", *PIPELINE_DIRS])
+        return pipeline_config(self.data.settings, pipeline)
 
     def train(self, pipeline: str = "default") -> TrainResult:
-        """Fit the named pipeline on every stored event and save it as a new bundle version."""
+        """Fit the named pipeline on every stored event and save it as a new bundle version, promoted to
+        be the one served (with a shared store, every replica switches to it)."""
         config = self.config(pipeline)
         store = self.data.store
         log.info("reading events")
@@ -114,6 +121,7 @@ class RecommendationService:
             },
             answers,
         )
+        self.bundles.promote(info)
         self._loaded[config.name] = fitted
         path = self.bundles.root / info.pipeline / info.version
         return TrainResult(info, path, seconds, ranker.heads_report_, training)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -33,9 +33,10 @@ from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.event_check import EventChecker, Rejected
 from shopsense.services.live import LiveHistories
 from shopsense.services.marketing import MarketingService
+from shopsense.services.sync import ReplicaSync
 from shopsense.services.writer import StoreWriter
 from shopsense.settings import Settings
-from shopsense.store.base import Store, WriteResult
+from shopsense.store.base import ReplicaFeed, Store, WriteResult, open_store
 from shopsense.store.journal import Journal
 
 log = logging.getLogger("shopsense.serve")
@@ -136,9 +137,20 @@ class ServingService:
         self.settings = settings
         self.store = store
         self.bundles = Bundles(settings.data_dir / "models")
-        self.live = LiveHistories(store.scan_events())
+        self.sync: ReplicaSync | None = None
+        """Keeps memory in step with the other replicas of a shared store; None for a store of one process."""
+        if isinstance(store, ReplicaFeed):
+            start = store.feed_start()
+            self.live = LiveHistories(start.events)
+            self.sync = ReplicaSync(
+                lambda: open_store(store.url), start, self.live, self._erase_memory, settings.serve.sync_ms / 1000
+            )
+        else:
+            self.live = LiveHistories(store.scan_events())
         journal = Journal(store.journal_path) if store.journal_path is not None else None
-        self.writer = StoreWriter(store, settings.serve.commit_wait_ms / 1000, self.live.append, journal)
+        self._reading = store.handle()  # made before the writer thread uses the store
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="shopsense-reader")
+        self.writer = StoreWriter(store, settings.serve.commit_wait_ms / 1000, self._committed, journal)
         self._served: Served | None = None
         self._model_error: str | None = None
         self._swap_lock = threading.Lock()
@@ -149,6 +161,8 @@ class ServingService:
         self._answers: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._log_lock = threading.Lock()
         self.reload()
+        if self.sync is not None:
+            self.sync.start()
 
     # -- models --------------------------------------------------------------------------------
 
@@ -199,6 +213,15 @@ class ServingService:
         return self._model_error
 
     # -- writes --------------------------------------------------------------------------------
+
+    def _committed(self, events: pa.Table, result: Any) -> None:
+        """Make a durable group visible to recommendations (on the store thread); on a shared store, only
+        if the replica feed has not applied that transaction already."""
+        if self.sync is None:
+            self.live.append(events)
+            return
+        txid = result.txid if isinstance(result, WriteResult) else None
+        self.sync.local(txid, lambda: self.live.append(events))
 
     def submit_events(self, events: pa.Table | event_rows.Columns) -> Future[Any]:
         """Queue validated events; the future resolves when they are durable (and visible to recommendations)."""
@@ -429,23 +452,40 @@ class ServingService:
         return self.writer.call(read)
 
     def marketing(self, work: Callable[[MarketingService], T]) -> Future[T]:
-        """Run ``work`` with a :class:`MarketingService` over the store, on the store thread: the
-        server's one connection is never used from two threads, and marketing sees every write
-        acknowledged before it."""
-        future: Future[T] = self.writer.call(lambda store: work(MarketingService(self.settings, store)))
-        return future
+        """Run short marketing work (a profile, segments, a campaign's assignment or read-out) with a
+        :class:`MarketingService` over the server's reader handle, on its own thread: never on the writer,
+        whose queue of event writes must not wait behind a scan. It sees what is committed; an event
+        acknowledged a moment ago may still be in the writer's journal. Long work is a job (:mod:`.jobs`)."""
+        return self._reader.submit(lambda: work(MarketingService(self.settings, self._reading)))
 
     def erase(self, user_id: str) -> dict[str, int]:
         """Delete a user's data everywhere (store, memory, cache); ordered after queued writes."""
-        counts: dict[str, int] = self.writer.call(lambda store: store.erase_user(user_id)).result()
+
+        def erase(store: Store) -> tuple[dict[str, int], int | None]:
+            counts = store.erase_user(user_id)
+            return counts, store.last_txid if isinstance(store, ReplicaFeed) else None
+
+        erased: tuple[dict[str, int], int | None] = self.writer.call(erase).result()
+        counts, txid = erased
+        if self.sync is None:
+            self._erase_memory(user_id)
+        else:  # the feed shows the tombstone too: applied once, by whoever sees it first
+            self.sync.local(txid, lambda: self._erase_memory(user_id))
+        return counts
+
+    def _erase_memory(self, user_id: str) -> None:
+        """Forget an erased user's history and answers in memory (erased here or by another replica)."""
         self.live.erase(user_id)
         self._cache.drop(user_id)
         served = self._served
         if served is not None and served.answers is not None:
             served.answers.forget(user_id)
-        return counts
 
     def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
+        self._reader.shutdown(wait=True)
+        self._reading.close()
         self.writer.close()
         self.checker.close()
 

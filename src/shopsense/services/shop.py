@@ -12,10 +12,17 @@ opened lazily (a command that only lists keys never opens it), at most once, and
   directly, on the caller's thread;
 - a server calls :meth:`serving`, whose writer thread owns the store from then on; every store
   access goes through it (``serving().marketing(...)``, ``serving().user_history(...)``), and the
-  direct services refuse, instead of racing the writer on one connection.
+  direct services refuse, instead of racing the writer on one connection;
+- long work (training, profile builds, audiences) goes to :attr:`jobs`, which runs it on store handles
+  of its own (:meth:`~shopsense.store.base.Store.handle`), so it never waits in, or holds up, the
+  writer's queue; the writer's short marketing reads run on a reader handle likewise.
 
 Services that load heavy libraries (models, marketing) are imported on first use, so that a CLI
 command that never needs them starts fast.
+
+What several server processes over one PostgreSQL store must agree on (API keys, which bundle is
+served, who is alive) lives in that database instead of beside the store
+(:mod:`shopsense.services.coordination`); with the embedded store it stays in ``data_dir``.
 """
 
 from __future__ import annotations
@@ -27,22 +34,24 @@ from typing import TYPE_CHECKING
 
 from shopsense.errors import ShopsenseError
 from shopsense.services.data import DataService
-from shopsense.services.keys import KeyRing
+from shopsense.services.keys import KeyFile, KeyRing
 from shopsense.settings import Settings
 from shopsense.store import Store, open_store
+from shopsense.store.base import ReplicaFeed, is_server_url
 
 if TYPE_CHECKING:
     from shopsense.eval.harness import EvalConfig
     from shopsense.services.bundles import Bundles
+    from shopsense.services.coordination import Replicas
     from shopsense.services.evaluation import EvaluationRun
+    from shopsense.services.jobs import JobRunner
     from shopsense.services.marketing import MarketingService
     from shopsense.services.recommendation import RecommendationService
     from shopsense.services.serving import ServingService
 
 KEYS_FILE = "keys.json"
-"""The API key file, beside the store in ``data_dir`` (not in it: the CLI revokes keys while a server runs)."""
-MODELS_FOLDER = "models"
-"""Where trained bundles live under ``data_dir``."""
+"""The API key file of the embedded store, beside it in ``data_dir`` (not in it: the CLI revokes keys
+while a server runs)."""
 
 
 class Shop:
@@ -94,13 +103,23 @@ class Shop:
         # One instance: it keeps the pipelines it loaded, so a second request does not unpickle again.
         from shopsense.services.recommendation import RecommendationService  # loads the model libraries
 
-        return RecommendationService(self._data)
+        return RecommendationService(self._data, self.bundles)
 
     @cached_property
     def _marketing(self) -> MarketingService:
         from shopsense.services.marketing import MarketingService
 
         return MarketingService(self.settings, self._data.store)
+
+    @cached_property
+    def jobs(self) -> JobRunner:
+        """Long work as jobs (training, profile builds, audiences), each on a store handle of its own, so it
+        holds up neither requests nor the serving writer; allowed in a server, unlike the direct services."""
+        from shopsense.services.jobs import SILENT_S, JobRunner
+
+        store = self._data.store
+        # A store other processes share holds their live jobs too: only silent ones are abandoned.
+        return JobRunner(self.settings, store.handle, silent_s=SILENT_S if isinstance(store, ReplicaFeed) else 0.0)
 
     def evaluation(self, dataset: str, config: EvalConfig, *, tune: bool = True) -> EvaluationRun:
         """An offline evaluation run over every stored event, weighted by the settings' event types.
@@ -126,7 +145,10 @@ class Shop:
                 if self._serving is None:
                     from shopsense.services.serving import ServingService
 
-                    self._serving = ServingService(self.settings, self._data.store)
+                    serving = ServingService(self.settings, self._data.store)
+                    serving.bundles = self.bundles  # the shop's pins: with a shared store, the database's
+                    serving.reload()  # what they name, if not the newest it loaded
+                    self._serving = serving
                 serving = self._serving
         return serving
 
@@ -137,19 +159,45 @@ class Shop:
                 "go through Shop.serving() in a server"
             )
 
-    # -- files beside the store (no store needed) ---------------------------------------------------
+    # -- what servers share: beside the embedded store (no store needed), or in a shared database ---------
 
     @cached_property
     def keys(self) -> KeyRing:
-        """The API keys (``<data_dir>/keys.json``); one ring, so the server's cache of verified keys lasts."""
-        return KeyRing(self.settings.data_dir / KEYS_FILE)
+        """The API keys: ``<data_dir>/keys.json``, or the ``api_keys`` table of a PostgreSQL store; one
+        ring, so the server's cache of verified keys lasts."""
+        url = self._shared_url()
+        if url is None:
+            return KeyRing(KeyFile(self.settings.data_dir / KEYS_FILE))
+        from shopsense.services.coordination import KeyTable
+
+        return KeyRing(KeyTable(url))
 
     @cached_property
     def bundles(self) -> Bundles:
-        """The trained model bundles (``<data_dir>/models``): versions, pins, rollbacks."""
+        """The trained model bundles (``<data_dir>/models``, which every server reads): versions, and pins
+        and rollbacks (beside them, or in the ``bundle_pins`` table of a PostgreSQL store)."""
         from shopsense.services.bundles import Bundles  # unpickling bundles needs the model libraries
 
-        return Bundles(self.settings.data_dir / MODELS_FOLDER)
+        self._shared_url()  # a fresh shared database gets its bundle_pins table before it is read
+        return Bundles.of(self.settings)
+
+    @cached_property
+    def replicas(self) -> Replicas:
+        """This process among the servers of the store: a heartbeat row each in the ``replicas`` table of a
+        PostgreSQL store; alone with the embedded one."""
+        from shopsense.services.coordination import ReplicaTable, SoloReplica
+
+        url = self._shared_url()
+        return SoloReplica() if url is None else ReplicaTable(url)
+
+    def _shared_url(self) -> str | None:
+        """The store's URL when it is a database several processes share, its schema made (the store is
+        opened once: a fresh database gets its tables, an outdated one is refused); None for the embedded store."""
+        url = self.settings.resolved_store_url
+        if not is_server_url(url):
+            return None
+        _ = self._data.store
+        return url
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -158,7 +206,10 @@ class Shop:
         The shop can be used again afterwards: it reopens what it needs."""
         with self._lock:
             serving, self._serving = self._serving, None
+        jobs = self.__dict__.pop("jobs", None)
         try:
+            if jobs is not None:  # its handles are on the store closed below (a DuckDB cursor dies with it)
+                jobs.close()
             if serving is not None:
                 serving.close()
         finally:

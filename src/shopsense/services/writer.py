@@ -79,11 +79,12 @@ class StoreWriter:
         self,
         store: Store,
         wait: float,
-        on_commit: Callable[[pa.Table], None] | None = None,
+        on_commit: Callable[[pa.Table, Any], None] | None = None,
         journal: Journal | None = None,
     ) -> None:
-        """``on_commit`` sees every group once it is durable; ``journal``, when given, is where it is
-        made durable (the writer closes it)."""
+        """``on_commit`` sees every group once it is durable, with what made it so (the commit's
+        :class:`WriteResult`, whose ``txid`` tells a replica's own writes apart, or :class:`Journaled`);
+        ``journal``, when given, is where it is made durable (the writer closes it)."""
         self.store = store
         self.wait = wait
         self.on_commit = on_commit
@@ -225,7 +226,7 @@ class StoreWriter:
                 job.future.set_exception(exc)
             return
         if self.on_commit is not None:
-            self.on_commit(combined)
+            self.on_commit(combined, result)
         for job in group:
             job.future.set_result(result)
 

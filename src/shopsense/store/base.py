@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -79,6 +81,9 @@ class WriteResult:
     already_stored: int
     new_users: int = 0
     new_items: int = 0
+    txid: int | None = None
+    """The database transaction that committed it, where the store has a :class:`ReplicaFeed`: the replica
+    that wrote the events knows them already and must not apply them again when the feed shows them."""
 
 
 @dataclass
@@ -216,8 +221,145 @@ class MarketingStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FeedStart:
+    """Where a replica starts: every event and the feed cursor, read from one snapshot."""
+
+    events: pa.Table
+    """Every event, with the columns of :meth:`EventStore.scan_events`."""
+    cursor: int
+    """The snapshot's xmin: every transaction below it had ended, so the feed goes on from here."""
+    known: frozenset[int]
+    """Transactions at or above ``cursor`` whose writes the snapshot saw already: the feed shows them again."""
+
+
+@dataclass(frozen=True)
+class FeedChanges:
+    """What other writers committed in one feed window ``[cursor, next_cursor)``."""
+
+    events: pa.Table
+    """The window's events: the columns of :meth:`EventStore.scan_events` plus ``txid`` (int64), by ``txid``."""
+    erasures: pa.Table
+    """The window's erasure tombstones: ``user_id`` and ``txid`` (int64), by ``txid``."""
+    next_cursor: int
+    """Where the next window starts: every transaction below it has ended, so this window is final."""
+
+
 @runtime_checkable
-class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, Protocol):
+class ReplicaFeed(Protocol):
+    """A store several server processes share: each reads what the others committed, in commit windows.
+
+    An embedded store has one process, so it has no feed.
+    """
+
+    last_txid: int | None
+    """The transaction of this handle's last committed ``append_events`` or ``erase_user``."""
+
+    def feed_start(self) -> FeedStart:
+        """Every event and the feed cursor from one snapshot: no event is missed or read twice."""
+        ...
+
+    def changes_since(self, cursor: int) -> FeedChanges:
+        """Events and erasures committed by transactions in ``[cursor, oldest still running)``."""
+        ...
+
+
+class JobStatus(StrEnum):
+    """Where a job is: queued, then running, then succeeded or failed (an interrupted job failed too)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+JOB_COLUMNS = (
+    "job_id",
+    "kind",
+    "status",
+    "progress",
+    "message",
+    "result",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+"""The columns :class:`Job` is read from, in its field order (both backends select them so)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stored job; ``result`` is JSON text (a summary: bulky rows go to :meth:`JobStore.save_job_rows`)."""
+
+    job_id: str
+    kind: str
+    status: JobStatus
+    progress: float
+    message: str | None
+    result: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Job:
+        """A job from a row of :data:`JOB_COLUMNS`."""
+        job_id, kind, status, *rest = row
+        return cls(job_id, kind, JobStatus(status), *rest)
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Long work (training, profile builds, audiences) recorded as jobs that any process can poll.
+
+    Timestamps are the database's clock, so jobs of several processes order the same way."""
+
+    def create_job(self, job_id: str, kind: str) -> None:
+        """Record a new job, queued, progress 0."""
+        ...
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Change the fields given (None: keep; none at all only marks the job alive); ``running`` stamps
+        ``started_at``, an end ``finished_at``; every call stamps ``updated_at``."""
+        ...
+
+    def job(self, job_id: str) -> Job | None:
+        """One job, or None for an unknown id."""
+        ...
+
+    def recent_jobs(self, limit: int = 50) -> list[Job]:
+        """The newest ``limit`` jobs, newest first."""
+        ...
+
+    def fail_unfinished_jobs(self, error: str, silent_s: float = 0.0) -> int:
+        """Mark queued or running jobs whose row has not changed for ``silent_s`` seconds failed with ``error``
+        (their process died: a live runner touches its jobs' rows); how many."""
+        ...
+
+    def save_job_rows(self, job_id: str, rows: pa.Table) -> None:
+        """Keep a job's bulky output (an audience's customers) beside the job, not in its result."""
+        ...
+
+    def job_rows(self, job_id: str) -> pa.Table | None:
+        """The rows :meth:`save_job_rows` kept, or None."""
+        ...
+
+
+@runtime_checkable
+class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, JobStore, Protocol):
     """Everything a shopsense deployment keeps, behind one URL."""
 
     url: str
@@ -240,6 +382,11 @@ class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, P
     def export(self, kind: RecordKind, path: Path) -> int:
         """Write one table, with external ids, in the shape ``shopsense import`` reads back, in the format
         the file name asks for (:func:`shopsense.ingest.source.export_format`); returns the row count."""
+        ...
+
+    def handle(self) -> Store:
+        """Another handle on the same database, for another thread (a job beside the server's writer);
+        the caller closes it."""
         ...
 
     def close(self) -> None:
@@ -270,6 +417,11 @@ _SERVER_SCHEMES = {"postgresql", "postgres"}
 """Schemes whose URL names a server (``scheme://user@host:port/database``), not a path."""
 for _scheme in _SERVER_SCHEMES:
     register_backend(_scheme, _open_postgres)
+
+
+def is_server_url(url: str) -> bool:
+    """Whether ``url`` names a database server, which several processes may share (not a file)."""
+    return urlsplit(url).scheme in _SERVER_SCHEMES
 
 
 def open_store(url: str, **options: Any) -> Store:

@@ -20,8 +20,16 @@ from shopsense.domain import RecordKind
 from shopsense.errors import StoreError
 from shopsense.exports import copy_to_file
 from shopsense.ingest.source import Format, export_format
-from shopsense.store import journal
-from shopsense.store.base import EVENT_COLUMNS, NestedTransactions, StoreSummary, WriteResult, register_backend
+from shopsense.store import jobsql, journal
+from shopsense.store.base import (
+    EVENT_COLUMNS,
+    Job,
+    JobStatus,
+    NestedTransactions,
+    StoreSummary,
+    WriteResult,
+    register_backend,
+)
 from shopsense.store.remembered import DenseIds, KeyIndex, Remembered
 
 SCHEMA_VERSION = "1"
@@ -49,6 +57,11 @@ CREATE TABLE IF NOT EXISTS impressions (
 CREATE TABLE IF NOT EXISTS campaigns (name VARCHAR NOT NULL, config JSON NOT NULL, created_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS assignments (
     campaign VARCHAR NOT NULL, user_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, assigned_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, status VARCHAR NOT NULL, progress DOUBLE NOT NULL,
+    message VARCHAR, result VARCHAR, error VARCHAR, created_at TIMESTAMPTZ NOT NULL, started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS job_rows (job_id VARCHAR NOT NULL, data BLOB NOT NULL);
 """
 
 _LAST_BATCH = """SELECT greatest((SELECT coalesce(max(batch_id), 0) FROM imports),
@@ -574,6 +587,58 @@ class DuckDBStore(NestedTransactions):
     def close(self) -> None:
         """See :class:`shopsense.store.base.Store`."""
         self._con.close()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def handle(self) -> DuckDBStore:
+        """See :class:`shopsense.store.base.Store`: a cursor, DuckDB's own connection to the same database
+        for another thread (one process holds the file, so no second open). It has no journal and remembers
+        no keys: the server's writer alone writes events."""
+        other = object.__new__(DuckDBStore)
+        other.url, other.applied, other.journal_path = self.url, [], None
+        other._remember, other._memory = False, None
+        other._con = self._con.cursor()
+        other._con.execute("SET TimeZone = 'UTC'")  # a session setting: a cursor starts with the default
+        return other
+
+    def create_job(self, job_id: str, kind: str) -> None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        self._con.execute(jobsql.CREATE, [job_id, kind])
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        self._con.execute(jobsql.UPDATE, jobsql.update_params(job_id, status, progress, message, result, error))
+
+    def job(self, job_id: str) -> Job | None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        row = self._con.execute(jobsql.ONE, [job_id]).fetchone()
+        return None if row is None else Job.from_row(row)
+
+    def recent_jobs(self, limit: int = 50) -> list[Job]:
+        """See :class:`shopsense.store.base.JobStore`."""
+        return [Job.from_row(row) for row in self._con.execute(jobsql.RECENT, [limit]).fetchall()]
+
+    def fail_unfinished_jobs(self, error: str, silent_s: float = 0.0) -> int:
+        """See :class:`shopsense.store.base.JobStore`."""
+        return self._count(jobsql.FAIL_UNFINISHED, [error, round(silent_s * 1000)])
+
+    def save_job_rows(self, job_id: str, rows: pa.Table) -> None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        self._con.execute(jobsql.SAVE_ROWS, [job_id, jobsql.rows_blob(rows)])
+
+    def job_rows(self, job_id: str) -> pa.Table | None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        row = self._con.execute(jobsql.ROWS, [job_id]).fetchone()
+        return None if row is None else jobsql.rows_table(row[0])
 
 
 _EVENTS_VIEW = """SELECT e.event_id, u.user_id, i.item_id, e.type, e.ts AS timestamp, e.channel, e.session_id,

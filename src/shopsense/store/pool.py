@@ -5,6 +5,10 @@ each used by one thread at a time. Opening a connection costs a few milliseconds
 backend process, so handles borrow connections from one pool per URL instead, and give them back
 when they close. Connections are checked before they are lent (a restarted database does not hand a
 dead one to the next request) and come in autocommit mode, in UTC.
+
+A pool is made only after one direct connection to its database succeeded: a pool retries a failing
+connection in the background until its timeout, so a mistyped URL would otherwise surface seconds
+later as a bare pool timeout instead of at once in PostgreSQL's own words.
 """
 
 from __future__ import annotations
@@ -29,10 +33,15 @@ def _configure(conn: Connection[Any]) -> None:
 
 
 def connection_pool(url: str, connect_timeout: int = 10) -> ConnectionPool[Connection[Any]]:
-    """The process's pool for ``url``, opened on first use (no connection is made until one is asked for)."""
+    """The process's pool for ``url``, opened on first use after one trial connection.
+
+    Raises:
+        psycopg.Error: the trial connection failed (no pool is kept for the URL).
+    """
     with _lock:
         pool = _pools.get(url)
         if pool is None:
+            Connection.connect(url, connect_timeout=connect_timeout, application_name="shopsense").close()
             pool = ConnectionPool(
                 url,
                 min_size=0,
@@ -45,6 +54,17 @@ def connection_pool(url: str, connect_timeout: int = 10) -> ConnectionPool[Conne
             )
             _pools[url] = pool
         return pool
+
+
+def discard_pool(url: str) -> None:
+    """Close the pool of ``url`` (its idle connections end now, lent ones when given back).
+
+    For a database this shopsense refuses (a newer schema): nothing should stay connected to it.
+    """
+    with _lock:
+        pool = _pools.pop(url, None)
+    if pool is not None:
+        pool.close()
 
 
 def close_pools() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,3 +42,20 @@ def api(trained: Path, tmp_path: Path) -> Iterator[Api]:
     data = tmp_path / "data"
     shutil.copytree(trained, data)
     yield from make_api(data)
+
+
+JOB_WAIT_S = 120.0
+
+
+def job_of(api: Api, started: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """Follow a job a request started (202, ``Location`` = ``url``) until it ends; the job as last polled."""
+    assert started.status_code == 202, started.text
+    url = started.json()["url"]
+    assert started.headers["location"] == url and url == f"/v1/jobs/{started.json()['job_id']}"
+    deadline = time.monotonic() + JOB_WAIT_S
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = api.client.get(url, headers=headers).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not end within {JOB_WAIT_S}s")

@@ -1,4 +1,5 @@
-"""Marketing routes: profiles built and read over HTTP, segments with located expression errors."""
+"""Marketing routes: profiles built (a job) and read over HTTP, segments with located expression errors, audiences
+(a job whose customers are paged through the job's rows)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopsense.services.keys import KeyRing
-from tests.unit.api.conftest import Api
+from tests.unit.api.conftest import Api, job_of
 
 
 def test_profiles_and_segments_over_http(api: Api) -> None:
     key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
     marketer = {"X-API-Key": key}
     assert api.client.get("/v1/profiles/user-1", headers=marketer).status_code == 400, "no profiles built yet"
-    built = api.client.post("/v1/profiles/build", json={}, headers=marketer).json()
+    job = job_of(api, api.client.post("/v1/profiles/build", json={}, headers=marketer), marketer)
+    assert job["kind"] == "profiles" and job["status"] == "succeeded" and job["progress"] == 1.0, job
+    built = job["result"]
     assert built["customers"] > 100 and sum(built["lifecycle"].values()) == built["customers"]
     profile = api.client.get("/v1/profiles/user-1", headers=marketer).json()
     assert profile["user_id"] == "user-1" and {"recency_days", "rfm_segment", "interests"} <= set(profile)
@@ -55,7 +58,7 @@ def test_campaign_create_assign_and_read_out(api: Api) -> None:
     assert bad.status_code == 400 and "control" in bad.json()["error"]["message"]
     assert client.post("/v1/campaigns", json=CAMPAIGN, headers=marketer).status_code == 200
     assert client.post("/v1/campaigns/nope/assign", json={"user_ids": ["a"]}, headers=marketer).status_code == 400
-    client.post("/v1/profiles/build", json={}, headers=marketer)
+    assert job_of(api, client.post("/v1/profiles/build", json={}, headers=marketer), marketer)["status"] == "succeeded"
     counts = client.post(
         "/v1/campaigns/spring-coupon/assign", json={"segment": "frequency >= 1"}, headers=marketer
     ).json()
@@ -74,25 +77,37 @@ def test_audience_for_a_category(api: Api) -> None:
     key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
     marketer = {"X-API-Key": key}
     body = {"target": {"category": "Home"}, "spec": {"top_n": 25}, "limit": 10}
-    result = api.client.post("/v1/audiences", json=body, headers=marketer).json()
-    assert result["size"] == 25 and len(result["customers"]) == 10
-    scores = [c["score"] for c in result["customers"]]
-    assert scores == sorted(scores, reverse=True) and result["model"]["positives"] > 0
+    job = job_of(api, api.client.post("/v1/audiences", json=body, headers=marketer), marketer)
+    assert job["kind"] == "audience" and job["status"] == "succeeded", job
+    result = job["result"]
+    assert result["size"] == 25 and result["rows"] == 10 and result["model"]["positives"] > 0
+    page = api.client.get(f"/v1/jobs/{job['job_id']}/rows", params={"limit": 4}, headers=marketer).json()
+    rows = api.client.get(f"/v1/jobs/{job['job_id']}/rows", headers=marketer).json()
+    assert page["total"] == rows["total"] == 10 and page["rows"] == rows["rows"][:4]
+    scores = [c["score"] for c in rows["rows"]]
+    assert scores == sorted(scores, reverse=True) and set(rows["rows"][0]) == {
+        "user_id",
+        "score",
+        "rank",
+        "main_reason",
+    }
     unknown = api.client.post("/v1/audiences", json={"target": {"category": "Hme"}}, headers=marketer)
-    assert unknown.status_code == 400 and "Home" in unknown.json()["error"]["message"]
+    assert unknown.status_code == 400 and "Home" in unknown.json()["error"]["message"], "refused, no job"
+    assert [j["job_id"] for j in api.client.get("/v1/jobs", headers=marketer).json()] == [job["job_id"]]
 
 
 def test_profiles_build_without_a_body_uses_the_default_as_of(api: Api, shop_tables: tuple[pa.Table, pa.Table]) -> None:
     key, _ = KeyRing(api.settings.data_dir / "keys.json").create("marketer", ["marketing"])
     marketer = {"X-API-Key": key}
-    bare = api.client.post("/v1/profiles/build", headers=marketer)
-    assert bare.status_code == 200, bare.text
+    bare = job_of(api, api.client.post("/v1/profiles/build", headers=marketer), marketer)["result"]
     newest = pc.max(shop_tables[0].column("timestamp")).as_py()
-    assert datetime.fromisoformat(bare.json()["as_of"]) == newest + timedelta(seconds=1)
-    empty = api.client.post("/v1/profiles/build", json={}, headers=marketer).json()
-    assert empty == bare.json()
-    earlier = api.client.post("/v1/profiles/build", json={"as_of": "2000-01-01T00:00:00Z"}, headers=marketer)
-    assert earlier.status_code in (400, 409) and earlier.json()["error"]["message"]
+    assert datetime.fromisoformat(bare["as_of"]) == newest + timedelta(seconds=1)
+    empty = job_of(api, api.client.post("/v1/profiles/build", json={}, headers=marketer), marketer)["result"]
+    assert empty == bare
+    earlier = job_of(
+        api, api.client.post("/v1/profiles/build", json={"as_of": "2000-01-01T00:00:00Z"}, headers=marketer), marketer
+    )
+    assert earlier["status"] == "failed" and earlier["error"] and earlier["result"] is None, "the data cannot answer it"
     naive = api.client.post("/v1/profiles/build", json={"as_of": "2024-01-01T00:00:00"}, headers=marketer)
     assert naive.status_code == 422 and naive.json()["error"]["details"][0]["field"].endswith("as_of")
     assert api.client.post("/v1/profiles/build").status_code == 401, "still keyed"

@@ -16,7 +16,7 @@ import pytest
 from shopsense.domain import RecordKind
 from shopsense.errors import ConfigError
 from shopsense.services import Shop
-from shopsense.services.keys import KeyRing
+from shopsense.services.keys import KeyFile, KeyRing
 from shopsense.settings import Settings
 from shopsense.store import Store, open_store
 
@@ -41,7 +41,8 @@ def _store_file(settings: Settings) -> Path:
 
 def test_the_store_is_opened_on_first_use_and_once(settings: Settings) -> None:
     with Shop(settings) as shop:
-        assert shop.keys.path == settings.data_dir / "keys.json"
+        keys = shop.keys.storage
+        assert isinstance(keys, KeyFile) and keys.path == settings.data_dir / "keys.json"
         assert shop.bundles.root == settings.data_dir / "models"
         assert shop.bundles.versions("default") == []
         assert not _store_file(settings).exists(), "keys and bundles need no store"
@@ -80,7 +81,7 @@ def test_the_server_opens_the_store_with_the_serve_options(settings: Settings, m
     serve, ingest = settings.serve, settings.ingest
     assert opened == [
         {"threads": serve.store_threads, "checkpoint_mb": serve.store_checkpoint_mb},
-        {"memory_limit": ingest.memory_limit, "threads": ingest.threads},
+        {"memory_limit": ingest.memory_limit, "threads": ingest.threads, "migrate": False},
     ]
 
 
@@ -144,17 +145,19 @@ def test_user_history_and_export_through_the_service(server: Shop) -> None:
     assert serving.user_export("nobody").result() is None
 
 
-def test_marketing_runs_on_the_store_thread_and_raises_its_errors(server: Shop) -> None:
+def test_marketing_runs_on_a_reader_handle_off_the_writer_and_raises_its_errors(server: Shop) -> None:
     serving = server.serving()
     seen: dict[str, Any] = {}
 
     def work(marketing: Any) -> str:
         seen["thread"] = threading.current_thread()
         seen["store"] = marketing.store
+        seen["writer"] = serving.writer.call(lambda store: threading.current_thread()).result()
         return "done"
 
-    assert serving.marketing(work).result() == "done"
-    assert seen["thread"] is not threading.current_thread() and seen["store"] is serving.store
+    assert serving.marketing(work).result() == "done", "the writer answers while marketing work runs"
+    assert seen["thread"] not in (threading.current_thread(), seen["writer"])
+    assert seen["store"] is not serving.store and seen["store"].url == serving.store.url, "another handle"
     with pytest.raises(ConfigError, match="no customer profiles"):
         serving.marketing(lambda m: m.profiles()).result()
 

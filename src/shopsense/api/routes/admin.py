@@ -1,20 +1,29 @@
-"""Model bundles: list, reload (hot swap) and roll back, for keys with the admin scope."""
+"""Model bundles: list, reload (hot swap), roll back and train (a job), and the replicas serving them, for keys
+with the admin scope."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import BaseModel, Field
 
-from shopsense.api.deps import require, service
+from shopsense.api.deps import require, service, shop_of
 from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
-from shopsense.api.schemas import ModelsResponse
+from shopsense.api.routes.jobs import JobAccepted, Runner, accepted
+from shopsense.api.schemas import ModelsResponse, ReplicasResponse
 from shopsense.errors import ConfigError
+from shopsense.services.jobs import JobContext
 from shopsense.services.keys import Scope
+from shopsense.services.recommendation import pipeline_config
 from shopsense.services.serving import ServingService
 
 router = APIRouter(prefix="/v1/admin/models", tags=["admin"])
+training = APIRouter(prefix="/v1/models", tags=["admin"])
+replicas = APIRouter(prefix="/v1/admin/replicas", tags=["admin"])
+Admin = Annotated[Any, Depends(require(Scope.ADMIN))]
 
 
 def _models(svc: ServingService) -> ModelsResponse:
@@ -55,3 +64,51 @@ def rollback(
     except ConfigError as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     return _models(svc)
+
+
+class TrainIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    pipeline: str | None = Field(None, max_length=200, description="default: the served pipeline (serve.pipeline)")
+
+
+@training.post("/train", status_code=202, response_model=JobAccepted, responses=errors(400))
+async def train(
+    _: Admin,
+    svc: Annotated[ServingService, Depends(service)],
+    jobs: Runner,
+    response: Response,
+    body: Annotated[TrainIn | None, Body()] = None,
+) -> JobAccepted:
+    """Start a job training a pipeline on every stored event, then serving the new bundle if it is the served
+    pipeline (unless another is pinned). An unknown pipeline is refused here (400). The job's result: pipeline,
+    version, seconds, the heads' held-out scores."""
+    name = (body.pipeline if body is not None else None) or svc.settings.serve.pipeline
+    try:
+        pipeline_config(svc.settings, name)
+    except ConfigError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from exc
+
+    def work(job: JobContext) -> dict[str, Any]:
+        job.progress(0.0, f"training pipeline {name!r}")
+        trained = job.recommendations.train(name)
+        if name == svc.settings.serve.pipeline:
+            job.progress(0.95, "serving the new bundle")
+            svc.reload()
+        info = trained.bundle
+        return {
+            "pipeline": info.pipeline,
+            "version": info.version,
+            "seconds": round(trained.seconds, 1),
+            "heads": trained.head_scores(),
+        }
+
+    return accepted(await asyncio.to_thread(jobs.submit, "train", work), response)
+
+
+@replicas.get("", response_model=ReplicasResponse, responses=errors())
+def replicas_alive(_: Admin, request: Request) -> ReplicasResponse:
+    """The servers of this store seen in the last few seconds and the bundle version each serves: every
+    replica of a PostgreSQL store, or this one alone with the embedded store."""
+    board = shop_of(request).replicas
+    return ReplicasResponse(this=board.replica_id, replicas=board.alive())

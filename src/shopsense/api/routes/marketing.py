@@ -1,23 +1,25 @@
-"""Marketing over HTTP: profiles, segments and clusters (the ``marketing`` scope)."""
+"""Marketing over HTTP: profiles, segments and clusters (the ``marketing`` scope). Profile builds and audiences
+are jobs (202, then poll ``/v1/jobs/{id}``); the short reads run on the server's reader, never its writer."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Response
 from pydantic import BaseModel, Field
 
 from shopsense.api.deps import require, service
 from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
+from shopsense.api.routes.jobs import JobAccepted, Runner, accepted
 from shopsense.domain import UtcDatetime
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.marketing.audiences import AudienceSpec, Target
 from shopsense.marketing.campaigns import CampaignConfig
+from shopsense.services.jobs import JobContext
 from shopsense.services.keys import Scope
 from shopsense.services.marketing import MarketingService, SegmentReport
 from shopsense.services.serving import ServingService
@@ -31,12 +33,6 @@ class BuildProfiles(BaseModel):
     model_config = {"extra": "forbid"}
 
     as_of: UtcDatetime | None = Field(None, description="default: just after the newest event")
-
-
-class ProfilesBuilt(BaseModel):
-    customers: int
-    as_of: datetime
-    lifecycle: dict[str, int]
 
 
 class SegmentsIn(BaseModel):
@@ -58,7 +54,7 @@ class SegmentsOut(BaseModel):
 
 
 async def _run(svc: ServingService, work: Callable[[MarketingService], T]) -> T:
-    """Run marketing work through the service (on its store thread, after queued writes); its errors as
+    """Run short marketing work through the service (on its reader, beside the writer); its errors as
     HTTP ones: a bad request 400, one the stored state cannot answer 409."""
     try:
         return await asyncio.wrap_future(svc.marketing(work))
@@ -68,21 +64,25 @@ async def _run(svc: ServingService, work: Callable[[MarketingService], T]) -> T:
         raise ApiError(409, "conflict", str(exc)) from exc
 
 
-@router.post("/profiles/build", response_model=ProfilesBuilt, responses=errors(400, 409))
+@router.post("/profiles/build", status_code=202, response_model=JobAccepted, responses=errors())
 async def build(
     _: Marketing,
-    svc: Annotated[ServingService, Depends(service)],
+    jobs: Runner,
+    response: Response,
     body: Annotated[BuildProfiles | None, Body()] = None,
-) -> ProfilesBuilt:
-    """Compute and store every customer's profile at ``as_of`` (a batch job: seconds per million events).
-    The body is optional: without one (or with ``{}``) ``as_of`` is just after the newest event."""
+) -> JobAccepted:
+    """Start a job computing and storing every customer's profile at ``as_of`` (seconds per million events);
+    its result: customers, as_of, lifecycle counts. The body is optional: without one (or with ``{}``)
+    ``as_of`` is just after the newest event."""
     when = body.as_of if body is not None else None
-    profiles = await _run(svc, lambda m: m.build_profiles(when))
-    stages = profiles.group_by("lifecycle").aggregate([("user_id", "count")]).to_pylist()
-    as_of = profiles.column("as_of")[0].as_py() if profiles.num_rows else when
-    return ProfilesBuilt(
-        customers=profiles.num_rows, as_of=as_of, lifecycle={r["lifecycle"]: r["user_id_count"] for r in stages}
-    )
+
+    def work(job: JobContext) -> dict[str, Any]:
+        job.progress(0.0, "building profiles")
+        profiles = job.marketing.build_profiles(when)
+        as_of = profiles.column("as_of")[0].as_py() if profiles.num_rows else when
+        return {**MarketingService.profiles_summary(profiles), "as_of": as_of}
+
+    return accepted(await asyncio.to_thread(jobs.submit, "profiles", work), response)
 
 
 @router.get("/profiles/{user_id}", response_model=dict[str, Any], responses=errors(400, 404))
@@ -161,27 +161,35 @@ class AudienceIn(BaseModel):
     segment: str | None = Field(None, max_length=2000)
     contacted: list[str] = Field(default_factory=list, max_length=1_000_000, description="leave these out")
     horizon_days: float = Field(30.0, gt=0, le=365)
-    limit: int = Field(1000, ge=1, le=100_000, description="rows returned")
+    limit: int = Field(1000, ge=1, le=100_000, description="customers kept, best first (GET /v1/jobs/{id}/rows)")
 
 
-class AudienceOut(BaseModel):
-    size: int
-    funnel: dict[str, int]
-    model: dict[str, Any]
-    customers: list[dict[str, Any]]
+@router.post("/audiences", status_code=202, response_model=JobAccepted, responses=errors(400, 409))
+async def audiences(
+    body: AudienceIn, _: Marketing, svc: Annotated[ServingService, Depends(service)], jobs: Runner, response: Response
+) -> JobAccepted:
+    """Start a job ranking customers by P(buying the target within the horizon) with the main reason, after
+    the segment, recent-buyer, contacted, threshold and top-N cuts. An unknown target is refused here (400);
+    the job's result: size, funnel, model report and ``rows`` kept, the best ``limit`` customers paged
+    through ``GET /v1/jobs/{id}/rows``."""
+    await _run(svc, lambda m: m.check_target(body.target))
 
+    def work(job: JobContext) -> dict[str, Any]:
+        result = job.marketing.audience(
+            body.target,
+            body.spec,
+            segment=body.segment,
+            contacted=body.contacted,
+            horizon_days=body.horizon_days,
+            progress=job.progress,
+        )
+        kept = result.table.select(["user_id", "score", "rank", "main_reason"]).slice(0, body.limit)
+        job.keep_rows(kept)
+        return {
+            "size": result.table.num_rows,
+            "funnel": result.funnel,
+            "model": asdict(result.scores.report),
+            "rows": kept.num_rows,
+        }
 
-@router.post("/audiences", response_model=AudienceOut, responses=errors(400, 409))
-async def audiences(body: AudienceIn, _: Marketing, svc: Annotated[ServingService, Depends(service)]) -> AudienceOut:
-    """Customers ranked by P(buying the target within the horizon) with the main reason, after the
-    segment, recent-buyer, contacted, threshold and top-N cuts (each step counted in ``funnel``)."""
-    result = await _run(
-        svc,
-        lambda m: m.audience(
-            body.target, body.spec, segment=body.segment, contacted=body.contacted, horizon_days=body.horizon_days
-        ),
-    )
-    rows = result.table.select(["user_id", "score", "rank", "main_reason"]).slice(0, body.limit).to_pylist()
-    return AudienceOut(
-        size=result.table.num_rows, funnel=result.funnel, model=asdict(result.scores.report), customers=rows
-    )
+    return accepted(await asyncio.to_thread(jobs.submit, "audience", work), response)

@@ -1,0 +1,130 @@
+"""Keeps one API replica's memory in step with the others that share its PostgreSQL store.
+
+Every replica answers from its own in-memory histories (:class:`~shopsense.services.live.LiveHistories`),
+so an event or an erasure committed through another replica must reach this one's memory too. A thread
+reads the store's feed (:class:`~shopsense.store.base.ReplicaFeed`) every ``serve.sync_ms``: the events
+and erasure tombstones of the transactions that ended since the last look, in commit-window order.
+
+Each write is applied to memory exactly once, by whoever sees it first. The replica's own writes are
+applied by its writer thread right after their commit (:meth:`ReplicaSync.local`); the feed shows them
+again later and skips their transaction ids. Should the feed window pass a transaction before its writer
+got there, the feed applied it and the writer skips it instead (its id is below the cursor). The startup
+snapshot's transactions at or above its cursor count as applied already, so nothing is doubled or missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from shopsense.services.live import LiveHistories
+from shopsense.store.base import FeedChanges, FeedStart, ReplicaFeed, Store
+
+log = logging.getLogger("shopsense.serve")
+
+
+class ReplicaSync:
+    """The feed thread of one replica: applies other replicas' events and erasures to this one's memory."""
+
+    def __init__(
+        self,
+        open_feed: Callable[[], Store],
+        start: FeedStart,
+        live: LiveHistories,
+        erase: Callable[[str], None],
+        every: float,
+    ) -> None:
+        """``open_feed`` opens this thread's own store handle (the writer's handle is single-threaded);
+        ``erase`` drops an erased user from everything in memory (histories, cached answers)."""
+        self._open_feed = open_feed
+        self._store: Store | None = None
+        self._cursor = start.cursor
+        self._known: set[int] = set(start.known)
+        self._live, self._erase, self._every = live, erase, every
+        self._lock = threading.Lock()
+        """Held while a write is applied to memory, so a feed window and a local commit never both apply it."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shopsense-replica-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def local(self, txid: int | None, apply: Callable[[], None]) -> None:
+        """Apply a write this replica committed in transaction ``txid``, unless the feed applied it already."""
+        with self._lock:
+            if txid is not None:
+                if txid < self._cursor or txid in self._known:
+                    return
+                self._known.add(txid)
+            apply()
+
+    def poll(self) -> None:
+        """Read one feed window on this thread's handle and apply what this replica does not know yet."""
+        if self._store is None:
+            self._store = self._open_feed()
+        store = self._store
+        if not isinstance(store, ReplicaFeed):
+            raise TypeError(f"{type(store).__name__} has no replica feed")
+        changes = store.changes_since(self._cursor)  # outside the lock: a local commit never waits on the database
+        with self._lock:
+            self._apply(changes)
+            self._cursor = changes.next_cursor
+            self._known = {txid for txid in self._known if txid >= self._cursor}
+
+    def _apply(self, changes: FeedChanges) -> None:
+        """Apply a window's unknown events and erasures in transaction order (under the lock).
+
+        An erasure drops the events applied before it; events after it (the user came back) stay.
+        """
+        known = np.fromiter(self._known, np.int64, len(self._known))
+        events, txids = changes.events, changes.events.column("txid").to_numpy()
+        fresh = ~np.isin(txids, known)
+        erased = changes.erasures.filter(pa.array(~np.isin(changes.erasures.column("txid").to_numpy(), known)))
+        bounds = np.searchsorted(txids, erased.column("txid").to_numpy(), side="left")
+        start = 0
+        for bound, user in zip(bounds.tolist(), erased.column("user_id").to_pylist(), strict=True):
+            self._append(events, fresh, start, bound)
+            self._erase(user)
+            start = bound
+        self._append(events, fresh, start, events.num_rows)
+
+    def _append(self, events: pa.Table, fresh: np.ndarray, start: int, end: int) -> None:
+        """Add the fresh events among rows ``[start, end)`` to the live histories."""
+        if end > start:
+            self._live.append(events.slice(start, end - start).filter(pa.array(fresh[start:end])))
+
+    def _run(self) -> None:
+        """Poll until closed; a failure (the database restarting) is logged once and retried on a new handle."""
+        failing = False
+        while not self._stop.wait(self._every):
+            try:
+                self.poll()
+            except Exception as exc:
+                if not failing:
+                    log.warning("replica sync failed, retrying every %.0f ms: %s", self._every * 1000, exc)
+                failing = True
+                self._drop_store()
+                continue
+            if failing:
+                log.info("replica sync resumed")
+                failing = False
+
+    def _drop_store(self) -> None:
+        """Let go of a handle that failed: its connection may be dead; the next poll opens a fresh one."""
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception:  # a dead connection may refuse even to close
+                log.debug("closing the replica sync's store failed", exc_info=True)
+
+    def close(self) -> None:
+        """Stop the thread and close its store handle."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._drop_store()
