@@ -2,7 +2,8 @@
 
 A fenced ``bash`` block that follows a ``<!-- test: FIXTURE -->`` line runs in a fresh folder prepared by
 that fixture (``byod``: a shop's own ``products.csv`` and ``orders.csv``, ~50k events where the heads learn;
-``demo``: the bundled Online Retail sample imported and trained), with ``shopsense`` on the PATH and the
+``demo``: the bundled Online Retail sample imported and trained; ``postgres``: the demo and an empty
+PostgreSQL database in ``$DATABASE_URL``), with ``shopsense`` on the PATH and the
 default data directory ``.shopsense`` in that folder. ``shopsense serve &`` listens on a free port (``curl``
 calls to ``127.0.0.1:8000`` are sent there and fail on an HTTP error) and stops when the block ends; its log
 must hold no traceback. Every other block is checked too: each ``shopsense`` command it names must exist.
@@ -114,6 +115,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+ENV_FILE = ".docs-env"
+"""Variables a fixture hands its block (``NAME=value`` lines), such as the URL of a database made for it."""
+
+
+@pytest.fixture
+def postgres(demo: Path, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo folder, and an empty PostgreSQL database the block finds in ``$DATABASE_URL``."""
+    root = tmp_path_factory.mktemp("postgres")
+    shutil.copytree(demo, root, dirs_exist_ok=True)
+    (root / ENV_FILE).write_text(f"DATABASE_URL={postgres_url}\n")
+    return root
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(("where", "fixture", "commands"), _blocks(), ids=[b[0] for b in _blocks()])
 def test_documented_block_runs(
@@ -122,6 +136,9 @@ def test_documented_block_runs(
     shutil.copytree(request.getfixturevalue(fixture), tmp_path, dirs_exist_ok=True)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DOCS_PORT": str(_free_port())}
     env.pop("SHOPSENSE_DATA_DIR", None)
+    given = tmp_path / ENV_FILE
+    if given.exists():
+        env.update(line.split("=", 1) for line in given.read_text().splitlines() if line)
     script = PRELUDE + commands
     done = subprocess.run(
         ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False

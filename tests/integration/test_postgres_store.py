@@ -150,6 +150,27 @@ def test_concurrent_writers_store_each_event_and_id_once(postgres_url: str) -> N
         store.close()
 
 
+def test_small_and_large_writes_store_the_same_rows_once(pair: tuple[Store, Store]) -> None:
+    """A small write goes as array parameters, a large one COPY-staged: both skip stored keys and store what
+    the embedded store stores (times to the microsecond, JSON, NULLs), whichever way an event came in."""
+    large = 6_000  # above the store's array limit
+    writes = [list(range(10)), list(range(large)), list(range(large - 5, large + 5))]
+    written = {}
+    for store in pair:
+        written[type(store).__name__] = [
+            store.append_events(
+                _events(keys, [f"u{k % 50}" for k in keys]),
+                pa.array([f"u{k}" for k in range(50)]),
+                pa.array(["i1"]),
+                "t",
+            ).written
+            for keys in writes
+        ]
+    assert list(written.values()) == [[10, large - 10, 5]] * 2
+    embedded, server = pair
+    assert server.scan_events().to_pylist() == embedded.scan_events().to_pylist()
+
+
 def test_open_errors_are_store_errors_and_a_refused_version_lets_go(postgres_url: str) -> None:
     with pytest.raises(StoreError, match="cannot open"):
         open_store(postgres_url.rsplit("/", 1)[0] + "/no_such_db")
@@ -428,3 +449,24 @@ def test_handles_share_one_pooled_connection_and_a_failed_transaction_is_not_pas
         assert after.summary().events == 1, "the next handle got a working connection, outside any transaction"
     finally:
         after.close()
+
+
+def test_a_handle_whose_connection_the_database_dropped_fails_once_then_works_again(
+    postgres_url: str, postgres_admin_url: str
+) -> None:
+    store = open_store(postgres_url)
+    try:
+        store.append_events(_events([1], ["u1"]), pa.array(["u1"]), pa.array(["i1"]), "test")
+        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:  # as a database restart would
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [postgres_url.rsplit("/", 1)[1]],
+            ).fetchone()
+        assert ended is not None and ended[0] >= 1
+        with pytest.raises(StoreError):
+            store.scan_events()  # the call that meets the loss fails, naming the store
+        store.append_events(_events([2], ["u1"]), pa.array(["u1"]), pa.array(["i1"]), "test")
+        assert store.scan_events()["user_id"].to_pylist() == ["u1", "u1"]
+    finally:
+        store.close()

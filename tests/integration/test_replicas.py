@@ -101,22 +101,39 @@ def _feed(store: Store) -> ReplicaFeed:
 
 def _sync(reader: Store, start: FeedStart) -> tuple[ReplicaSync, LiveHistories]:
     live = LiveHistories(start.events)
-    return ReplicaSync(lambda: reader, start, live, live.erase, every=60), live
+    return ReplicaSync(lambda: reader, start, live, live.erase, lambda items: None, every=60), live
 
 
-def test_a_running_transaction_holds_the_window_back_until_it_ends(
-    stores: tuple[Store, Store], running: psycopg.Connection[Any]
+def test_a_running_transaction_holds_back_only_its_own_writes(
+    stores: tuple[Store, Store], running: psycopg.Connection[Any], postgres_url: str
 ) -> None:
     reader, writer = stores
     cursor = _feed(reader).feed_start().cursor
-    held = _xid(running)
-    assert _write(writer, _events([1], "u1")) > held
-    window = _feed(reader).changes_since(cursor)
-    assert window.events.num_rows == 0 and window.next_cursor <= held  # u1's event waits: the window is final
+    held = _xid(running)  # a long transaction (an import, an idle session) begun before the writes below
+    slow = open_store(postgres_url)
+    try:
+        with slow.transaction():
+            slow.append_events(_events([5], "u5", "i5"), pa.array(["u5"]), pa.array(["i5"]), "test")  # no row shared
+            _write(writer, _events([1], "u1"))  # commits while both transactions still run
+            window = _feed(reader).changes_since(cursor)
+            assert window.events["user_id"].to_pylist() == ["u1"], "an older running transaction holds nothing back"
+            assert held in window.next_cursor.running
+        later = _feed(reader).changes_since(window.next_cursor)
+        assert later.events["user_id"].to_pylist() == ["u5"], "read once it has committed, and only then"
+    finally:
+        slow.close()
     running.commit()
-    _write(writer, _events([2], "u2"))  # a later commit moves the oldest running transaction on
-    later = _feed(reader).changes_since(window.next_cursor)
-    assert later.events["user_id"].to_pylist() == ["u1", "u2"] and later.next_cursor > held
+    assert _feed(reader).changes_since(later.next_cursor).events.num_rows == 0, "nothing is read twice"
+
+
+def test_changed_items_come_with_their_current_availability(stores: tuple[Store, Store]) -> None:
+    reader, writer = stores
+    cursor = _feed(reader).feed_start().cursor
+    items = pa.table({"item_id": ["i1", "i2"], "available": [False, True], "stock": [0, 4]})
+    writer.upsert_items(items.to_reader(), "test")
+    window = _feed(reader).changes_since(cursor)
+    assert sorted(window.items.to_pylist(), key=lambda r: r["item_id"]) == items.to_pylist()
+    assert _feed(reader).changes_since(window.next_cursor).items.num_rows == 0
 
 
 def test_events_and_erasures_come_in_commit_order_once(stores: tuple[Store, Store]) -> None:
@@ -152,12 +169,12 @@ def test_the_startup_snapshot_is_not_applied_again(
     stores: tuple[Store, Store], running: psycopg.Connection[Any]
 ) -> None:
     reader, writer = stores
-    _xid(running)  # the snapshot's xmin stays below the writes that follow, so the feed shows them again
+    _xid(running)  # a transaction still running when the snapshot is taken
     _write(writer, _events([1, 2], "u1"))
     writer.erase_user("u2")
     _write(writer, _events([3], "u2"))  # after the erasure: re-applying it would drop this event
     start = _feed(reader).feed_start()
-    assert start.events.num_rows == 3 and len(start.known) == 3
+    assert start.events.num_rows == 3
     running.commit()
     sync, live = _sync(reader, start)
     _write(writer, _events([4], "u3"))
@@ -189,7 +206,7 @@ def test_the_sync_thread_outlives_database_errors(stores: tuple[Store, Store]) -
             raise failure
         return reader
 
-    sync = ReplicaSync(open_feed, start, live, live.erase, every=0.01)
+    sync = ReplicaSync(open_feed, start, live, live.erase, lambda items: None, every=0.01)
     sync.start()
     try:
         _write(writer, _events([1], "u1"))
@@ -326,6 +343,17 @@ def test_an_erasure_on_one_replica_empties_the_others_within_a_second(
     assert _within(SYNCED_WITHIN_S, lambda: _items(b, user) == cold)
     history = b.get(f"/v1/users/{user}/history")
     assert history.status_code == 404 or not history.json()["events"]
+
+
+def test_an_item_taken_off_sale_on_one_replica_leaves_the_others_answers_within_a_second(
+    pair: tuple[httpx.Client, httpx.Client],
+) -> None:
+    a, b = pair
+    user = "user-4"
+    shown = _items(b, user)
+    gone = shown[0]
+    assert a.put("/v1/items", json=[{"item_id": gone, "available": False}]).status_code == 200
+    assert _within(SYNCED_WITHIN_S, lambda: gone not in _items(b, user))
 
 
 def test_several_workers_share_one_port_on_postgresql(shared: tuple[dict[str, str], str]) -> None:

@@ -143,7 +143,12 @@ class ServingService:
             start = store.feed_start()
             self.live = LiveHistories(start.events)
             self.sync = ReplicaSync(
-                lambda: open_store(store.url), start, self.live, self._erase_memory, settings.serve.sync_ms / 1000
+                lambda: open_store(store.url),
+                start,
+                self.live,
+                self._erase_memory,
+                self.refresh_availability,
+                settings.serve.sync_ms / 1000,
             )
         else:
             self.live = LiveHistories(store.scan_events())

@@ -1,15 +1,16 @@
 """Keeps one API replica's memory in step with the others that share its PostgreSQL store.
 
-Every replica answers from its own in-memory histories (:class:`~shopsense.services.live.LiveHistories`),
-so an event or an erasure committed through another replica must reach this one's memory too. A thread
-reads the store's feed (:class:`~shopsense.store.base.ReplicaFeed`) every ``serve.sync_ms``: the events
-and erasure tombstones of the transactions that ended since the last look, in commit-window order.
+Every replica answers from its own in-memory histories (:class:`~shopsense.services.live.LiveHistories`)
+and catalogue availability, so an event, an erasure or a shelf change committed through another replica
+must reach this one's memory too. A thread reads the store's feed (:class:`~shopsense.store.base.ReplicaFeed`)
+every ``serve.sync_ms``: the events, erasure tombstones and changed items of the transactions that ended
+since the last look, by transaction id.
 
 Each write is applied to memory exactly once, by whoever sees it first. The replica's own writes are
 applied by its writer thread right after their commit (:meth:`ReplicaSync.local`); the feed shows them
-again later and skips their transaction ids. Should the feed window pass a transaction before its writer
-got there, the feed applied it and the writer skips it instead (its id is below the cursor). The startup
-snapshot's transactions at or above its cursor count as applied already, so nothing is doubled or missed.
+again later and skips their transaction ids. Should the feed pass a transaction before its writer got
+there, the feed applied it and the writer skips it instead (the cursor says it was read). The startup
+snapshot holds exactly the transactions its cursor counts as read, so nothing is doubled or missed.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ class ReplicaSync:
         start: FeedStart,
         live: LiveHistories,
         erase: Callable[[str], None],
+        refresh: Callable[[pa.Table], None],
         every: float,
     ) -> None:
         """``open_feed`` opens this thread's own store handle (the writer's handle is single-threaded);
-        ``erase`` drops an erased user from everything in memory (histories, cached answers)."""
+        ``erase`` drops an erased user from everything in memory (histories, cached answers); ``refresh``
+        applies items' current availability and stock."""
         self._open_feed = open_feed
         self._store: Store | None = None
         self._cursor = start.cursor
-        self._known: set[int] = set(start.known)
-        self._live, self._erase, self._every = live, erase, every
+        self._known: set[int] = set()
+        """Transactions applied here that the feed has not passed yet: it skips them when it does."""
+        self._live, self._erase, self._refresh, self._every = live, erase, refresh, every
         self._lock = threading.Lock()
         """Held while a write is applied to memory, so a feed window and a local commit never both apply it."""
         self._stop = threading.Event()
@@ -57,7 +61,7 @@ class ReplicaSync:
         """Apply a write this replica committed in transaction ``txid``, unless the feed applied it already."""
         with self._lock:
             if txid is not None:
-                if txid < self._cursor or txid in self._known:
+                if self._cursor.passed(txid) or txid in self._known:
                     return
                 self._known.add(txid)
             apply()
@@ -73,7 +77,9 @@ class ReplicaSync:
         with self._lock:
             self._apply(changes)
             self._cursor = changes.next_cursor
-            self._known = {txid for txid in self._known if txid >= self._cursor}
+            self._known = {txid for txid in self._known if not self._cursor.passed(txid)}
+        if changes.items.num_rows:  # idempotent: the current values, whoever wrote them
+            self._refresh(changes.items)
 
     def _apply(self, changes: FeedChanges) -> None:
         """Apply a window's unknown events and erasures in transaction order (under the lock).

@@ -222,27 +222,39 @@ class MarketingStore(Protocol):
 
 
 @dataclass(frozen=True)
+class FeedCursor:
+    """Where a replica's feed goes on, as a snapshot saw the transactions: every one below ``high`` had
+    ended, except those in ``running``. The next window reads from ``high`` on, plus ``running`` (they may
+    have committed since); a transaction still running does not hold back the ones after it."""
+
+    high: int
+    running: frozenset[int] = frozenset()
+
+    def passed(self, txid: int) -> bool:
+        """Whether the feed has read ``txid``'s writes already (they were committed before the snapshot)."""
+        return txid < self.high and txid not in self.running
+
+
+@dataclass(frozen=True)
 class FeedStart:
     """Where a replica starts: every event and the feed cursor, read from one snapshot."""
 
     events: pa.Table
     """Every event, with the columns of :meth:`EventStore.scan_events`."""
-    cursor: int
-    """The snapshot's xmin: every transaction below it had ended, so the feed goes on from here."""
-    known: frozenset[int]
-    """Transactions at or above ``cursor`` whose writes the snapshot saw already: the feed shows them again."""
+    cursor: FeedCursor
 
 
 @dataclass(frozen=True)
 class FeedChanges:
-    """What other writers committed in one feed window ``[cursor, next_cursor)``."""
+    """What other writers committed between two feed snapshots."""
 
     events: pa.Table
     """The window's events: the columns of :meth:`EventStore.scan_events` plus ``txid`` (int64), by ``txid``."""
     erasures: pa.Table
     """The window's erasure tombstones: ``user_id`` and ``txid`` (int64), by ``txid``."""
-    next_cursor: int
-    """Where the next window starts: every transaction below it has ended, so this window is final."""
+    items: pa.Table
+    """Items whose record changed in the window: ``item_id``, ``available``, ``stock`` as they are now."""
+    next_cursor: FeedCursor
 
 
 @runtime_checkable
@@ -259,8 +271,8 @@ class ReplicaFeed(Protocol):
         """Every event and the feed cursor from one snapshot: no event is missed or read twice."""
         ...
 
-    def changes_since(self, cursor: int) -> FeedChanges:
-        """Events and erasures committed by transactions in ``[cursor, oldest still running)``."""
+    def changes_since(self, cursor: FeedCursor) -> FeedChanges:
+        """Events, erasures and item changes of the transactions that committed since ``cursor``'s snapshot."""
         ...
 
 

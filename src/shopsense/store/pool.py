@@ -3,8 +3,10 @@
 A server holds several store handles at once (the writer thread, the replica feed, jobs, key checks),
 each used by one thread at a time. Opening a connection costs a few milliseconds and a PostgreSQL
 backend process, so handles borrow connections from one pool per URL instead, and give them back
-when they close. Connections are checked before they are lent (a restarted database does not hand a
-dead one to the next request) and come in autocommit mode, in UTC.
+when they close. Connections come in autocommit mode, in UTC. They are not tested before each loan (a
+round trip that doubled the cost of a per-request key check): a connection the database dropped fails
+its next statement, the pool discards it when it comes back, and a store handle exchanges it for a
+fresh one (``PostgresStore._conn``).
 
 A pool is made only after one direct connection to its database succeeded: a pool retries a failing
 connection in the background until its timeout, so a mistyped URL would otherwise surface seconds
@@ -20,8 +22,10 @@ from typing import Any
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-POOL_MAX = 8
-"""Connections one process keeps to one database at most (writer, feed, jobs, key checks, reads)."""
+POOL_MAX = 16
+"""Connections one process keeps to one database at most. A server holds about five for its life (writer,
+reader, replica feed, a job worker and its bookkeeping); the rest serve per-request key checks, heartbeats
+and bundle decisions. N replicas take up to 16·N of the database's ``max_connections`` (100 by default)."""
 
 _pools: dict[str, ConnectionPool[Connection[Any]]] = {}
 _lock = threading.Lock()
@@ -48,7 +52,6 @@ def connection_pool(url: str, connect_timeout: int = 10) -> ConnectionPool[Conne
                 max_size=POOL_MAX,
                 kwargs={"autocommit": True, "connect_timeout": connect_timeout, "application_name": "shopsense"},
                 configure=_configure,
-                check=ConnectionPool.check_connection,
                 timeout=connect_timeout,
                 open=True,
             )

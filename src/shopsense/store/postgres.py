@@ -51,6 +51,7 @@ from shopsense.store import jobsql, migrations
 from shopsense.store.base import (
     EVENT_COLUMNS,
     FeedChanges,
+    FeedCursor,
     FeedStart,
     Job,
     JobStatus,
@@ -162,6 +163,11 @@ _FEED_EVENTS_VIEW = """SELECT e.event_id, u.user_id, i.item_id, e.type, e.ts AS 
 FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)"""
 """``_EVENTS_VIEW`` plus the writing transaction, so a replica applies a feed window in commit order."""
 _ERASURES_SCHEMA = pa.schema([("user_id", pa.string()), ("txid", pa.int64())])
+_FEED_ITEMS_SCHEMA = pa.schema([("item_id", pa.string()), ("available", pa.bool_()), ("stock", pa.int64())])
+_FEED_WINDOW = """({t}.txid >= %(high)s::TEXT::XID8 AND {t}.txid < %(end)s::TEXT::XID8
+    OR {t}.txid = ANY(%(running)s::BIGINT[]::TEXT[]::XID8[]))
+    AND NOT {t}.txid = ANY(%(still)s::BIGINT[]::TEXT[]::XID8[])"""
+"""Rows of the transactions that ended between two feed snapshots (``t`` names the table)."""
 _T = TypeVar("_T")
 
 
@@ -231,10 +237,23 @@ class PostgresStore(NestedTransactions):
 
     @property
     def _conn(self) -> psycopg.Connection[Any]:
-        """The connection this handle borrowed; gone once closed, as it may be lent to another handle by then."""
-        if self._lent is None:
+        """The connection this handle borrowed; gone once closed, as it may be lent to another handle by then.
+
+        A connection found lost (the database restarted, the backend was ended) is exchanged for a fresh one
+        outside a transaction: the call that met the loss failed, the next works, and a long-lived handle
+        (a server's writer) recovers by itself instead of failing until the process restarts.
+        """
+        conn = self._lent
+        if conn is None:
             raise StoreError(f"{shown_url(self.url)}: the store handle is closed")
-        return self._lent
+        return self._renewed(conn) if conn.broken and not self._depth else conn
+
+    def _renewed(self, lost: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """A fresh connection for a lost one (never inside a transaction: its earlier statements died with it)."""
+        self._lent = None
+        self._pool.putconn(lost)  # the pool discards a broken connection
+        self._lent = conn = self._pool.getconn()
+        return conn
 
     def _bring_schema_up(self, conn: psycopg.Connection[Any], migrate: bool) -> None:
         """Apply the missing migrations of a fresh database (or of any, with ``migrate``) in one transaction
@@ -281,9 +300,10 @@ class PostgresStore(NestedTransactions):
 
     @contextmanager
     def _outermost(self) -> Iterator[None]:
-        """See :class:`shopsense.store.base.NestedTransactions`."""
+        """See :class:`shopsense.store.base.NestedTransactions`; a lost connection is renewed before it begins."""
+        conn = self._conn
         try:
-            with self._conn.transaction():
+            with (self._renewed(conn) if conn.broken else conn).transaction():
                 yield
         except psycopg.Error as exc:  # raised by the commit itself, or by a statement the caller ran directly
             raise StoreError(f"{shown_url(self.url)}: {_first_line(exc)}") from exc
@@ -381,16 +401,16 @@ class PostgresStore(NestedTransactions):
         that first locks the stored users and adds the missing users and items, each in its own statement
         so that the events' lookup sees an erasure or a concurrent writer's new ids that committed meanwhile.
         """
-        head, keyed = _head(_offset_keys(events), _ARRAY_ROWS)
+        keyed = _whole_if_small(_offset_keys(events), _ARRAY_ROWS)
         with self.transaction():
             users = _strings(user_ids)
             items = _strings(item_ids)
             self._hold_users(users)
             new_users = self._affected(_ADD_FROM_ARRAY.format(table="users", id_col="user_id"), [users])
             new_items = self._affected(_ADD_FROM_ARRAY.format(table="items", id_col="item_id"), [items])
-            if keyed is None:
-                received = head.num_rows
-                batch, written, txid = self._insert_arrays(head)
+            if isinstance(keyed, pa.Table):
+                received = keyed.num_rows
+                batch, written, txid = self._insert_arrays(keyed)
             else:
                 received, (batch, written, txid) = self._insert_staged(keyed)
             if log:
@@ -438,6 +458,8 @@ class PostgresStore(NestedTransactions):
         if "first_seen" in given:
             sets.append(f"first_seen = least({table}.first_seen, n.first_seen)")
         sets.append("updated_at = now()")
+        if table == "items":  # the replicas' feed reads changed items (availability) by their transaction
+            sets.append("txid = pg_current_xact_id()")
         with self.transaction():
             received = self._stage("incoming", rows)
             batch = self._next_batch()
@@ -766,45 +788,55 @@ class PostgresStore(NestedTransactions):
         """The running transaction's id, as the ``txid`` columns record it (called inside a write)."""
         return self._count("SELECT pg_current_xact_id()::TEXT::BIGINT")
 
-    def _feed_snapshot(self) -> int:
-        """Open one read-only REPEATABLE READ snapshot (inside ``transaction()``) and return its xmin.
+    def _feed_snapshot(self) -> FeedCursor:
+        """Open one read-only REPEATABLE READ snapshot (inside ``transaction()``) and say which transactions
+        it sees as ended: all below its xmax except those in its in-progress list (``pg_snapshot_xip``).
 
-        Every transaction below the xmin has ended, so what the snapshot shows of them is final; one
-        at or above it may commit later, so the next feed window starts there.
+        What the snapshot shows of an ended transaction is final; a running one is read again next time,
+        without holding back the transactions that ended after it began (a long import does not stall
+        the replicas' feed).
         """
         self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return self._count("SELECT pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT")
+        ((high, running),) = self._rows(
+            """SELECT pg_snapshot_xmax(s)::TEXT::BIGINT, ARRAY(SELECT x::TEXT::BIGINT FROM pg_snapshot_xip(s) x)
+            FROM pg_current_snapshot() s"""
+        )
+        return FeedCursor(int(high), frozenset(int(x) for x in running))
 
     def feed_start(self) -> FeedStart:
         """See :class:`shopsense.store.base.ReplicaFeed`."""
         with self.transaction():
             cursor = self._feed_snapshot()
             events = self._arrow(f"{_EVENTS_VIEW} ORDER BY e.ts, e.key_hi", _EVENTS_SCHEMA)
-            known = self._rows(
-                """SELECT txid::TEXT::BIGINT FROM events WHERE txid >= %(c)s::TEXT::XID8
-                UNION SELECT txid::TEXT::BIGINT FROM erasures WHERE txid >= %(c)s::TEXT::XID8""",
-                {"c": cursor},
-            )
-        return FeedStart(events, cursor, frozenset(row[0] for row in known))
+        return FeedStart(events, cursor)
 
-    def changes_since(self, cursor: int) -> FeedChanges:
-        """See :class:`shopsense.store.base.ReplicaFeed`."""
+    def changes_since(self, cursor: FeedCursor) -> FeedChanges:
+        """See :class:`shopsense.store.base.ReplicaFeed`: the transactions the last snapshot did not see ended
+        (from its xmax on, and those it saw running) that this one sees ended."""
         with self.transaction():
-            end = self._feed_snapshot()
-            window = {"c": cursor, "end": end}
+            now = self._feed_snapshot()
+            window = {
+                "high": cursor.high,
+                "running": sorted(cursor.running),
+                "end": now.high,
+                "still": sorted(now.running),
+            }
             events = self._arrow(
-                f"""{_FEED_EVENTS_VIEW}
-                WHERE e.txid >= %(c)s::TEXT::XID8 AND e.txid < %(end)s::TEXT::XID8 ORDER BY e.txid, e.ts, e.key_hi""",
+                f"{_FEED_EVENTS_VIEW} WHERE {_FEED_WINDOW.format(t='e')} ORDER BY e.txid, e.ts, e.key_hi",
                 _FEED_EVENTS_SCHEMA,
                 window,
             )
             erasures = self._arrow(
-                """SELECT user_id, txid::TEXT::BIGINT FROM erasures
-                WHERE txid >= %(c)s::TEXT::XID8 AND txid < %(end)s::TEXT::XID8 ORDER BY txid""",
+                f"SELECT user_id, txid::TEXT::BIGINT FROM erasures t WHERE {_FEED_WINDOW.format(t='t')} ORDER BY txid",
                 _ERASURES_SCHEMA,
                 window,
             )
-        return FeedChanges(events, erasures, end)
+            items = self._arrow(
+                f"SELECT item_id, available, stock FROM items t WHERE {_FEED_WINDOW.format(t='t')}",
+                _FEED_ITEMS_SCHEMA,
+                window,
+            )
+        return FeedChanges(events, erasures, items, now)
 
     def close(self) -> None:
         """See :class:`shopsense.store.base.Store`: the connection goes back to the pool (closing twice is harmless).
@@ -900,8 +932,8 @@ SELECT (SELECT id FROM b), (SELECT count(*) FROM w), pg_current_xact_id()::TEXT:
         item_idx="(SELECT i.item_idx FROM items i WHERE i.item_id = e.item_id)",
     )
 )
-"""The events of :data:`EVENT_COLUMNS` as one array each (times in microseconds since the epoch), then the
-batch id, the insert and the transaction id in one statement: (batch id, events written, txid). Each event's
+"""Events given as one array per column of :data:`EVENT_COLUMNS` (times in microseconds since the epoch): the batch
+id, the insert and the transaction id in one statement, returning (batch id, events written, txid). Each event's
 user and item are looked up by index: joined, the planner hashed both whole tables for every write (5 ms of a
 1,000-event write against 30,000 users). The arrays go binary (``%b``): psycopg dumps them five times faster
 than as text (1.7 against 8.8 ms for 1,000 events)."""
@@ -921,9 +953,9 @@ def _strings(ids: pa.Array | pa.ChunkedArray) -> list[str]:
     return [i for i in ids.to_pylist() if i is not None]
 
 
-def _head(stream: pa.RecordBatchReader, limit: int) -> tuple[pa.Table, pa.RecordBatchReader | None]:
-    """The stream as a table and None when it ends within ``limit`` rows; else an empty table and a reader of
-    all of it again (the batches read ahead first), so that a large import is streamed, never held whole."""
+def _whole_if_small(stream: pa.RecordBatchReader, limit: int) -> pa.Table | pa.RecordBatchReader:
+    """The stream as a table when it ends within ``limit`` rows, else a reader of all of it again (the batches
+    read ahead first): a small write can go as array parameters, a large import is still streamed, never held."""
     batches = iter(stream)
     head: list[pa.RecordBatch] = []
     rows = 0
@@ -931,10 +963,8 @@ def _head(stream: pa.RecordBatchReader, limit: int) -> tuple[pa.Table, pa.Record
         head.append(batch)
         rows += batch.num_rows
         if rows > limit:
-            return stream.schema.empty_table(), pa.RecordBatchReader.from_batches(
-                stream.schema, itertools.chain(head, batches)
-            )
-    return pa.Table.from_batches(head, stream.schema), None
+            return pa.RecordBatchReader.from_batches(stream.schema, itertools.chain(head, batches))
+    return pa.Table.from_batches(head, stream.schema)
 
 
 def _param_array(column: pa.ChunkedArray) -> list[Any]:
@@ -942,7 +972,8 @@ def _param_array(column: pa.ChunkedArray) -> list[Any]:
     datetime many times slower than an int (and Arrow converts to ints in bulk)."""
     if pa.types.is_timestamp(column.type):
         column = pc.cast(column, pa.timestamp("us", column.type.tz), safe=False).cast(pa.int64())
-    return column.to_pylist()
+    values: list[Any] = column.to_pylist()
+    return values
 
 
 def _offset_keys(events: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchReader:

@@ -1,10 +1,14 @@
 -- shopsense PostgreSQL schema, version 2: what several API replicas on one database share.
 --
 -- Each event row remembers the transaction that wrote it, so a replica can read exactly the events
--- committed since it last looked: every transaction below the oldest one still running
--- (pg_snapshot_xmin) has ended, so the window [last xmin, current xmin) is final once read.
+-- committed since it last looked: a snapshot tells which transactions had ended (below its xmax, not in
+-- its in-progress list); the next look reads those that ended since.
 ALTER TABLE events ADD COLUMN txid XID8 NOT NULL DEFAULT pg_current_xact_id();
 CREATE INDEX events_txid ON events (txid);
+
+-- Items remember the transaction that last changed them, so replicas follow availability and stock.
+ALTER TABLE items ADD COLUMN txid XID8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX items_txid ON items (txid);
 
 -- An erasure leaves a tombstone (who, when, by which transaction), read by the other replicas the same
 -- way, so they drop the user's history and cached answers from memory.
