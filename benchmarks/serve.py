@@ -248,9 +248,9 @@ def _post(path: str, key: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-def _requests(phase: str, key: str, seed: int, connections: int = 0) -> Any:
+def _requests(phase: str, key: str, seed: int, connections: int = 0, run: str = "") -> Any:
     rng = random.Random(seed)
-    tag = f"{connections}-{seed}"  # event ids differ between runs of a phase: none is a re-send
+    tag = f"{run}{connections}-{seed}"  # event ids differ between runs of a phase: none is a re-send
     n = 0
     now = datetime.now(UTC).isoformat()
     # Drawn only where used: a million draws per connection stalled the driver's event loop for seconds.
@@ -297,10 +297,11 @@ def _requests(phase: str, key: str, seed: int, connections: int = 0) -> Any:
             yield _post("/v1/events", key, json.dumps(batch).encode())
 
 
-def drive(ports: list[int], key: str, phase: str, seconds: float, connections: int) -> dict[str, Any]:
+def drive(ports: list[int], key: str, phase: str, seconds: float, connections: int, run: str = "") -> dict[str, Any]:
     """Run one phase against the servers (connection i to ``ports[i % len(ports)]``: one port for the
     embedded store, one per replica for PostgreSQL) and summarise what the client saw. In the acting
-    phase one more connection posts view events for the same Zipf users; only recommendations are timed."""
+    phase one more connection posts view events for the same Zipf users; only recommendations are timed.
+    ``run`` tells event ids of two runs of one phase apart (a run repeated on one store would re-send)."""
     out: list[tuple[float, int]] = []
     acted: list[tuple[float, int]] = []
     acting = phase == "recommendations_zipf_acting"
@@ -308,7 +309,7 @@ def drive(ports: list[int], key: str, phase: str, seconds: float, connections: i
     async def main() -> None:
         deadline = time.perf_counter() + seconds
         workers = [
-            _worker(ports[seed % len(ports)], _requests(phase, key, seed, connections), deadline, out)
+            _worker(ports[seed % len(ports)], _requests(phase, key, seed, connections, run), deadline, out)
             for seed in range(connections)
         ]
         if acting:

@@ -21,6 +21,12 @@ class StoreError(ShopsenseError):
     """The store cannot be opened or written as asked."""
 
 
+class StoreUnavailable(StoreError):
+    """The store failed for a passing reason (the connection lost, the database restarting, a deadlock or
+    serialization conflict rolled back): the same request may succeed when sent again, so the API answers
+    503 with ``Retry-After`` and clients retry, instead of a 400 that says the request itself is wrong."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One reason one input row (or the whole file, when ``row`` is None) is unusable."""

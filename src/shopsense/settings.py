@@ -148,7 +148,7 @@ class JobsSettings(_Strict):
         ge=1,
         le=4,
         description="jobs run at once, each on its own store handle (a PostgreSQL connection of the process's "
-        "8, shopsense.store.pool); more wait in the queue",
+        "16, shopsense.store.pool); more wait in the queue",
     )
 
 

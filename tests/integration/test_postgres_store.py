@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import psycopg_pool
 import pyarrow as pa
 import pytest
 
-from shopsense.errors import StoreError
+from shopsense.errors import StoreError, StoreUnavailable
 from shopsense.store import Store, migrations, open_store
 from shopsense.store.base import EVENT_COLUMNS
 
@@ -464,8 +466,24 @@ def test_a_handle_whose_connection_the_database_dropped_fails_once_then_works_ag
                 [postgres_url.rsplit("/", 1)[1]],
             ).fetchone()
         assert ended is not None and ended[0] >= 1
-        with pytest.raises(StoreError):
-            store.scan_events()  # the call that meets the loss fails, naming the store
+        with pytest.raises(StoreUnavailable):
+            store.scan_events()  # the call that meets the loss fails, naming the store, as one to retry
+        pool = store._pool  # type: ignore[attr-defined]
+        lend = pool.getconn
+        refusals = iter([psycopg_pool.PoolTimeout("the database is still away")])
+
+        def getconn() -> Any:
+            refused = next(refusals, None)
+            if refused is not None:
+                raise refused
+            return lend()
+
+        pool.getconn = getconn
+        try:
+            with pytest.raises(StoreUnavailable):  # no connection to be had yet: the handle stays usable
+                store.append_events(_events([2], ["u1"]), pa.array(["u1"]), pa.array(["i1"]), "test")
+        finally:
+            pool.getconn = lend
         store.append_events(_events([2], ["u1"]), pa.array(["u1"]), pa.array(["i1"]), "test")
         assert store.scan_events()["user_id"].to_pylist() == ["u1", "u1"]
     finally:

@@ -151,6 +151,36 @@ def test_events_and_erasures_come_in_commit_order_once(stores: tuple[Store, Stor
     assert live.history("u1")["timestamp"].to_pylist() == [T0 + timedelta(seconds=3)]
 
 
+def test_an_erasure_made_here_before_the_window_is_read_still_empties_memory(stores: tuple[Store, Store]) -> None:
+    reader, writer = stores
+    sync, live = _sync(reader, _feed(reader).feed_start())
+    _write(writer, _events([1, 2], "u1"))  # another replica's events, not applied here yet
+    writer.erase_user("u1")  # ... then this replica erases the user and applies it at once
+    sync.local(_feed(writer).last_txid, lambda: live.erase("u1"))
+    sync.poll()  # the window holds both: the events must not come back
+    assert live.count("u1") == 0
+
+
+def test_events_written_by_an_older_transaction_after_an_erasure_survive_it(
+    stores: tuple[Store, Store], postgres_url: str
+) -> None:
+    reader, writer = stores
+    _write(writer, _events([1], "x"))
+    sync, live = _sync(reader, _feed(reader).feed_start())
+    late = open_store(postgres_url)
+    try:
+        with late.transaction():  # begins (takes its transaction id) before the erasure ...
+            late.append_events(_events([2], "other", "i2"), pa.array(["other"]), pa.array(["i2"]), "test")
+            writer.erase_user("x")  # ... which commits first, with a higher id
+            late.append_events(_events([3], "x"), pa.array(["x"]), pa.array(["i1"]), "test")
+        assert _feed(late).last_txid is not None and _feed(late).last_txid < (_feed(writer).last_txid or 0)
+    finally:
+        late.close()
+    sync.poll()
+    assert live.count("x") == 1, "x came back after the erasure: that event is stored, so it stays"
+    assert live.count("other") == 1
+
+
 def test_own_writes_are_applied_once_whoever_sees_them_first(stores: tuple[Store, Store]) -> None:
     reader, writer = stores
     sync, live = _sync(reader, _feed(reader).feed_start())

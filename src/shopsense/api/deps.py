@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from anyio import to_thread
 from fastapi import Request
 
+from shopsense.api.error_bodies import RETRY_AFTER_S
 from shopsense.api.errors import ApiError
 from shopsense.errors import StoreError
 from shopsense.services.keys import KeyRecord, KeyRing, Scope
@@ -118,7 +119,12 @@ async def _verified(keys: KeyRing, presented: str) -> KeyRecord | None:
     try:
         return await to_thread.run_sync(keys.verify, presented)
     except StoreError as exc:
-        raise ApiError(503, "unavailable", f"the API key cannot be checked now: {exc}") from exc
+        raise ApiError(
+            503,
+            "store_unavailable",
+            f"the API key cannot be checked now: {exc}",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from exc
 
 
 def _bearer(header: str | None) -> str | None:

@@ -12,7 +12,10 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from shopsense.api.errors import ApiError
-from shopsense.errors import ShopsenseError
+from shopsense.errors import ShopsenseError, StoreUnavailable
+
+RETRY_AFTER_S = 1
+"""Seconds a client is asked to wait before sending again a request the store could not take for now."""
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -20,9 +23,11 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
 
 
 def error_response(exc: ApiError | ShopsenseError) -> JSONResponse:
-    """An ApiError with its status, a domain error as 400."""
+    """An ApiError with its status, a store failing for now as 503 (send again), any other domain error as 400."""
     if isinstance(exc, ApiError):
         return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status, headers=exc.headers)
+    if isinstance(exc, StoreUnavailable):
+        return JSONResponse(error_body("store_unavailable", str(exc)), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
     return JSONResponse(error_body("invalid_request", str(exc)), 400)
 
 

@@ -53,7 +53,8 @@ def migrate_store(
     console.print(f"[green]✓[/] copied into {copied.url}: {written} written", highlight=False)
     console.print(
         f"  it holds {summary.users:,} users, {summary.items:,} items, {summary.events:,} events; "
-        "bundles and API keys stay in the data directory (train again, or point the servers at it)",
+        "bundles stay in the data directory (point the servers at it, or train again); API keys are not copied: "
+        "create them again for the new store (`shopsense keys create`)",
         highlight=False,
     )
 

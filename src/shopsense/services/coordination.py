@@ -13,7 +13,8 @@ loop runs over :class:`SoloReplica` (always one replica) and the file pins, and 
 ``serve.reload_seconds`` as before.
 
 The tables are reached with short autocommit statements on connections borrowed from the process's
-pool (:mod:`shopsense.store.pool`); a driver error leaves as a :class:`~shopsense.errors.StoreError`.
+pool (:mod:`shopsense.store.pool`); a driver error leaves as the store's
+(:func:`~shopsense.store.postgres.driver_error`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import psycopg
 
-from shopsense.errors import StoreError
 from shopsense.services.bundles import Pin, PinAction
 from shopsense.services.keys import KeyRecord
-from shopsense.store.base import shown_url
 from shopsense.store.pool import connection_pool
+from shopsense.store.postgres import driver_error
 
 if TYPE_CHECKING:
     from shopsense.services.serving import ServingService
@@ -62,7 +62,7 @@ class _Database:
                 cursor = conn.execute(sql, params)
                 return cursor.fetchall() if cursor.description else []
         except psycopg.Error as exc:
-            raise StoreError(f"{shown_url(self.url)}: {str(exc).strip().splitlines()[0]}") from exc
+            raise driver_error(self.url, exc) from exc
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -241,10 +241,11 @@ class Coordinator:
         self._reloaded = time.monotonic()
 
     def tick(self) -> None:
-        """One round: bundle first, so the heartbeat tells the version served after it."""
-        self._follow_bundles()
+        """One round: heartbeat first (a bundle load may take seconds, and a replica silent for
+        :data:`ALIVE_S` stops counting, raising the others' rate-limit share), then follow the bundle decision."""
         served = self.service.served
         self.share(self.replicas.beat(served.info.version if served else None))
+        self._follow_bundles()
 
     def run(self, stop: threading.Event) -> None:
         """Tick every :data:`BEAT_S` until ``stop``; a failed round (the database away) is logged and

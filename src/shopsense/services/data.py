@@ -143,8 +143,9 @@ class DataService:
         """Copy this store into the store at ``target_url`` (e.g. an embedded store into PostgreSQL):
         items, users and events through the same export and import a person would run (so event keys,
         repeated lines and attributes survive and running it again adds nothing), then campaigns, their
-        assignments and the built profiles. Bundles and API keys are not in the store: point the new
-        deployment at the same data directory, or train again.
+        assignments and the built profiles. Bundles are not in the store: point the new deployment at the
+        same data directory, or train again. API keys are not copied (a PostgreSQL store keeps its own in
+        ``api_keys``): create them again.
 
         Raises:
             ConfigError: the target is this store.

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopsense.services.live import LiveHistories
 from shopsense.store.base import FeedChanges, FeedStart, ReplicaFeed, Store
@@ -67,14 +68,18 @@ class ReplicaSync:
             apply()
 
     def poll(self) -> None:
-        """Read one feed window on this thread's handle and apply what this replica does not know yet."""
+        """Read one feed window on this thread's handle and apply what this replica does not know yet.
+
+        The window is read under the lock: a local commit that ends after the window's snapshot is applied
+        only after the window, so rebuilding an erased user's history from that snapshot can never drop it.
+        """
         if self._store is None:
             self._store = self._open_feed()
         store = self._store
         if not isinstance(store, ReplicaFeed):
             raise TypeError(f"{type(store).__name__} has no replica feed")
-        changes = store.changes_since(self._cursor)  # outside the lock: a local commit never waits on the database
         with self._lock:
+            changes = store.changes_since(self._cursor)
             self._apply(changes)
             self._cursor = changes.next_cursor
             self._known = {txid for txid in self._known if not self._cursor.passed(txid)}
@@ -82,26 +87,24 @@ class ReplicaSync:
             self._refresh(changes.items)
 
     def _apply(self, changes: FeedChanges) -> None:
-        """Apply a window's unknown events and erasures in transaction order (under the lock).
+        """Apply a window's unknown events, then rebuild every user erased in it (under the lock).
 
-        An erasure drops the events applied before it; events after it (the user came back) stay.
+        An erased user's history is replaced by what the window's snapshot holds of them: transaction ids
+        need not follow commit order, and this replica may have applied its own writes or erasure of that
+        user in either order against the window, but the snapshot is the committed truth. Erasures are
+        applied even when this replica made them (rebuilding is idempotent).
         """
         known = np.fromiter(self._known, np.int64, len(self._known))
-        events, txids = changes.events, changes.events.column("txid").to_numpy()
-        fresh = ~np.isin(txids, known)
-        erased = changes.erasures.filter(pa.array(~np.isin(changes.erasures.column("txid").to_numpy(), known)))
-        bounds = np.searchsorted(txids, erased.column("txid").to_numpy(), side="left")
-        start = 0
-        for bound, user in zip(bounds.tolist(), erased.column("user_id").to_pylist(), strict=True):
-            self._append(events, fresh, start, bound)
+        events = changes.events
+        erased = pa.array(sorted(set(changes.erasures.column("user_id").to_pylist())), pa.string())
+        fresh = ~np.isin(events.column("txid").to_numpy(), known)
+        fresh &= ~pc.is_in(events.column("user_id"), value_set=erased).to_numpy(zero_copy_only=False)
+        if fresh.any():
+            self._live.append(events.filter(pa.array(fresh)))
+        for user in erased.to_pylist():
             self._erase(user)
-            start = bound
-        self._append(events, fresh, start, events.num_rows)
-
-    def _append(self, events: pa.Table, fresh: np.ndarray, start: int, end: int) -> None:
-        """Add the fresh events among rows ``[start, end)`` to the live histories."""
-        if end > start:
-            self._live.append(events.slice(start, end - start).filter(pa.array(fresh[start:end])))
+        if changes.erased_histories.num_rows:
+            self._live.append(changes.erased_histories)
 
     def _run(self) -> None:
         """Poll until closed; a failure (the database restarting) is logged once and retried on a new handle."""

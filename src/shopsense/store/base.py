@@ -254,6 +254,9 @@ class FeedChanges:
     """The window's erasure tombstones: ``user_id`` and ``txid`` (int64), by ``txid``."""
     items: pa.Table
     """Items whose record changed in the window: ``item_id``, ``available``, ``stock`` as they are now."""
+    erased_histories: pa.Table
+    """Every event the snapshot holds of the users erased in the window (the columns of
+    :meth:`EventStore.scan_events`, oldest first): what a replica's memory of them is rebuilt from."""
     next_cursor: FeedCursor
 
 

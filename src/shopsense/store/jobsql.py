@@ -21,7 +21,8 @@ UPDATE = f"""UPDATE jobs SET status = coalesce(?, status), progress = coalesce(?
     started_at = CASE WHEN ? = '{JobStatus.RUNNING}' THEN coalesce(started_at, now()) ELSE started_at END,
     finished_at = CASE WHEN ? IN ('{JobStatus.SUCCEEDED}', '{JobStatus.FAILED}') THEN now() ELSE finished_at END,
     updated_at = now()
-WHERE job_id = ?"""
+WHERE job_id = ? AND status NOT IN ('{JobStatus.SUCCEEDED}', '{JobStatus.FAILED}')"""
+"""An ended job stays as it ended: a job swept as interrupted does not turn succeeded later."""
 ONE = f"{SELECT} WHERE job_id = ?"
 RECENT = f"{SELECT} ORDER BY created_at DESC, job_id LIMIT ?"
 FAIL_UNFINISHED = f"""UPDATE jobs SET status = '{JobStatus.FAILED}', error = ?, finished_at = now(), updated_at = now()

@@ -44,7 +44,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from shopsense.domain import RecordKind
-from shopsense.errors import StoreError
+from shopsense.errors import StoreError, StoreUnavailable
 from shopsense.exports import copy_to_file
 from shopsense.ingest.source import Format, export_format
 from shopsense.store import jobsql, migrations
@@ -182,7 +182,7 @@ def _driver_errors_as_store_errors(cls: type[_T]) -> type[_T]:
             try:
                 return method(self, *args, **kwargs)
             except psycopg.Error as exc:
-                raise StoreError(f"{shown_url(self.url)}: {_first_line(exc)}") from exc
+                raise driver_error(self.url, exc) from exc
 
         return call
 
@@ -250,9 +250,9 @@ class PostgresStore(NestedTransactions):
 
     def _renewed(self, lost: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
         """A fresh connection for a lost one (never inside a transaction: its earlier statements died with it)."""
-        self._lent = None
+        conn = self._pool.getconn()  # raises while the database is away: the handle keeps trying at each call
         self._pool.putconn(lost)  # the pool discards a broken connection
-        self._lent = conn = self._pool.getconn()
+        self._lent = conn
         return conn
 
     def _bring_schema_up(self, conn: psycopg.Connection[Any], migrate: bool) -> None:
@@ -306,7 +306,7 @@ class PostgresStore(NestedTransactions):
             with (self._renewed(conn) if conn.broken else conn).transaction():
                 yield
         except psycopg.Error as exc:  # raised by the commit itself, or by a statement the caller ran directly
-            raise StoreError(f"{shown_url(self.url)}: {_first_line(exc)}") from exc
+            raise driver_error(self.url, exc) from exc
 
     def _rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
@@ -465,6 +465,8 @@ class PostgresStore(NestedTransactions):
             batch = self._next_batch()
             new = self._add_ids(table, id_col, f"SELECT {id_col} AS id FROM incoming")
             # Rows locked in one order, so two writers updating the same ids wait for each other, never deadlock.
+            # (An event write locks the users it names before adding new ones: against it a deadlock is possible,
+            # detected by PostgreSQL and answered 503, so the client sends it again.)
             self._conn.execute(
                 f"""SELECT 1 FROM {table} WHERE {id_col} IN (SELECT {id_col} FROM incoming)
                 ORDER BY {id_col} COLLATE "C" FOR UPDATE"""
@@ -836,7 +838,13 @@ class PostgresStore(NestedTransactions):
                 _FEED_ITEMS_SCHEMA,
                 window,
             )
-        return FeedChanges(events, erasures, items, now)
+            histories = self._arrow(
+                f"""{_EVENTS_VIEW} WHERE u.user_id IN
+                (SELECT user_id FROM erasures t WHERE {_FEED_WINDOW.format(t="t")}) ORDER BY e.ts, e.key_hi""",
+                _EVENTS_SCHEMA,
+                window,
+            )
+        return FeedChanges(events, erasures, items, histories, now)
 
     def close(self) -> None:
         """See :class:`shopsense.store.base.Store`: the connection goes back to the pool (closing twice is harmless).
@@ -1049,6 +1057,14 @@ def _parquet(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
+
+
+def driver_error(url: str, exc: psycopg.Error) -> StoreError:
+    """A driver error as the store's: :class:`StoreUnavailable` when sending the same work again may succeed
+    (a lost or refused connection, a pool timeout, a deadlock or serialization failure rolled back), else
+    :class:`StoreError` (a value or statement PostgreSQL refuses)."""
+    kind = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else StoreError
+    return kind(f"{shown_url(url)}: {_first_line(exc)}")
 
 
 def _version_number(stored: str) -> int:

@@ -323,3 +323,22 @@ def test_users_without_history_share_one_cold_answer(api: Api) -> None:
     second = _recs(api, "nobody-2", k=6)
     assert first["cached"] is False and second["cached"] is True
     assert second["user_id"] == "nobody-2" and second["items"] == first["items"] and first["items"]
+
+
+def test_a_store_failing_for_now_is_a_503_to_retry_and_a_refused_value_a_400(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import Future
+
+    from shopsense.errors import StoreError, StoreUnavailable
+
+    service = api.client.app.state.shop.serving()  # type: ignore[attr-defined]
+    event = {"user_id": "u1", "item_id": "item-1", "type": "view", "timestamp": "2026-01-01T00:00:00Z"}
+    for error, status in ((StoreUnavailable("the connection is lost"), 503), (StoreError("value refused"), 400)):
+        failed: Future[Any] = Future()
+        failed.set_exception(error)
+        monkeypatch.setattr(service, "submit_events", lambda events, failed=failed: failed)
+        answer = api.client.post("/v1/events", json=event, headers=api.headers("events:write"))
+        assert answer.status_code == status, answer.text
+        if status == 503:
+            assert answer.json()["error"]["code"] == "store_unavailable" and answer.headers["retry-after"] == "1"
