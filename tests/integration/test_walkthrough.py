@@ -111,8 +111,10 @@ def test_train_learns_and_recommend_explains(shop: Shell, trained: dict[str, Any
     assert table.num_rows == 10 * len(set(table.column("user_id").to_pylist())) and table.num_rows > 5000
     models = shop.json("models", "list")
     assert len(models) >= 2, "each training writes a bundle"
+    assert [m["served"] for m in models] == [True] + [False] * (len(models) - 1), "the newest is served"
     rolled = shop("models", "rollback").stderr
     assert models[1]["version"] in rolled, rolled
+    assert [m["served"] for m in shop.json("models", "list")][:2] == [False, True], "the rollback is served"
     shop("models", "pin", "--latest")
 
 

@@ -4,6 +4,7 @@ the ``--json`` option, the spinner for long jobs, table and cell printing, and r
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,10 +92,27 @@ def _stages(label: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def echo_json(value: Any, *, indent: int | None = 2) -> None:
+    """Print ``value`` as strict JSON: a NaN or infinite number (an undefined score, a metric of an empty
+    split) becomes null, which every JSON reader takes, where ``json.dumps`` would write ``NaN``, which none
+    must; times and other objects as their text."""
+    typer.echo(json.dumps(_finite(value), indent=indent, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _print_table(table: Any, title: str, as_json: bool) -> None:
     rows = table.to_pylist()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        echo_json(rows)
         return
     view = Table(title=title, highlight=False)
     for column in table.column_names:

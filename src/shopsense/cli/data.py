@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _plain_exits, _shop, console, out
+from shopsense.cli.common import JsonOpt, _plain_exits, _shop, console, echo_json, out
 from shopsense.domain import RecordKind
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, ImportReport, OnError
@@ -46,7 +45,7 @@ def migrate_store(
     with _shop(ctx) as shop, _progress("copying") as step:
         copied = shop.data.copy_to(target, progress=step)
     if as_json:
-        typer.echo(json.dumps({"url": copied.url, "written": copied.written, "summary": copied.summary.to_dict()}))
+        echo_json({"url": copied.url, "written": copied.written, "summary": copied.summary.to_dict()}, indent=None)
         return
     summary = copied.summary
     written = ", ".join(f"{n:,} {kind}" for kind, n in copied.written.items())
@@ -184,7 +183,7 @@ def _import_kind(
             report = service.import_file(file, mapping, fmt, on_error, duplicates, step)
         _print_report(report, as_json)
         if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2))
+            echo_json(report.to_dict())
         _exit_if_all_rejected([report])
 
 
@@ -246,7 +245,7 @@ def import_dataset(
         for report in reports:
             _print_report(report, as_json)
         if as_json:
-            typer.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+            echo_json([r.to_dict() for r in reports])
         _exit_if_all_rejected(reports)
 
 
@@ -261,7 +260,7 @@ def stats(
         service = shop.data
         summary = service.stats(top)
         if as_json:
-            typer.echo(json.dumps(summary.to_dict(), indent=2))
+            echo_json(summary.to_dict())
             return
         table = Table(title=f"shopsense store — {service.url}", show_header=False)
         table.add_row("users", f"{summary.users:,} ({summary.guest_users:,} guests)")

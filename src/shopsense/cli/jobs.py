@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _shop, console, out
+from shopsense.cli.common import JsonOpt, _shop, console, echo_json, out
 from shopsense.errors import ConfigError
 from shopsense.services.jobs import Job, JobRunner, JobStatus
 
@@ -36,7 +36,7 @@ def list_cmd(
     with _shop(ctx) as shop:
         jobs = shop.jobs.recent(limit)
     if as_json:
-        typer.echo(json.dumps([_plain(job) for job in jobs], indent=2, default=str))
+        echo_json([_plain(job) for job in jobs])
         return
     view = Table(title="jobs", highlight=False)
     for column in ("job_id", "kind", "status", "progress", "message", "created_at", "finished_at"):
@@ -61,7 +61,7 @@ def show(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOpt = False) -> None
         job = _found(shop.jobs, job_id)
     shown = _plain(job)
     if as_json:
-        typer.echo(json.dumps(shown, indent=2, default=str))
+        echo_json(shown)
     else:
         for key, value in shown.items():
             out.print(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
@@ -88,7 +88,7 @@ def watch(ctx: typer.Context, job_id: JobIdArg) -> None:
                 job = _found(shop.jobs, job_id)
                 bar.update(task, description=_describe(job), completed=round(job.progress * 100))
     if job.status is JobStatus.SUCCEEDED:
-        typer.echo(json.dumps(_plain(job)["result"], indent=2, default=str))
+        echo_json(_plain(job)["result"])
     _exit_for(job)
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _shop, console, out
+from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _shop, console, echo_json, out
 from shopsense.ingest.mapping import parse_pairs
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ def profiles_build(
     with _marketing(ctx) as marketing:
         summary = marketing.profiles_summary(marketing.build_profiles(when))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        echo_json(summary)
         return
     stages = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["lifecycle"].items()))
     customers = summary["customers"]
@@ -73,7 +72,7 @@ def profiles_show(
         )
         raise typer.Exit(1)
     if as_json:
-        typer.echo(json.dumps(profile, indent=2, default=str))
+        echo_json(profile)
         return
     view = Table(title=f"profile of {user}", highlight=False, show_header=False)
     for key, value in profile.items():
@@ -147,7 +146,7 @@ def campaign_assign(
         ids = _read_ids(users) if users else None
         counts = marketing.assign(name, ids, segment)
     if as_json:
-        typer.echo(json.dumps(counts))
+        echo_json(counts, indent=None)
         return
     console.print(f"[green]✓[/] {name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
 
@@ -168,7 +167,7 @@ def campaign_readout_cmd(
         console.print(f"wrote {plot_lift(result.readout, plot)}", highlight=False)
     body = result.to_dict()
     if as_json:
-        typer.echo(json.dumps(body, indent=2, default=str))
+        echo_json(body)
         return
     view = Table(title=f"campaign {name}", highlight=False)
     for column in ("variant", "users", "conversion", "revenue/user", "AOV", "repurchase", "ROI"):
@@ -236,7 +235,7 @@ def audience(
         if out_path is not None:
             export_audience(result.table, out_path)
     if as_json:
-        typer.echo(json.dumps({"funnel": result.funnel, "model": str(result.scores.report)}, indent=2, default=str))
+        echo_json({"funnel": result.funnel, "model": str(result.scores.report)})
         return
     console.print(result.describe(), highlight=False)
     _print_table(result.table.select(["user_id", "score", "main_reason"]).slice(0, 10), "top of the audience", False)

@@ -5,7 +5,6 @@ The harness, the models, LightGBM and torch are imported inside the commands tha
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _read_ids, _shop, _stages, console, out
+from shopsense.cli.common import JsonOpt, _pct, _read_ids, _shop, _stages, console, echo_json, out
 from shopsense.eval.splits import Protocol, SplitConfig
 
 models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
@@ -71,7 +70,7 @@ def evaluate(
         report = run.report()
         paths = write_report([report], out_dir, "evaluation")
         if as_json:
-            typer.echo(json.dumps(report, indent=2, default=str))
+            echo_json(report)
             return
         typer.echo(to_markdown(report))
         console.print(f"[green]✓[/] wrote {', '.join(str(p) for p in paths)}", highlight=False)
@@ -100,7 +99,7 @@ def train(
         "training": {k: v for k, v in result.training.items() if k != "feature_names"},
     }
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        echo_json(summary)
         return
     _print_training(bundle.pipeline, result.head_scores(), result.heads, result.training)
     console.print(
@@ -185,7 +184,7 @@ def recommend(
     with _shop(ctx) as shop:
         recs = shop.recommendations.recommend(user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity)
     if as_json:
-        typer.echo(json.dumps([asdict(r) for r in recs], indent=2, default=str))
+        echo_json([asdict(r) for r in recs])
         return
     table = Table(title=f"recommendations for {user}", highlight=False)
     for column in ("#", "item", "title", "score", "P(attention)", "P(purchase)", "why"):
@@ -239,7 +238,7 @@ def _recommend_batch(
             )
     summary = {"path": str(result.path), "users": result.users, "rows": result.rows, "skipped": result.skipped}
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        echo_json(summary)
         return
     console.print(
         f"[green]✓[/] {result.rows:,} recommendations for {result.users:,} users written to {result.path}",
@@ -261,7 +260,7 @@ def similar(
     with _shop(ctx) as shop:
         items = shop.recommendations.similar(item, k, pipeline=pipeline)
     if as_json:
-        typer.echo(json.dumps(items, indent=2))
+        echo_json(items)
         return
     table = Table(title=f"items similar to {item}", highlight=False)
     for column in ("#", "item", "title", "score"):
@@ -282,7 +281,8 @@ def models_list(
         bundles = shop.bundles
         versions, current = bundles.versions(pipeline), bundles.current(pipeline)
     if as_json:
-        typer.echo(json.dumps([v.to_dict() for v in versions], indent=2, default=str))
+        served = current.version if current is not None else None
+        echo_json([{**v.to_dict(), "served": v.version == served} for v in versions])
         return
     table = Table(title=f"bundles of pipeline {pipeline}", highlight=False)
     for column in ("served", "version", "created", "data to", "events", "users", "items"):

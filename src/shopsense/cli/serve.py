@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _settings, _shop, console, out
+from shopsense.cli.common import JsonOpt, _settings, _shop, console, echo_json, out
 from shopsense.errors import ConfigError
 
 keys_app = typer.Typer(
@@ -77,7 +76,7 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with _shop(ctx) as shop:
         records = [r.public() for r in shop.keys.list()]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        echo_json(records)
         return
     table = Table(title="API keys", highlight=False)
     for column in ("id", "name", "scopes", "created", "revoked"):
