@@ -23,8 +23,6 @@ from shopsense.ingest.source import Format, export_format
 from shopsense.store import jobsql, journal
 from shopsense.store.base import (
     EVENT_COLUMNS,
-    Job,
-    JobStatus,
     NestedTransactions,
     StoreSummary,
     WriteResult,
@@ -70,7 +68,7 @@ _LAST_BATCH = """SELECT greatest((SELECT coalesce(max(batch_id), 0) FROM imports
 _ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency", "available", "stock")
 
 
-class DuckDBStore(NestedTransactions):
+class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
     """Store backed by a DuckDB database file (or ``:memory:``)."""
 
     def __init__(
@@ -601,44 +599,13 @@ class DuckDBStore(NestedTransactions):
         other._con.execute("SET TimeZone = 'UTC'")  # a session setting: a cursor starts with the default
         return other
 
-    def create_job(self, job_id: str, kind: str) -> None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        self._con.execute(jobsql.CREATE, [job_id, kind])
+    def _job_query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """See :class:`shopsense.store.jobsql.SqlJobs`."""
+        return self._con.execute(sql, params).fetchall()
 
-    def update_job(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus | None = None,
-        progress: float | None = None,
-        message: str | None = None,
-        result: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        self._con.execute(jobsql.UPDATE, jobsql.update_params(job_id, status, progress, message, result, error))
-
-    def job(self, job_id: str) -> Job | None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        row = self._con.execute(jobsql.ONE, [job_id]).fetchone()
-        return None if row is None else Job.from_row(row)
-
-    def recent_jobs(self, limit: int = 50) -> list[Job]:
-        """See :class:`shopsense.store.base.JobStore`."""
-        return [Job.from_row(row) for row in self._con.execute(jobsql.RECENT, [limit]).fetchall()]
-
-    def fail_unfinished_jobs(self, error: str, silent_s: float = 0.0) -> int:
-        """See :class:`shopsense.store.base.JobStore`."""
-        return self._count(jobsql.FAIL_UNFINISHED, [error, round(silent_s * 1000)])
-
-    def save_job_rows(self, job_id: str, rows: pa.Table) -> None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        self._con.execute(jobsql.SAVE_ROWS, [job_id, jobsql.rows_blob(rows)])
-
-    def job_rows(self, job_id: str) -> pa.Table | None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        row = self._con.execute(jobsql.ROWS, [job_id]).fetchone()
-        return None if row is None else jobsql.rows_table(row[0])
+    def _job_change(self, sql: str, params: list[Any]) -> int:
+        """See :class:`shopsense.store.jobsql.SqlJobs` (DuckDB answers a write with its row count)."""
+        return self._count(sql, params)
 
 
 _EVENTS_VIEW = """SELECT e.event_id, u.user_id, i.item_id, e.type, e.ts AS timestamp, e.channel, e.session_id,

@@ -1,17 +1,19 @@
 """The job statements both backends run (see :class:`shopsense.store.base.JobStore`), written once.
 
 They are plain SQL with ``?`` placeholders (DuckDB's); the PostgreSQL store swaps them for ``%s``. The
+methods of :class:`shopsense.store.base.JobStore` over them live here once too (:class:`SqlJobs`). The
 tables: ``jobs`` (one row per job, small enough to poll) and ``job_rows`` (a job's bulky output as one
 Parquet blob, read only when asked for)."""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shopsense.store.base import JOB_COLUMNS, JobStatus
+from shopsense.store.base import JOB_COLUMNS, Job, JobStatus
 
 SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 CREATE = f"""INSERT INTO jobs (job_id, kind, status, progress, created_at, updated_at)
@@ -54,3 +56,55 @@ def rows_blob(rows: pa.Table) -> bytes:
 def rows_table(blob: bytes) -> pa.Table:
     """The rows of a blob :func:`rows_blob` made."""
     return pq.read_table(pa.BufferReader(blob))
+
+
+class SqlJobs:
+    """:class:`shopsense.store.base.JobStore` over the statements above; a backend says only how one statement
+    runs on its connection (:meth:`_job_query`, :meth:`_job_change`)."""
+
+    def _job_query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Run a statement of this module and return its rows."""
+        raise NotImplementedError
+
+    def _job_change(self, sql: str, params: list[Any]) -> int:
+        """Run a statement of this module that writes; the rows it changed."""
+        raise NotImplementedError
+
+    def create_job(self, job_id: str, kind: str) -> None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        self._job_change(CREATE, [job_id, kind])
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        self._job_change(UPDATE, update_params(job_id, status, progress, message, result, error))
+
+    def job(self, job_id: str) -> Job | None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        rows = self._job_query(ONE, [job_id])
+        return Job.from_row(rows[0]) if rows else None
+
+    def recent_jobs(self, limit: int = 50) -> list[Job]:
+        """See :class:`shopsense.store.base.JobStore`."""
+        return [Job.from_row(row) for row in self._job_query(RECENT, [limit])]
+
+    def fail_unfinished_jobs(self, error: str, silent_s: float = 0.0) -> int:
+        """See :class:`shopsense.store.base.JobStore`."""
+        return self._job_change(FAIL_UNFINISHED, [error, round(silent_s * 1000)])
+
+    def save_job_rows(self, job_id: str, rows: pa.Table) -> None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        self._job_change(SAVE_ROWS, [job_id, rows_blob(rows)])
+
+    def job_rows(self, job_id: str) -> pa.Table | None:
+        """See :class:`shopsense.store.base.JobStore`."""
+        rows = self._job_query(ROWS, [job_id])
+        return rows_table(rows[0][0]) if rows else None

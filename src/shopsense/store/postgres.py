@@ -53,8 +53,6 @@ from shopsense.store.base import (
     FeedChanges,
     FeedCursor,
     FeedStart,
-    Job,
-    JobStatus,
     NestedTransactions,
     StoreSummary,
     WriteResult,
@@ -193,7 +191,7 @@ def _driver_errors_as_store_errors(cls: type[_T]) -> type[_T]:
 
 
 @_driver_errors_as_store_errors
-class PostgresStore(NestedTransactions):
+class PostgresStore(NestedTransactions, jobsql.SqlJobs):
     """Store backed by a PostgreSQL database (one pooled connection per handle, from open to close)."""
 
     def __init__(self, url: str, connect_timeout: int = 10, migrate: bool = False) -> None:
@@ -862,45 +860,20 @@ class PostgresStore(NestedTransactions):
         """See :class:`shopsense.store.base.Store`: another handle by URL (the schema is up to date already)."""
         return PostgresStore(self.url)
 
-    def create_job(self, job_id: str, kind: str) -> None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        self._conn.execute(_pg(jobsql.CREATE), [job_id, kind])
+    def _job_query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """See :class:`shopsense.store.jobsql.SqlJobs`; driver errors leave as the store's (the methods calling
+        this are inherited, so the class decorator does not wrap them)."""
+        try:
+            return self._rows(_pg(sql), params)
+        except psycopg.Error as exc:
+            raise driver_error(self.url, exc) from exc
 
-    def update_job(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus | None = None,
-        progress: float | None = None,
-        message: str | None = None,
-        result: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        params = jobsql.update_params(job_id, status, progress, message, result, error)
-        self._conn.execute(_pg(jobsql.UPDATE), params)
-
-    def job(self, job_id: str) -> Job | None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        rows = self._rows(_pg(jobsql.ONE), [job_id])
-        return Job.from_row(rows[0]) if rows else None
-
-    def recent_jobs(self, limit: int = 50) -> list[Job]:
-        """See :class:`shopsense.store.base.JobStore`."""
-        return [Job.from_row(row) for row in self._rows(_pg(jobsql.RECENT), [limit])]
-
-    def fail_unfinished_jobs(self, error: str, silent_s: float = 0.0) -> int:
-        """See :class:`shopsense.store.base.JobStore`."""
-        return self._affected(_pg(jobsql.FAIL_UNFINISHED), [error, round(silent_s * 1000)])
-
-    def save_job_rows(self, job_id: str, rows: pa.Table) -> None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        self._conn.execute(_pg(jobsql.SAVE_ROWS), [job_id, jobsql.rows_blob(rows)])
-
-    def job_rows(self, job_id: str) -> pa.Table | None:
-        """See :class:`shopsense.store.base.JobStore`."""
-        rows = self._rows(_pg(jobsql.ROWS), [job_id])
-        return jobsql.rows_table(rows[0][0]) if rows else None
+    def _job_change(self, sql: str, params: list[Any]) -> int:
+        """See :class:`shopsense.store.jobsql.SqlJobs`."""
+        try:
+            return self._affected(_pg(sql), params)
+        except psycopg.Error as exc:
+            raise driver_error(self.url, exc) from exc
 
 
 _ADD_FROM_ARRAY = """INSERT INTO {table} ({id_col}, updated_at)
