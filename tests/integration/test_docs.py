@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 
 from shopsense.cli import app
 from tests.conftest import DEMO_SAMPLE
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -58,13 +58,6 @@ def _blocks() -> list[tuple[str, str, str]]:
         for n, match in enumerate(MARK.finditer(doc.read_text()), 1):
             found.append((f"{doc.relative_to(ROOT)}#{n}", match.group(1), match.group(2)))
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _sku(item_id: str) -> str:
@@ -134,7 +127,7 @@ def test_documented_block_runs(
     where: str, fixture: str, commands: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     shutil.copytree(request.getfixturevalue(fixture), tmp_path, dirs_exist_ok=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DOCS_PORT": str(_free_port())}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DOCS_PORT": str(free_port())}
     env.pop("SHOPSENSE_DATA_DIR", None)
     given = tmp_path / ENV_FILE
     if given.exists():

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from shopsense.settings import load_settings
 from shopsense.store import Store, open_store
 from shopsense.store.base import EVENT_COLUMNS, FeedStart, ReplicaFeed
 from tests.conftest import load
+from tests.servers import ServerProcess
 
 SHOPSENSE = [sys.executable, "-m", "shopsense"]
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -248,48 +247,6 @@ def test_the_sync_thread_outlives_database_errors(stores: tuple[Store, Store]) -
 # -- real servers ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Replica:
-    """`shopsense serve` as a child process on a free port, over the given environment."""
-
-    def __init__(self, env: dict[str, str], *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [*SHOPSENSE, "serve", "--port", str(self.port), *extra],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # stopped as a group: uvicorn's workers too
-        )
-
-    def wait_up(self) -> Replica:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("server did not start within 120 s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
 @pytest.fixture
 def shared(trained: Path, postgres_url: str, tmp_path: Path) -> tuple[dict[str, str], str]:
     """One data directory with the trained bundle, the shop imported into PostgreSQL, and an admin key
@@ -311,7 +268,7 @@ def shared(trained: Path, postgres_url: str, tmp_path: Path) -> tuple[dict[str, 
 @pytest.fixture
 def pair(shared: tuple[dict[str, str], str]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     env, key = shared
-    replicas = [Replica(env), Replica(env)]
+    replicas = [ServerProcess(env).launch(), ServerProcess(env).launch()]
     try:
         a, b = (r.wait_up() for r in replicas)
         headers = {"Authorization": f"Bearer {key}"}
@@ -388,7 +345,7 @@ def test_an_item_taken_off_sale_on_one_replica_leaves_the_others_answers_within_
 
 def test_several_workers_share_one_port_on_postgresql(shared: tuple[dict[str, str], str]) -> None:
     env, key = shared
-    server = Replica(env, "--workers", "2")
+    server = ServerProcess(env, "--workers", "2").launch()
     try:
         server.wait_up()
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as client:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+
+from tests.servers import free_port
 
 BIN = Path(sys.executable).parent / "shopsense"
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,13 +62,6 @@ def trained(shop: Shell) -> dict[str, Any]:
     """The default pipeline trained once on the generated shop; its --json summary."""
     summary: dict[str, Any] = shop.json("train")
     return summary
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.integration
@@ -169,7 +163,7 @@ def test_marketing_commands(shop: Shell, trained: dict[str, Any]) -> None:
 def test_keys_and_serve(shop: Shell, trained: dict[str, Any], tmp_path: Path) -> None:
     key = shop("keys", "create", "web", "--scope", "recommend:read", "--scope", "events:write").stdout.strip()
     assert any(k["name"] == "web" for k in shop.json("keys", "list"))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(BIN), "--data-dir", str(shop.data), "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"), env=os.environ.copy(),
