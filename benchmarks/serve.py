@@ -221,19 +221,24 @@ async def _worker(port: int, requests: Any, deadline: float, out: list[tuple[flo
     server under test, which on two cores would measure the driver."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     while time.perf_counter() < deadline:
-        request = next(requests)
         started = time.perf_counter()
-        writer.write(request)
-        status = int((await reader.readline()).split()[1])
-        length = 0
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
+        status = await exchange(reader, writer, next(requests))
         out.append((time.perf_counter() - started, status))
         if pace:
             await asyncio.sleep(max(0.0, started + pace - time.perf_counter()))
     writer.close()
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a keep-alive connection and read its whole answer; its status."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status
 
 
 def _get(path: str, key: str) -> bytes:

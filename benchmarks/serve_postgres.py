@@ -302,17 +302,6 @@ def kill_drive(ports: list[int], key: str, trial: int, seconds: float, clients: 
         ]
         return base._post("/v1/events", key, json.dumps(events).encode())
 
-    async def exchange(stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes) -> int:
-        reader, writer = stream
-        writer.write(request)
-        status = int((await reader.readline()).split()[1])
-        length = 0
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
-        return status
-
     async def client(c: int, deadline: float) -> None:
         nonlocal resent, given_up
         turn = c
@@ -327,7 +316,7 @@ def kill_drive(ports: list[int], key: str, trial: int, seconds: float, clients: 
                 try:
                     if stream is None:
                         stream = await asyncio.open_connection("127.0.0.1", port)
-                    status = await asyncio.wait_for(exchange(stream, request), 60)
+                    status = await asyncio.wait_for(base.exchange(*stream, request), 60)
                 except (OSError, asyncio.IncompleteReadError, IndexError, ValueError, TimeoutError) as exc:
                     name = "closed" if isinstance(exc, IndexError | asyncio.IncompleteReadError) else type(exc).__name__
                     failures[name] = failures.get(name, 0) + 1
