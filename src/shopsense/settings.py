@@ -118,6 +118,9 @@ class ServeSettings(_Strict):
     live_threads: int = Field(
         2, ge=1, le=64, description="recommendations computed at once; more wait (stored and cached ones never do)"
     )
+    cache_mb: float = Field(
+        256.0, ge=0, description="MiB of computed answers kept for repeated questions, least recent out (0: none)"
+    )
     store_checkpoint_mb: int = Field(
         1024, ge=1, description="the server's store folds its write-ahead log into the file at this size"
     )

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense import __version__
@@ -70,6 +70,13 @@ class Metrics:
         self.rejected = Counter("shopsense_events_rejected_total", "events rejected", registry=self.registry)
         self.recs = Counter(
             "shopsense_recommendations_total", "recommendation answers", ["fallback", "cached"], registry=self.registry
+        )
+
+        self.held = Gauge(
+            "shopsense_memory_held",
+            "what the server keeps in memory: cache_entries, cache_bytes, events, events_bytes (set at each scrape)",
+            ["what"],
+            registry=self.registry,
         )
 
     def events(self, accepted: int, rejected: int) -> None:

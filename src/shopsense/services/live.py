@@ -136,6 +136,14 @@ class LiveHistories:
         code = self._users.get(user_id)
         return 0 if code is None else int(self._versions.values[code])
 
+    def held(self) -> tuple[int, int]:
+        """Event rows held in memory (erased tail rows keep their slot) and the bytes of the arrays holding
+        them and the per-user columns; the id-to-code dictionaries are not counted."""
+        with self._lock:
+            users = (self._start, self._end, self._last, self._tail_count, self._versions)
+            grown = (*users, self._prev, self._item, self._type, self._time)
+            return self._base.num_rows + self._rows, self._base.nbytes + sum(c.values.nbytes for c in grown)
+
     def append(self, events: pa.Table) -> None:
         """Add accepted events (any users); they are visible to the next read.
 

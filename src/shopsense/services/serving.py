@@ -17,7 +17,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from shopsense.domain import Item, RecordKind, User
 from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline
 from shopsense.services import event_rows
+from shopsense.services.answer_cache import AnswerCache
 from shopsense.services.answers import Answers, rec_dict, similar_items
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.event_check import EventChecker, Rejected
@@ -43,8 +44,6 @@ log = logging.getLogger("shopsense.serve")
 
 COLD = "\x00cold"
 """Cache slot of the answer every user without history shares (no real id starts with NUL)."""
-CACHE_USERS = 50_000
-"""Users whose latest answers are kept; the least recently asked are dropped first."""
 TRENDING_DAYS = 7
 ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
@@ -92,40 +91,6 @@ class UserExport:
     events: list[dict[str, Any]]
 
 
-@dataclass
-class _Cache:
-    """Answers per user, keyed by (history version, model version, query)."""
-
-    entries: OrderedDict[str, dict[tuple[Any, ...], RecAnswer]] = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, user: str, key: tuple[Any, ...]) -> RecAnswer | None:
-        with self.lock:
-            answers = self.entries.get(user)
-            if answers is None:
-                return None
-            self.entries.move_to_end(user)
-            return answers.get(key)
-
-    def put(self, user: str, key: tuple[Any, ...], answer: RecAnswer) -> None:
-        with self.lock:
-            answers = self.entries.setdefault(user, {})
-            if answers and next(iter(answers))[:2] != key[:2]:
-                answers.clear()  # the history or the model moved on: older answers are stale
-            answers[key] = answer
-            self.entries.move_to_end(user)
-            while len(self.entries) > CACHE_USERS:
-                self.entries.popitem(last=False)
-
-    def drop(self, user: str) -> None:
-        with self.lock:
-            self.entries.pop(user, None)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-
-
 RELOAD_WAIT_S = 120.0
 """How long a model swap waits for the store thread (a stopped one never answers)."""
 
@@ -159,7 +124,7 @@ class ServingService:
         self._served: Served | None = None
         self._model_error: str | None = None
         self._swap_lock = threading.Lock()
-        self._cache = _Cache()
+        self._cache: AnswerCache[RecAnswer] = AnswerCache.from_mb(settings.serve.cache_mb)
         self.checker = EventChecker(settings)
         self._types = settings.event_types.canonical()
         self._trending: tuple[float, list[str]] = (0.0, [])
@@ -216,6 +181,18 @@ class ServingService:
     @property
     def model_error(self) -> str | None:
         return self._model_error
+
+    def held(self) -> dict[str, int]:
+        """What memory holds for answers: cached answers and their bytes, events in the live histories and
+        their arrays' bytes (for /metrics and the soak benchmark)."""
+        cache = self._cache.stats()
+        events, events_bytes = self.live.held()
+        return {
+            "cache_entries": cache.entries,
+            "cache_bytes": cache.bytes,
+            "events": events,
+            "events_bytes": events_bytes,
+        }
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ def test_probes_and_metrics(api: Api) -> None:
     metrics = api.client.get("/metrics").text
     assert 'shopsense_requests_total{method="GET",route="/v1/recommendations",status="200"} 1.0' in metrics
     assert "shopsense_request_seconds_bucket" in metrics
+    assert 'shopsense_memory_held{what="cache_entries"}' in metrics
+    assert 'shopsense_memory_held{what="events"}' in metrics
 
 
 def test_keys_401_403_and_revocation(api: Api) -> None:

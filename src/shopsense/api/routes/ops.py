@@ -35,7 +35,10 @@ def ready(svc: Annotated[ServingService, Depends(service)]) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
-def metrics(request: Request) -> Response:
-    """Request counts and latencies per route, events accepted/rejected, recommendations by fallback/cache."""
+def metrics(request: Request, svc: Annotated[ServingService, Depends(service)]) -> Response:
+    """Request counts and latencies per route, events accepted/rejected, recommendations by fallback/cache,
+    answers cached and events held in memory."""
+    for what, value in svc.held().items():
+        request.app.state.metrics.held.labels(what).set(value)
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)
