@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 
 class RecordKind(StrEnum):
@@ -40,6 +40,35 @@ def _utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 """A timezone-aware time, converted to UTC; naive times are refused rather than guessed."""
 
+ISO_TIME = "give the time as ISO-8601 text with a zone, e.g. 2024-05-01T10:00:00Z (not a number)"
+"""Why a time given as a number is refused: pydantic would read it as Unix seconds (or milliseconds, by size)."""
+_ISO_DATE = re.compile(r"\s*[+-]?\d{4,}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise ValueError(ISO_TIME)
+
+
+IsoTime = Annotated[UtcDatetime, BeforeValidator(_iso_text)]
+"""A time of a JSON record: ISO-8601 text with a zone (or a datetime from Python), converted to UTC."""
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise ValueError("Input should be a valid integer (a JSON number, not text or a boolean)")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer of a JSON record: text ("5") and booleans are refused rather than converted. Bounds go in the
+field's ``Field`` (or before the validator, in an optional one) so the schema states them."""
+JsonFloat = Annotated[float, Strict()]
+"""A number of a JSON record: integers are taken, text ("5") and booleans refused (checked in pydantic's core)."""
+JsonBool = Annotated[bool, Strict()]
+"""A boolean of a JSON record: 0, 1, "true" are refused rather than converted."""
+
 MAX_JSON_DEPTH = 128
 """Deepest nesting accepted in free-form JSON (event ``context``, item and user ``attributes``), by
 every entry point (API and file import): ``{"a": 1}`` is 1 deep, ``{"a": {"b": [1]}}`` 3."""
@@ -57,6 +86,8 @@ FORBIDDEN_ID_RANGES: tuple[tuple[int, int], ...] = (
 """Code points refused in ids: invisible or reordering characters that make two ids look alike."""
 BAD_ID = "contains a control, bidi or zero-width character"
 _BAD_ID_CHAR = re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in FORBIDDEN_ID_RANGES) + "]")
+ID_PATTERN = "^[^" + "".join(f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi in FORBIDDEN_ID_RANGES) + "]*$"
+"""The same rule as a JSON-schema pattern, for the API's documentation (checked by :func:`checked_id`)."""
 
 
 def plain_ids(text: str) -> bool:
@@ -70,8 +101,9 @@ def id_problem(value: str) -> str | None:
     return BAD_ID if _BAD_ID_CHAR.search(value) else None
 
 
-def _id(value: str) -> str:
-    """An id as stored: refused when it holds a forbidden character, else in Unicode NFC."""
+def checked_id(value: str) -> str:
+    """An id as stored: refused (ValueError, :data:`BAD_ID`) when it holds a forbidden character, else in
+    Unicode NFC. The one rule for ids, whether they come from the API, a file or the command line."""
     if plain_ids(value):
         return value
     if _BAD_ID_CHAR.search(value):
@@ -99,7 +131,9 @@ def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_id)]
+Id = Annotated[
+    str, Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN}), AfterValidator(checked_id)
+]
 """A user, item, event or session id: no control, bidi or zero-width character; stored in NFC."""
 JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 """Free-form JSON, at most :data:`MAX_JSON_DEPTH` deep."""
@@ -120,10 +154,13 @@ class Event(BaseModel):
     type: str = Field(min_length=1)
     timestamp: UtcDatetime
     channel: str | None = None
-    session_id: Annotated[str, Field(max_length=256), AfterValidator(_id)] | None = None
-    quantity: float = Field(1.0, gt=0, allow_inf_nan=False)
-    value: float | None = Field(None, ge=0, allow_inf_nan=False)
-    rating: float | None = Field(None, allow_inf_nan=False)
+    session_id: (
+        Annotated[str, Field(max_length=256, json_schema_extra={"pattern": ID_PATTERN}), AfterValidator(checked_id)]
+        | None
+    ) = None
+    quantity: JsonFloat = Field(1.0, gt=0, allow_inf_nan=False)
+    value: JsonFloat | None = Field(None, ge=0, allow_inf_nan=False)
+    rating: JsonFloat | None = Field(None, allow_inf_nan=False)
     context: JsonObject | None = None
 
 
@@ -137,12 +174,12 @@ class Item(BaseModel):
     description: str | None = None
     category: list[str] | None = None
     brand: str | None = None
-    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    price: JsonFloat | None = Field(None, ge=0, allow_inf_nan=False)
     currency: str | None = Field(None, min_length=3, max_length=3)
-    available: bool | None = None
-    stock: int | None = Field(None, ge=0, le=2**63 - 1)
+    available: JsonBool | None = None
+    stock: Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_json_integer)] | None = None
     attributes: JsonObject | None = None
-    first_seen: UtcDatetime | None = None
+    first_seen: IsoTime | None = None
 
 
 class User(BaseModel):
@@ -152,7 +189,7 @@ class User(BaseModel):
 
     user_id: Id
     attributes: JsonObject | None = None
-    first_seen: UtcDatetime | None = None
+    first_seen: IsoTime | None = None
 
 
 FIELDS: dict[RecordKind, tuple[str, ...]] = {

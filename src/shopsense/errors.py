@@ -17,6 +17,10 @@ class ConfigError(ShopsenseError):
     """A settings file, mapping file or option is invalid."""
 
 
+class NotFound(ConfigError):
+    """A name or id the request refers to is not known (a campaign, say): the API answers 404."""
+
+
 class StoreError(ShopsenseError):
     """The store cannot be opened or written as asked."""
 

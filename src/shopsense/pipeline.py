@@ -8,7 +8,7 @@ once per candidate and the blend, filters and re-ranking happen after.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +148,21 @@ class Pipeline:
         )
         catalog.available[index[touched]] = available[touched]
         return bool(touched.any())
+
+    def forget_users(self, erased: Callable[[str], bool]) -> int:
+        """Drop what a fitted candidate model keeps per training user (by id) for the users ``erased`` names,
+        so the bundle answers for an erased user as for an unknown one; the per-user rows dropped.
+
+        Only user-kNN keeps such rows; ALS and BPR keep no user factors, and the features and heads are
+        fitted on aggregates. An erased user's events still shaped those aggregates until the next training,
+        which no longer sees them.
+        """
+        dropped = 0
+        for model in self.ranker.generator_.models_:
+            forget = getattr(model, "forget_users", None)
+            if forget is not None:
+                dropped += int(forget(erased))
+        return dropped
 
     def recommend_user(
         self,

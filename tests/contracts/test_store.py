@@ -34,6 +34,7 @@ ids never reused. What DuckDB gets for free and a PostgreSQL backend must add on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -54,8 +55,8 @@ from shopsense.errors import StoreError, ValidationFailed
 from shopsense.ingest.importer import Importer, ImportReport
 from shopsense.ingest.mapping import load_mapping
 from shopsense.settings import Settings
-from shopsense.store import open_store
-from shopsense.store.base import EVENT_COLUMNS, JobStatus, Store
+from shopsense.store import jobsql, open_store
+from shopsense.store.base import EVENT_COLUMNS, JobStatus, ReplicaFeed, Store, erased_since, erasure_hash
 from tests import postgres
 from tests.conftest import write
 
@@ -662,6 +663,84 @@ def test_erasing_a_user_removes_only_that_users_rows(store: Store, handles: Call
     assert (summary.users, summary.items, summary.events) == (1, 2, 1), "items are not the user's"
 
 
+def test_an_erasure_leaves_a_tombstone_of_the_ids_hash_only(store: Store, handles: Callable[[str], Store]) -> None:
+    """Bundles trained before an erasure check the tombstones; they outlive the store handle and hold
+    the id's SHA-256, never the id."""
+    _filled(store)
+    assert store.tombstones() == {}
+    store.erase_user("u1")
+    store.erase_user("u1")
+    store.erase_user("walk-in")  # nothing stored: still a tombstone, the id may be in a bundle
+    url = store.url
+    store.close()
+    after = handles(url)
+    assert set(after.tombstones()) == {erasure_hash("u1"), erasure_hash("walk-in")}
+    assert erasure_hash("u1") == hashlib.sha256(b"u1").hexdigest()
+
+
+def test_tombstones_keep_the_latest_erasure_and_those_from_elsewhere_are_added_once(store: Store) -> None:
+    """A second erasure (the user came back) moves the tombstone's time on; a restore brings its backup's
+    tombstones (hashes and times): newer ones are recorded, known ones not again, and none reaches the
+    replica feed (no replica holds such a user)."""
+    store.erase_user("u1")
+    first = store.tombstones()[erasure_hash("u1")]
+    assert first.tzinfo is not None and abs((datetime.now(UTC) - first).total_seconds()) < 60
+    store.erase_user("u1")
+    assert store.tombstones()[erasure_hash("u1")] >= first
+    old, new = first - timedelta(days=1), first + timedelta(days=1)
+    incoming = {erasure_hash("u1"): old, erasure_hash("u9"): new}
+    assert store.add_tombstones(incoming) == 1, "u1's is older than the store's own"
+    assert store.add_tombstones(incoming) == 0
+    assert store.tombstones()[erasure_hash("u9")] == new
+    assert erased_since(store.tombstones(), first + timedelta(hours=1)) == {erasure_hash("u9")}
+    assert erased_since(store.tombstones(), None) == {erasure_hash("u1"), erasure_hash("u9")}
+    if isinstance(store, ReplicaFeed):
+        start = store.feed_start()
+        store.add_tombstones({erasure_hash("u8"): new})
+        assert store.changes_since(start.cursor).erasures.num_rows == 0, "no id to drop from memory"
+
+
+def test_erasing_a_user_removes_them_from_job_outputs(store: Store) -> None:
+    """An audience job keeps its customers beside the job (``job_rows``): erased users leave it too."""
+    store.create_job("j1", "audience")
+    store.save_job_rows("j1", pa.table({"user_id": ["u1", "u2", "u1"], "score": [1.0, 2.0, 3.0]}))
+    store.create_job("j2", "report")
+    store.save_job_rows("j2", pa.table({"item_id": ["u1"]}))
+    assert store.erase_user("u1")["job_rows"] == 2
+    kept = store.job_rows("j1")
+    assert kept is not None and kept.to_pydict() == {"user_id": ["u2"], "score": [2.0]}
+    other = store.job_rows("j2")
+    assert other is not None and other.num_rows == 1, "only user_id columns name users"
+
+
+def test_erasure_decodes_only_the_job_outputs_that_name_the_user(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It runs inside the erasure's transaction, on the server's writer: an output without a ``user_id``
+    column, or without the user in it, is not decoded whole."""
+    store.create_job("j1", "audience")
+    store.save_job_rows("j1", pa.table({"user_id": ["u1", "u2"], "score": [1.0, 2.0]}))
+    store.create_job("j2", "audience")
+    store.save_job_rows("j2", pa.table({"user_id": ["u3"], "score": [3.0]}))
+    store.create_job("j3", "report")
+    store.save_job_rows("j3", pa.table({"item_id": ["u1"], "n": [4]}))
+    decoded: list[int] = []
+    whole = jobsql.rows_table
+
+    def counted(blob: bytes) -> pa.Table:
+        table = whole(blob)
+        decoded.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(jobsql, "rows_table", counted)
+    assert store.erase_user("u1")["job_rows"] == 1
+    assert decoded == [2], "only j1 was read whole"
+    monkeypatch.undo()
+    kept = store.job_rows("j1")
+    assert kept is not None and kept.to_pydict() == {"user_id": ["u2"], "score": [2.0]}
+    for job in ("j2", "j3"):
+        rows = store.job_rows(job)
+        assert rows is not None and rows.num_rows == 1, "left as they were"
+
+
 def test_erasing_a_user_the_store_knows_only_by_assignment_removes_the_assignment(store: Store) -> None:
     """Audiences may name ids with no record (``campaign assign --users``): erasure still finds them."""
     store.save_campaign("spring", "{}")
@@ -889,6 +968,41 @@ def test_impressions_are_attributed_to_later_clicks_and_purchases(store: Store) 
     assert (wide["m2"]["purchases"], wide["m2"]["revenue"]) == (1, 9.0)
     narrow = {r["model_version"]: r for r in store.impression_report(0.1, ["view"], ["purchase"]).to_pylist()}
     assert (narrow["m1"]["clicks"], narrow["m1"]["purchases"]) == (0, 0), "six minutes: the view came later"
+
+
+def test_impressions_are_scanned_oldest_first_and_merged_once_repeats_kept(
+    make_store: Callable[[str], Store],
+) -> None:
+    """What a backup keeps of impressions and how a restore adds them: a row shown twice stays twice, and
+    merging the same rows again (or into the store they came from) adds nothing."""
+    source = make_store("source")
+    source.upsert_items(_reader(_items([("i1", "Cup", 3.0, None, None), ("i2", "Pot", 9.0, None, None)])), "items")
+    later, earlier = T0 + timedelta(minutes=5), T0
+    rows = [
+        ("r2", "u2", "i2", 1, None, later),
+        ("r1", "u1", "i1", 1, "m1", earlier),
+        ("r1", "u1", "i1", 1, "m1", earlier),  # the same line twice: two impressions
+        ("r1", "u1", "i2", 2, "m1", earlier),
+    ]
+    source.append_impressions(_impressions(rows))
+    scanned = source.scan_impressions()
+    assert scanned.column_names == ["recommendation_id", "user_id", "item_id", "position", "model_version", "timestamp"]
+    assert [tuple(r.values()) for r in scanned.to_pylist()] == [rows[1], rows[2], rows[3], rows[0]]
+    assert source.merge_impressions(scanned) == 0, "every row is stored already, the repeated one twice"
+
+    copy = make_store("copy")
+    copy.upsert_items(_reader(_items([("i1", "Cup", 3.0, None, None), ("i2", "Pot", 9.0, None, None)])), "items")
+    copy.upsert_users(_reader(_users([("u1", None, None), ("u2", None, None)])), "users")
+    copy.append_impressions(_impressions([rows[1]]))  # one copy of the repeated row is there already
+    unknown = _impressions([("r9", "u1", "gone", 1, "m1", T0), ("r9", "nobody", "i1", 2, "m1", T0)])
+    assert copy.merge_impressions(pa.concat_tables([scanned, unknown])) == 3, "the missing copy and two rows"
+    assert copy.merge_impressions(scanned) == 0
+    assert copy.scan_impressions().to_pylist() == scanned.to_pylist()
+    assert copy.user_record("nobody") is None, "a merge creates no users"
+    assert (
+        copy.impression_report(1.0, ["view"], ["purchase"]).to_pylist()
+        == source.impression_report(1.0, ["view"], ["purchase"]).to_pylist()
+    )
 
 
 # -- the import log ---------------------------------------------------------------------------

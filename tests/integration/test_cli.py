@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
 from typer.testing import CliRunner
 
 from shopsense.cli import app
@@ -159,3 +162,51 @@ def test_marketing_walkthrough_on_online_retail(tmp_path: Path) -> None:
     assert len(lines) == counts["coupon"] + counts["recs-email"]
     first = json.loads(lines[0])
     assert first["message"] and first["items"] and first["items"][0]["reason"]
+
+
+def test_backup_then_restore_into_a_new_data_directory(tmp_path: Path) -> None:
+    """`shopsense backup` / `restore` end to end: strict JSON, the same stats, refusals with plain messages."""
+    data, copy, backup = tmp_path / "d", tmp_path / "copy", tmp_path / "backups" / "monday"
+    _run(data, "import", "dataset", "online-retail", str(DATA / "online_retail_sample.csv"))
+    code, out, err = _run(data, "backup", str(backup), "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    code, _, err = _run(data, "backup", str(backup))
+    assert code == 2 and "pass --force" in err and "Traceback" not in err
+    code, _, err = _run(data, "backup", str(backup), "--force")
+    assert code == 0 and f"{rows['events']:,} events" in " ".join(err.split())
+    code, out, err = _run(copy, "restore", str(backup), "--json")
+    assert code == 0, err
+    assert json.loads(out)["written"] == rows
+    original, restored = (json.loads(_run(d, "stats", "--json")[1]) for d in (data, copy))
+    assert {k: v for k, v in restored.items() if k != "imports"} == {
+        k: v for k, v in original.items() if k != "imports"
+    }
+    code, out, _ = _run(copy, "restore", str(backup), "--json")
+    assert code == 0 and not any(json.loads(out)["written"].values()), "a second restore adds nothing"
+    (backup / "items.parquet").write_bytes(b"PAR1 truncated")
+    code, _, err = _run(tmp_path / "fresh", "restore", str(backup))
+    assert code == 1 and "monday/items.parquet:14byteswherethemanifestsays" in "".join(err.split())
+    assert "Traceback" not in err
+    assert json.loads(_run(tmp_path / "fresh", "stats", "--json")[1])["events"] == 0
+
+
+def test_erase_forgets_the_user_everywhere_and_retrains_on_request(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    models = data / "models" / "default"
+    (version,) = [p.name for p in models.iterdir() if p.is_dir()]
+    user = ipc.open_file(pa.memory_map(str(models / version / "answers.arrow"))).read_all()["user_id"][0].as_py()
+    code, out, err = _run(data, "erase", user, "--retrain", "--json")
+    assert code == 0, err
+    receipt = json.loads(out)
+    assert receipt["user_id"] == user and receipt["deleted"]["users"] == 1 and receipt["deleted"]["events"] > 0
+    assert receipt["models"]["trained_on_user"] and receipt["models"]["bundles"] == [f"default/{version}"]
+    assert receipt["models"]["answers_removed"] > 0
+    newer = [p.name for p in models.iterdir() if p.is_dir() and p.name != version]
+    assert receipt["models"]["forgotten_at"] == f"retrained ({newer[0]})"
+    for folder in (version, newer[0]):
+        answers = ipc.open_file(pa.memory_map(str(models / folder / "answers.arrow"))).read_all()
+        assert user not in answers["user_id"].to_pylist()
+    code, out, _ = _run(data, "erase", user)
+    assert code == 0 and "nothing stored" in out + _

@@ -6,6 +6,7 @@ data (the input file cannot be imported). Each message names the file or the opt
 
 from __future__ import annotations
 
+import csv
 import gzip
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from shopsense.cli import app
+from shopsense.ingest.validate import LINE_TOO_DEEP
 
 runner = CliRunner()
 HEADER = "user_id,item_id,type,timestamp\n"
@@ -201,3 +203,57 @@ def test_generated_files_import_without_flags(tmp_path: Path) -> None:
     for kind, n in (("items", 20), ("users", 30), ("events", 300)):
         got, err = _cli(tmp_path, "import", kind, str(gen / f"{kind}.parquet"))
         assert got == 0 and f"wrote {n:,} {kind}" in err
+
+
+# -- ids typed on the command line follow the id rule ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["recommend", "u\u202ex"], "USER 'u\\u202ex'"),
+        (["similar", "i\x00x"], "ITEM 'i\\x00x'"),
+        (["profiles", "show", "u\u200bx"], "USER 'u\\u200bx'"),
+        (["audience", "--item", "i\u2066x\u2069"], "--item 'i\\u2066x\\u2069'"),
+    ],
+)
+def test_an_id_argument_with_an_invisible_character_is_refused(tmp_path: Path, args: list[str], what: str) -> None:
+    """Refused as an option error (exit 2) that shows the hidden character, not quietly matched against
+    nothing (an unknown user would get trending items)."""
+    err = _error(tmp_path, 2, *args)
+    assert f"error: {what} contains a control, bidi or zero-width character" in err
+
+
+def test_a_file_of_user_ids_follows_the_id_rule(tmp_path: Path) -> None:
+    users = _file(tmp_path, "users.txt", "user_id\nu1\n\nu\u202e2\n")
+    err = _error(tmp_path, 2, "recommend", "--users", users, "--out", str(tmp_path / "r.csv"))
+    assert f"{users}: line 4: 'u\\u202e2' contains a control, bidi or zero-width character" in err
+
+
+def test_a_decomposed_id_argument_finds_the_composed_one(tmp_path: Path) -> None:
+    """An id typed decomposed ("cafe" + U+0301, as some keyboards and file systems give it) is put in NFC,
+    as every stored id is, so it finds the customer stored as "caf\u00e9"."""
+    events = _file(tmp_path, "e.csv", HEADER + "caf\u00e9,i1,purchase,2024-01-01T10:00:00Z\n")
+    assert _cli(tmp_path, "import", "events", events, "--extra", "ignore")[0] == 0
+    assert _cli(tmp_path, "profiles", "build")[0] == 0
+    got, err = _cli(tmp_path, "profiles", "show", "cafe\u0301", "--json")
+    assert got == 0, err
+
+
+def test_a_huge_field_is_reported_on_its_line_by_the_cli(tmp_path: Path) -> None:
+    rows = "".join(f"u{n},i1,view,2024-01-01T10:00:00Z\n" for n in range(1, 1001))
+    path = _file(tmp_path, "big.csv", HEADER + rows + "u0,i1,view," + "y" * 3_000_000 + "\n")
+    err = _error(tmp_path, 1, "import", "events", path)
+    assert f"{path}: a line is longer than the 2097152-byte limit (line 1002)" in err
+
+
+def test_a_json_line_nested_too_deep_is_skipped_alone(tmp_path: Path) -> None:
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    good = '{"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2024-01-01T10:00:00Z"}'
+    path = _file(tmp_path, "e.jsonl", "\n".join([good, good[:-1] + f', "context": {deep}}}', good]) + "\n")
+    got, err = _cli(tmp_path, "import", "events", path, "--on-error", "skip")
+    assert got == 0, err
+    (rejects,) = (tmp_path / "data" / "rejects").glob("e.jsonl.*.rejects.csv")
+    (row,) = list(csv.DictReader(rejects.open(encoding="utf-8", newline="")))
+    assert (row["row"], row["reasons"]) == ("2", f"line: {LINE_TOO_DEEP}")
+    assert "wrote 2 events" in err and "1 rejected" in err, err

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense import __version__
+from shopsense.api.auth import Authenticate
 from shopsense.api.computing import LiveAnswers
 from shopsense.api.deps import RateLimiter
 from shopsense.api.docs import add_docs
@@ -71,7 +72,6 @@ class Metrics:
         self.recs = Counter(
             "shopsense_recommendations_total", "recommendation answers", ["fallback", "cached"], registry=self.registry
         )
-
         self.held = Gauge(
             "shopsense_memory_held",
             "what the server keeps in memory: cache_entries, cache_bytes, events, events_bytes (set at each scrape)",
@@ -126,6 +126,14 @@ async def _too_large(limit: int, send: Send) -> None:
 
 async def _nothing() -> Message:
     return {"type": "http.request", "body": b""}
+
+
+ROUTERS = (
+    *(m.router for m in (events, catalog, recommendations, users, impressions, marketing, admin, jobs, ops)),
+    admin.training,  # POST /v1/models/train: outside the admin router's /v1/admin/models
+    admin.replicas,
+)
+"""Every router of the API, in the order the app matches them."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -184,16 +192,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.shop = shop  # the routes reach every service through it (api/deps.py)
     app.state.limiter = RateLimiter(settings.serve.rate_per_second, settings.serve.rate_burst)
     app.state.metrics = Metrics()
-    modules = (events, catalog, recommendations, users, impressions, marketing, admin, jobs, ops)
-    for module in modules:
-        app.include_router(module.router)
-    app.include_router(admin.training)  # POST /v1/models/train: outside the admin router's /v1/admin/models
-    app.include_router(admin.replicas)
+    for router in ROUTERS:
+        app.include_router(router)
     add_docs(app)
     _errors(app)
-    app.add_middleware(
-        FastPaths, routes=(events.FAST, recommendations.FAST), declared=[r for m in modules for r in m.router.routes]
-    )
+    declared = [route for router in ROUTERS for route in router.routes]
+    app.add_middleware(Authenticate, routes=declared)  # the key before the body, just inside the fast paths
+    app.add_middleware(FastPaths, routes=(events.FAST, recommendations.FAST), declared=declared)
     app.add_middleware(Observe, metrics=app.state.metrics)
     if settings.serve.cors_origins:
         app.add_middleware(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from anyio import to_thread
 from fastapi import Request
@@ -72,8 +72,18 @@ async def service(request: Request) -> ServingService:
     return serving(request)
 
 
-def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
+CHECKED = "shopsense.key"
+"""Where :class:`shopsense.api.auth.Authenticate` leaves the key record it admitted, in the ASGI scope."""
+
+
+@dataclass(frozen=True)
+class Required:
     """A dependency that admits a request only with a valid key holding ``scope`` (or admin).
+
+    Declared once per route (``Depends(require(Scope.X))``): the route's scope for the OpenAPI
+    schema, for :class:`shopsense.api.auth.Authenticate`, which checks the key before the
+    framework reads the body, and for the fast paths. A request that middleware admitted is not
+    checked again; one that bypassed it (an app built without it) is checked here.
 
     Async because with the key file it never blocks (a hash, a stat of the file, a token bucket): a
     sync dependency would cost every request a hop to the thread pool. Keys in a shared database
@@ -81,7 +91,21 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
     read is awaited in the thread pool, never on the event loop.
     """
 
-    async def check(request: Request) -> KeyRecord:
+    scope: Scope
+
+    async def __call__(self, request: Request) -> KeyRecord:
+        admitted = request.scope.get(CHECKED)
+        if isinstance(admitted, KeyRecord) and admitted.allows(self.scope):  # admitted for this scope, too
+            return admitted
+        return await self.check(request)
+
+    async def check(self, request: Request) -> KeyRecord:
+        """The key record of the request's key, once it is found valid, in scope and under its rate limit.
+
+        Raises:
+            ApiError: 401 without a valid key, 403 with one lacking the scope, 429 over the rate limit,
+                503 when the key store cannot be read.
+        """
         keys: KeyRing = shop_of(request).keys
         presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
         if not presented:
@@ -94,11 +118,11 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
         record = await _verified(keys, presented)
         if record is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        if not record.allows(scope):
+        if not record.allows(self.scope):
             raise ApiError(
                 403,
                 "forbidden",
-                f"key {record.key_id!r} lacks scope {scope.value!r} (it has: {', '.join(record.scopes)})",
+                f"key {record.key_id!r} lacks scope {self.scope.value!r} (it has: {', '.join(record.scopes)})",
             )
         wait = request.app.state.limiter.take(record.key_id)
         if wait > 0:
@@ -110,7 +134,10 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[KeyRecord]]:
             )
         return record
 
-    return check
+
+def require(scope: Scope) -> Required:
+    """The dependency admitting keys with ``scope`` (or admin): see :class:`Required`."""
+    return Required(scope)
 
 
 async def _verified(keys: KeyRing, presented: str) -> KeyRecord | None:

@@ -142,8 +142,20 @@ def load(body: bytes, max_batch: int, what: str) -> tuple[list[Any], dict[int, s
 
 def too_deep(field: str | None) -> ApiError:
     """The 422 for a body of one record (not an array) that holds JSON nested too deep."""
-    where = f"{field}: " if field else ""
-    return ApiError(422, "invalid_request", where + TOO_DEEP, [{"field": field or "", "message": TOO_DEEP}])
+    return one_refused(Rejected(0, TOO_DEEP, field))
+
+
+def one_refused(rejected: Rejected) -> ApiError:
+    """The refusal of a body of one record (not an array): with nothing else in the request to commit,
+    the record's refusal is the request's (a batch lists each refused record and commits the rest). 422
+    for a record of the wrong shape, 400 for a well-formed one a rule of the settings refuses."""
+    where = f"{rejected.field}: " if rejected.field else ""
+    return ApiError(
+        400 if rejected.rule else 422,
+        "invalid_request",
+        where + rejected.reason,
+        [{"field": rejected.field or "", "message": rejected.reason}],
+    )
 
 
 def _loads(body: bytes) -> Any:
@@ -160,8 +172,8 @@ def read(checker: EventChecker, body: bytes, max_batch: int) -> Read:
     if parsed is None or parsed[0].num_rows + len(parsed[1]) > max_batch:
         parsed = _validated(checker, *load(body, max_batch, "events"))
     refused = parsed[1]
-    if refused and refused[0].reason == TOO_DEEP and body.lstrip()[:1] != b"[":
-        raise too_deep(refused[0].field)  # one event: refused as when it is too deep to parse at all
+    if refused and body.lstrip()[:1] != b"[":
+        raise one_refused(refused[0])
     return parsed
 
 

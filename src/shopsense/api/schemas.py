@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, WithJsonSchema, field_validator
 
-from shopsense.domain import UtcDatetime
+from shopsense.domain import ID_PATTERN, Id, IsoTime, UtcDatetime, checked_id
 from shopsense.services.bundles import BundleInfo
 from shopsense.services.coordination import ReplicaInfo
 
@@ -56,19 +56,34 @@ class RecommendedItem(BaseModel):
     contributions: dict[str, float] = Field(default_factory=dict, description="score contribution per evidence")
 
 
+Texts = Annotated[list[str] | None, WithJsonSchema({"type": "array", "items": {"type": "string"}, "maxItems": 20})]
+"""A repeated query parameter (``brand=a&brand=b``). Optional parameters are documented without ``null``,
+which a query string cannot carry: a client omits them."""
+
+
 class RecommendationQuery(BaseModel):
     """The query parameters of GET /v1/recommendations."""
 
-    user_id: str = Field(min_length=1, max_length=256)
+    user_id: Id
     k: int = Field(10, ge=1, le=100, description="how many items")
     alpha: float | None = Field(None, ge=0, le=1, description="1 = attention only, 0 = purchase x value only")
     diversity: float | None = Field(None, ge=0, le=1, description="MMR lambda: 1 = off, lower = varied")
-    category: list[str] | None = Field(None, max_length=20, description="only these categories")
-    exclude_category: list[str] | None = Field(None, max_length=20)
-    brand: list[str] | None = Field(None, max_length=20, description="only these brands")
+    category: Texts = Field(None, max_length=20, description="only these categories")
+    exclude_category: Texts = Field(None, max_length=20)
+    brand: Texts = Field(None, max_length=20, description="only these brands")
     min_price: float | None = Field(None, ge=0, le=1e12)
     max_price: float | None = Field(None, ge=0, le=1e12)
-    channel: str | None = Field(None, max_length=32, description="where it will be shown (recorded)")
+    channel: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 32})] = Field(
+        None, max_length=32, description="where it will be shown (recorded)"
+    )
+
+    @field_validator("max_price")
+    @classmethod
+    def _not_below_min(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("min_price")
+        if value is not None and low is not None and low > value:
+            raise ValueError(f"max_price ({value:g}) is below min_price ({low:g})")
+        return value
 
     def rules(self) -> dict[str, Any] | None:
         """The business rules asked for, named as the pipeline names them; None when there are none."""
@@ -79,7 +94,7 @@ class RecommendationQuery(BaseModel):
             "min_price": self.min_price,
             "max_price": self.max_price,
         }
-        return {name: value for name, value in asked.items() if value} or None
+        return {name: value for name, value in asked.items() if value is not None and value != []} or None  # 0 counts
 
 
 class RecommendationResponse(BaseModel):
@@ -124,10 +139,12 @@ class ImpressionIn(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    recommendation_id: str = Field(min_length=1, max_length=64)
-    user_id: str = Field(min_length=1, max_length=256)
-    item_ids: list[str] = Field(min_length=1, max_length=1000)
-    timestamp: UtcDatetime | None = Field(None, description="default: now")
+    recommendation_id: Annotated[
+        str, Field(min_length=1, max_length=64, json_schema_extra={"pattern": ID_PATTERN}), AfterValidator(checked_id)
+    ]
+    user_id: Id
+    item_ids: list[Id] = Field(min_length=1, max_length=1000)
+    timestamp: IsoTime | None = Field(None, description="default: now")
     model_version: str | None = Field(None, max_length=64, description="default: the version that answered")
 
 
@@ -147,9 +164,28 @@ class ImpressionReport(BaseModel):
     versions: list[ImpressionReportRow]
 
 
+class ErasureModels(BaseModel):
+    """What an erasure means for the trained models."""
+
+    trained_on_user: bool = Field(
+        description="a stored bundle may have learnt from the user (its data range covers their events, "
+        "or it held precomputed answers for them)"
+    )
+    bundles: list[str] = Field(description="those bundles, as pipeline/version")
+    answers_removed: int = Field(description="precomputed answer rows cut from the stored bundles")
+    answers_not_purged: list[str] = Field(
+        default=[],
+        description="bundles whose stored answers could not be rewritten (logged; they still never answer for the "
+        "user, since every bundle is checked against the tombstones when loaded)",
+    )
+    served_as: str = Field(description="how every bundle treats the id from now on")
+    forgotten_at: str = Field(description="when model weights stop reflecting the user's events")
+
+
 class EraseResponse(BaseModel):
     user_id: str
-    deleted: dict[str, int]
+    deleted: dict[str, int] = Field(description="rows deleted per store table")
+    models: ErasureModels | None = None
 
 
 class ExportResponse(BaseModel):

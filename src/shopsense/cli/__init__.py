@@ -5,8 +5,8 @@ non-zero exit code: 1 for bad data, 2 for bad options or configuration.
 
 One module per command group: data.py (init, import, stats, export, generate), recommend.py (evaluate, train,
 recommend, similar, models), serve.py (serve, keys), marketing.py (profiles, segment, clusters, audience,
-campaign) and jobs.py (jobs list, show, watch); common.py holds what they share. This module builds ``app``
-from them.
+campaign), privacy.py (erase) and jobs.py (jobs list, show, watch); common.py holds what they share. This module
+builds ``app`` from them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from shopsense.cli import data, jobs, marketing, recommend, serve
+from shopsense.cli import data, jobs, marketing, privacy, recommend, serve
 
 __all__ = ["app"]
 
@@ -46,6 +46,8 @@ def main(
 app.command()(data.init)
 app.command()(data.migrate)
 app.command("migrate-store")(data.migrate_store)
+app.command()(data.backup)
+app.command()(data.restore)
 app.command()(data.stats)
 app.command()(data.export)
 app.command("generate")(data.generate_cmd)
@@ -54,6 +56,7 @@ app.command()(recommend.train)
 app.command()(recommend.recommend)
 app.command()(recommend.similar)
 app.command()(serve.serve)
+app.command()(privacy.erase)
 app.command()(marketing.segment)
 app.command()(marketing.clusters)
 app.command()(marketing.audience)

@@ -1,5 +1,6 @@
 """What every command group shares: the consoles, settings and the shop facade with clean exits on errors,
-the ``--json`` option, the spinner for long jobs, table and cell printing, and reading a file of user ids."""
+the ``--json`` option, the spinner for long jobs, table and cell printing, and the ids a command is given
+(typed, or a file of user ids) under the one id rule."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shopsense.domain import checked_id, plain_ids
 from shopsense.errors import ConfigError, ShopsenseError
 from shopsense.settings import Settings, load_settings
 
@@ -126,11 +128,30 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def cli_id(value: str, what: str) -> str:
+    """An id typed on the command line, under the rule every id follows (:func:`shopsense.domain.checked_id`).
+
+    Returns:
+        The id in Unicode NFC, as it is stored, so a decomposed "café" finds the composed one.
+
+    Raises:
+        ConfigError: it holds a control, bidi or zero-width character (exit 2), which would otherwise
+            quietly match no stored id.
+    """
+    try:
+        return checked_id(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {value!r} {exc}; remove that character") from None
+
+
 def _read_ids(path: Path) -> list[str]:
-    """One user id per line (blank lines ignored; a first line ``user_id`` is a header)."""
+    """One user id per line (blank lines ignored; a first line ``user_id`` is a header), each under the id
+    rule (:func:`cli_id`)."""
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read user ids from {path}: {exc}") from exc
+    if not plain_ids("".join(lines)):
+        lines = [cli_id(line, f"{path}: line {at}:") if line else line for at, line in enumerate(lines, 1)]
     ids = [line for line in lines if line]
     return ids[1:] if ids[:1] == ["user_id"] else ids

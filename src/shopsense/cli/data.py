@@ -1,4 +1,5 @@
-"""Data commands: ``init``, ``import events|items|users|dataset``, ``stats``, ``export`` and ``generate``."""
+"""Data commands: ``init``, ``migrate``, ``migrate-store``, ``backup``, ``restore``,
+``import events|items|users|dataset``, ``stats``, ``export`` and ``generate``."""
 
 from __future__ import annotations
 
@@ -54,6 +55,60 @@ def migrate_store(
         f"  it holds {summary.users:,} users, {summary.items:,} items, {summary.events:,} events; "
         "bundles stay in the data directory (point the servers at it, or train again); API keys are not copied: "
         "create them again for the new store (`shopsense keys create`)",
+        highlight=False,
+    )
+
+
+def backup(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="the backup folder to create, e.g. backups/2026-12-07")],
+    force: Annotated[bool, typer.Option("--force", help="replace the backup already at PATH")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the store (items, users, events, impressions, campaigns, assignments, profiles, erasure tombstones)
+    into a new folder: Parquet files and a manifest of their rows and SHA-256, whole or not at all."""
+    with _shop(ctx) as shop:
+        done = shop.data.backup(path, force=force)
+        url = shop.data.url
+    if as_json:
+        echo_json({"path": str(done.path), "rows": done.rows, "bytes": done.bytes})
+        return
+    rows = ", ".join(f"{n:,} {table}" for table, n in done.rows.items())
+    console.print(f"[green]✓[/] backed up {url} to {done.path}: {rows} ({done.bytes:,} bytes)", highlight=False)
+    console.print(
+        "  not in it: API keys (create them again where you restore it, `shopsense keys create`) and model "
+        "bundles (files in the data directory: copy them, or train again)",
+        highlight=False,
+    )
+
+
+def restore(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="a folder `shopsense backup` wrote")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a backup (every file's size, SHA-256 and rows) and load it into the store; a damaged backup is
+    refused before anything is written, and restoring one twice adds nothing."""
+    with _shop(ctx) as shop, _progress("restoring") as step:
+        restored = shop.data.restore(path, progress=step)
+    if as_json:
+        echo_json(
+            {
+                "url": restored.url,
+                "written": restored.written,
+                "skipped_erased": restored.skipped,
+                "summary": restored.summary.to_dict(),
+            }
+        )
+        return
+    summary = restored.summary
+    written = ", ".join(f"{n:,} {table}" for table, n in restored.written.items())
+    console.print(f"[green]✓[/] restored {path} into {restored.url}: {written} added", highlight=False)
+    if restored.skipped:
+        console.print(f"  {restored.skipped:,} rows of erased users left out: they stay erased", highlight=False)
+    console.print(
+        f"  it holds {summary.users:,} users, {summary.items:,} items, {summary.events:,} events; "
+        "API keys were not in the backup: the store's own are as they were",
         highlight=False,
     )
 

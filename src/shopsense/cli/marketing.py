@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _shop, console, echo_json, out
+from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _shop, cli_id, console, echo_json, out
 from shopsense.ingest.mapping import parse_pairs
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def profiles_show(
 ) -> None:
     """One customer's stored profile."""
     with _marketing(ctx) as marketing:
+        user = cli_id(user, "USER")
         profile = marketing.profile(user)
     if profile is None:
         console.print(
@@ -229,7 +230,7 @@ def audience(
     from shopsense.marketing.audiences import AudienceSpec, Target, export_audience
 
     with _marketing(ctx) as marketing:
-        target = Target(item_id=item, category=category, brand=brand)
+        target = Target(item_id=None if item is None else cli_id(item, "--item"), category=category, brand=brand)
         spec = AudienceSpec(top_n=top, min_score=min_score, exclude_bought_within_days=exclude_bought_days)
         result = marketing.audience(target, spec, segment=segment, horizon_days=horizon_days)
         if out_path is not None:

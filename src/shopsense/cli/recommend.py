@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _read_ids, _shop, _stages, console, echo_json, out
+from shopsense.cli.common import JsonOpt, _pct, _read_ids, _shop, _stages, cli_id, console, echo_json, out
 from shopsense.eval.splits import Protocol, SplitConfig
 
 models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
@@ -182,6 +182,7 @@ def recommend(
                          as_json)  # fmt: skip
         return
     with _shop(ctx) as shop:
+        user = cli_id(user, "USER")
         recs = shop.recommendations.recommend(user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity)
     if as_json:
         echo_json([asdict(r) for r in recs])
@@ -258,6 +259,7 @@ def similar(
 ) -> None:
     """Items most related to one item ("often bought together"), from the trained model, as the API gives them."""
     with _shop(ctx) as shop:
+        item = cli_id(item, "ITEM")
         items = shop.recommendations.similar(item, k, pipeline=pipeline)
     if as_json:
         echo_json(items)

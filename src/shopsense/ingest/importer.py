@@ -29,6 +29,7 @@ from shopsense.ingest.mapping import ExtraColumns, Mapping
 from shopsense.ingest.source import (
     ROW,
     STAGE,
+    UNREAD,
     Format,
     column_types,
     detect_format,
@@ -36,8 +37,9 @@ from shopsense.ingest.source import (
     stage_file,
     stage_query,
     stage_table,
+    unread_lines,
 )
-from shopsense.ingest.validate import FieldPlan, ident, lit, plan_fields
+from shopsense.ingest.validate import LINE, FieldPlan, ident, lit, plan_fields, refuse_unread_lines
 from shopsense.settings import Settings
 from shopsense.store.base import EVENT_COLUMNS, Store
 
@@ -196,7 +198,10 @@ class Importer:
         absent = [f for f in FIELDS[kind] if f not in raw_types]
         extra_json = "r__extra" if keep else None
         plan = plan_fields(kind, self.settings, mapping, raw_types, extra_json)
-        self._create_views(con, resolved, mapping, absent, keep, plan)
+        unread = unread_lines(con)
+        if unread:
+            plan = refuse_unread_lines(plan)
+        self._create_views(con, resolved, mapping, absent, keep, plan, unread)
 
         self._progress("validating")
         self._key_rows(con, kind)
@@ -262,8 +267,10 @@ class Importer:
         absent: list[str],
         keep: list[str],
         plan: FieldPlan,
+        unread: bool,
     ) -> None:
         raw = [f"{ident(c)} AS {ident('r_' + f)}" for f, c in resolved.items()]
+        raw += [f"{UNREAD} AS {ident('r_' + LINE)}"] if unread else []
         raw += [
             f"{lit(v if isinstance(v, str) else str(v))} AS {ident('r_' + f)}" for f, v in mapping.constants.items()
         ]

@@ -3,25 +3,35 @@
 Text files are read once, by DuckDB, into a temporary table whose row order is the file's,
 so ``rowid + 1`` is the data-row number every problem report points at; Parquet files are
 read in place (they number their rows). Either way ``stage_raw`` is a view with the
-source's columns plus ``__row``. A CSV cell that ``shopsense`` wrote as ``'=x`` (a formula start
-neutralised for spreadsheets, see :mod:`shopsense.csv_safety`) reads back as ``=x``.
+source's columns plus ``__row``. A JSON line the reader refuses as a whole (nested deeper
+than :data:`~shopsense.ingest.validate.LINE_DEPTH`) does not sink the file: it is staged as a
+row of NULL fields whose ``__unread`` column holds the line's start, for the importer to reject
+on its own. A CSV cell that ``shopsense`` wrote as ``'=x`` (a formula start neutralised for
+spreadsheets, see :mod:`shopsense.csv_safety`) reads back as ``=x``.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from shopsense.csv_safety import restore_sql
 from shopsense.errors import ConfigError, InputError
-from shopsense.ingest.validate import ident, lit
+from shopsense.ingest.validate import LINE_DEPTH, LINE_TOO_DEEP, ident, lit, too_deep_sql
 
 STAGE = "stage_raw"
 ROW = "__row"
+UNREAD = "__unread"
+"""Staged column: the start of a JSON line the reader refused as a whole, NULL on every other row
+(present only when some line was refused)."""
 _DATA = "stage_data"
+_TOO_DEEP_FOR_READER = "maximum recursion depth"
 
 
 class Format(StrEnum):
@@ -105,6 +115,9 @@ def _explain(path: Path, exc: duckdb.Error) -> str:
     if "unicode" in text.lower() or "utf-8" in text.lower():
         return f"not valid UTF-8{at}; pass --encoding latin-1 (or utf-16) if that is the file's encoding"
     if "maximum line size" in text.lower() or "max_line_size" in text:
+        limit = re.search(r"line size of (\d+) bytes", text)
+        found = _first_long_line(path, int(limit.group(1))) if limit else None
+        at = f" (line {found})" if found else at
         return f"a line is longer than the {_max_hint(text)} limit{at}; a field is probably unterminated or huge"
     if "Expected Number of Columns" in text or "columns" in text.lower():
         return f"rows have different numbers of fields{at}; check the delimiter and quoting"
@@ -112,6 +125,35 @@ def _explain(path: Path, exc: duckdb.Error) -> str:
         return f"a JSON object is malformed or larger than the limit{at}"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"cannot be read{at}: {first}"
+
+
+def _first_long_line(path: Path, limit: int) -> int | None:
+    """The number of the first line of ``path`` longer than ``limit`` bytes, or None (unreadable, zstd).
+
+    DuckDB's own report names line 1 for a long line anywhere in a CSV, so the file is scanned again,
+    streamed in 16 MiB chunks whose newlines numpy finds.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".zst":
+        return None
+    line, length = 1, 0  # length: bytes of the current line read so far
+    try:
+        with gzip.open(path, "rb") if suffix in (".gz", ".gzip") else path.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
+                if ends.size:
+                    spans = np.diff(ends, prepend=-1) - 1
+                    spans[0] += length
+                    over = np.flatnonzero(spans > limit)
+                    if over.size:
+                        return line + int(over[0])
+                    line += int(ends.size)
+                    length = len(chunk) - 1 - int(ends[-1])
+                else:
+                    length += len(chunk)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+    return line if length > limit else None
 
 
 def _max_hint(text: str) -> str:
@@ -152,7 +194,12 @@ def stage_file(
         elif fmt is Format.CSV:  # every column is text: drop the quote a CSV writer put before a formula start
             _materialise(con, f"SELECT {restore_sql('COLUMNS(*)')} FROM {reader}")
         else:
-            _materialise(con, f"SELECT * FROM {reader}")
+            try:
+                _materialise(con, f"SELECT * FROM {reader}")
+            except duckdb.Error as exc:
+                if _TOO_DEEP_FOR_READER not in str(exc):
+                    raise
+                _stage_past_deep_lines(con, path, max_line_bytes)
     except duckdb.Error as exc:
         raise InputError(name, _explain(path, exc)) from exc
     columns = list(column_types(con))
@@ -168,6 +215,57 @@ def stage_file(
     if not rows or rows[0] == 0:
         raise InputError(name, f"the file has a header ({', '.join(columns)}) but no data rows")
     return columns
+
+
+def _stage_past_deep_lines(con: duckdb.DuckDBPyConnection, path: Path, max_line: int) -> None:
+    """Stage a JSON Lines file of which the reader refused a line nested too deep, without that line.
+
+    The lines are taken as text (not parsed deep) and the too-deep ones picked in one columnar pass;
+    the others go to a temporary file read again by the same reader, so their columns and types are
+    those of a file without the deep lines. A deep line stays as a row of NULL fields, its start in
+    :data:`UNREAD`, numbered where it was.
+    """
+    max_json = lit(max_line)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE stage_text AS SELECT trim(CAST(json AS VARCHAR), ' \t\r\n') AS line "
+        f"FROM read_ndjson_objects({lit(str(path))}, maximum_object_size={max_json})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE stage_lines AS "
+        f"SELECT rowid + 1 AS __n, line, {too_deep_sql('line', LINE_DEPTH)} AS deep FROM stage_text"
+    )
+    con.execute("DROP TABLE stage_text")
+    ((kept,),) = con.execute("SELECT count(*) FILTER (WHERE NOT deep) FROM stage_lines").fetchall()
+    if not kept:
+        raise InputError(str(path), f"no line can be read: {LINE_TOO_DEEP}")
+    (spill,) = con.execute("SELECT current_setting('temp_directory')").fetchone() or ("",)
+    with tempfile.TemporaryDirectory(prefix="shopsense-", dir=spill or None) as folder:
+        shallow = Path(folder) / "shallow.jsonl"
+        # valid JSON holds no raw control character, so \x01/\x02 as delimiter/quote leave each line as is
+        con.execute(
+            f"COPY (SELECT line FROM stage_lines WHERE NOT deep ORDER BY __n) TO {lit(str(shallow))} "
+            "(FORMAT csv, HEADER false, DELIMITER '\x01', QUOTE '\x02', ESCAPE '\x02')"
+        )
+        reader = _reader_sql(shallow, Format.JSONL, None, "utf-8", max_line)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_shallow AS SELECT * FROM {reader}")
+    _drop(con)
+    con.execute(
+        f"""CREATE TEMP TABLE {_DATA} AS
+        SELECT lines.__n AS {ROW}, CAST(NULL AS VARCHAR) AS {UNREAD}, shallow.* EXCLUDE (__k)
+        FROM (SELECT __n, row_number() OVER (ORDER BY __n) AS __k FROM stage_lines WHERE NOT deep) AS lines
+        JOIN (SELECT rowid + 1 AS __k, * FROM stage_shallow) AS shallow USING (__k)
+        UNION ALL BY NAME
+        SELECT __n AS {ROW}, left(line, 200) AS {UNREAD} FROM stage_lines WHERE deep
+        ORDER BY {ROW}"""
+    )
+    con.execute(f"CREATE TEMP VIEW {STAGE} AS SELECT * FROM {_DATA}")
+    con.execute("DROP TABLE stage_lines")
+    con.execute("DROP TABLE stage_shallow")
+
+
+def unread_lines(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the staged data holds lines the reader refused as a whole (see :data:`UNREAD`)."""
+    return any(row[0] == UNREAD for row in con.execute(f"DESCRIBE {STAGE}").fetchall())
 
 
 def stage_query(con: duckdb.DuckDBPyConnection, sql: str, label: str) -> list[str]:
@@ -206,12 +304,13 @@ def release(con: duckdb.DuckDBPyConnection) -> None:
 
 def column_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Source column name -> DuckDB type of the staged data (the row number left out)."""
-    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {STAGE}").fetchall() if row[0] != ROW}
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {STAGE}").fetchall() if row[0] not in (ROW, UNREAD)}
 
 
 __all__ = [
     "ROW",
     "STAGE",
+    "UNREAD",
     "Format",
     "column_types",
     "detect_format",
@@ -220,4 +319,5 @@ __all__ = [
     "stage_file",
     "stage_query",
     "stage_table",
+    "unread_lines",
 ]

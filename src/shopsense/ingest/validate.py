@@ -6,7 +6,7 @@ over the raw value. Rules are evaluated by DuckDB; Python only assembles the SQL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -62,6 +62,26 @@ class FieldPlan:
         if not self.rules:
             return "TRUE"
         return "NOT (" + " OR ".join(f"coalesce({r.condition}, FALSE)" for r in self.rules) + ")"
+
+
+LINE = "line"
+"""The pseudo-field of a line the reader refused as a whole: its raw column ``r_line`` holds the line's
+start, NULL on every line that was read."""
+LINE_DEPTH = MAX_JSON_DEPTH - 1
+"""Deepest a JSON line may nest: DuckDB's reader refuses a value more than :data:`MAX_JSON_DEPTH` levels
+down, and the values inside the innermost brackets are one level below them."""
+LINE_TOO_DEEP = f"the line is JSON nested deeper than {LINE_DEPTH} levels, more than the JSON Lines reader takes"
+
+
+def refuse_unread_lines(plan: FieldPlan) -> FieldPlan:
+    """``plan`` for staged data holding lines the reader refused (too deep, see ``ingest.source``).
+
+    Such a line fails on its own rule, with its number, and on no other: its fields, all NULL, are not
+    reported missing as well.
+    """
+    read = f"{_raw(LINE)} IS NULL"
+    rules = [replace(rule, condition=f"({read} AND {rule.condition})") for rule in plan.rules]
+    return FieldPlan(plan.typed, [*rules, Rule(LINE, f"NOT {read}", LINE_TOO_DEEP)])
 
 
 _NUMERIC = {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "DOUBLE", "FLOAT"}

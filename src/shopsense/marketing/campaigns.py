@@ -15,19 +15,20 @@ with ``context.campaign`` or, untagged, on the campaign's channel within the win
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shopsense.domain import UtcDatetime
+from shopsense.domain import ID_PATTERN, UtcDatetime, checked_id
 from shopsense.errors import ConfigError
 from shopsense.marketing.assignment import UserIds, Variant, assign, validate_variants
 from shopsense.marketing.experiments import Readout, VariantOutcomes, decision, proportion_effect, read_out
@@ -67,7 +68,9 @@ class CampaignTarget(_Strict):
 class CampaignConfig(_Strict):
     """A campaign and the experiment that measures it; load it with ``parse`` or ``from_toml``."""
 
-    name: str = Field(min_length=1)
+    name: Annotated[
+        str, Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN}), AfterValidator(checked_id)
+    ]
     salt: str = Field(min_length=1, description="assignment salt; defaults to the name, change it to reshuffle")
     variants: tuple[VariantSpec, ...]
     channel: str = Field(min_length=1, description="where the treatment is sent (email, sms, push...)")
@@ -85,7 +88,8 @@ class CampaignConfig(_Strict):
     @classmethod
     def _salt_defaults_to_name(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("salt") is None:
-            return {**data, "salt": data.get("name")}
+            name = data.get("name")  # as the name will be stored: "café" composed or not salts alike
+            return {**data, "salt": unicodedata.normalize("NFC", name) if isinstance(name, str) else name}
         return data
 
     @field_validator("channel")

@@ -7,6 +7,8 @@ own row is never its own neighbour.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender
 from shopsense.models.itemknn import keep_top
+
+
+class UserIds(frozenset[str]):
+    """Users named by id: the predicate :meth:`UserKNN.forget_users` (and
+    :meth:`~shopsense.pipeline.Pipeline.forget_users`) take, found through the id index instead of
+    being asked about every user."""
+
+    def __call__(self, user: str) -> bool:
+        return user in self
 
 
 class UserKNNConfig(BaseModel):
@@ -38,6 +49,31 @@ class UserKNN(Recommender):
         self.train_ = self._prepare(data.matrix)
         self.norms_ = np.sqrt(np.asarray(self.train_.multiply(self.train_).sum(axis=1)).ravel())
         self.users_ = data.users
+
+    def forget_users(self, erased: Callable[[str], bool]) -> int:
+        """Drop the training rows of erased users, so they are nobody's neighbour any more; the rows
+        dropped. ``erased`` tells them by id: a :class:`UserIds` is looked up in the id index (a few
+        users, however many were trained on); any other predicate is asked about every training user.
+        The rows are emptied in a copy of the matrix (O(nnz), in numpy) that then replaces it, so a
+        request scoring meanwhile sees the old matrix or the new one. The fitted ids stay, so a
+        returning user's own old row (now empty) is still never its own neighbour."""
+        n = self.train_.shape[0]
+        if isinstance(erased, UserIds):
+            rows = np.asarray(self.users_.index(sorted(erased)), dtype=np.int64)
+            rows = rows[rows >= 0]
+        else:
+            rows = np.flatnonzero(np.fromiter(map(erased, self.users_.values), dtype=bool, count=n))
+        if not len(rows):
+            return 0
+        gone = np.zeros(n, dtype=bool)
+        gone[rows] = True
+        train = self.train_.copy()
+        train.data[np.repeat(gone, np.diff(train.indptr))] = 0.0
+        train.eliminate_zeros()
+        norms = self.norms_.copy()
+        norms[gone] = 0.0
+        self.train_, self.norms_ = train, norms
+        return len(rows)
 
     def _score(self, history: Interactions) -> np.ndarray:
         h = self._prepare(history.matrix)

@@ -13,9 +13,13 @@ and by the same pipeline code, so both paths give the same items (a test holds t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
-from collections.abc import Iterator, Mapping
+import os
+import secrets
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 from tqdm import tqdm
 
+from shopsense.durable import sync
 from shopsense.exports import copy_to_file
 from shopsense.pipeline import Pipeline, Recommendation
+from shopsense.store.base import erasure_hash
 
 ANSWERS_FILE = "answers.arrow"
 _SCHEMA = pa.schema(
@@ -259,3 +265,53 @@ class Answers:
     def forget(self, user_id: str) -> None:
         """Never answer for this user again (erasure)."""
         self._forgotten.add(user_id)
+
+    def forget_erased(self, tombstones: Collection[str]) -> int:
+        """Never answer for the users the store's tombstones name (:func:`~shopsense.store.base.erasure_hash`
+        of their ids): erased after this bundle was trained. Each stored user's id is hashed once; the
+        users forgotten."""
+        if not tombstones or not self._where:
+            return 0
+        gone = [user for user in self._where if erasure_hash(user) in tombstones]
+        self._forgotten.update(gone)
+        return len(gone)
+
+
+def purge_answers(path: Path, user_id: str) -> int:
+    """Rewrite an answers file without the user's rows; the rows removed (0: the file is left as it is).
+
+    The file is memory-mapped and only its ``user_id`` column is compared: a file that does not hold the
+    user is neither read whole nor rewritten. One that does is written beside it, synced and renamed
+    over it, so a reader sees the old file or the new one, whole. The read, the filter and the rename
+    hold an exclusive lock (``answers.arrow.lock`` beside the file): two erasures at once (two admin
+    calls, replicas sharing the data directory) take turns, and the second reads what the first wrote
+    instead of bringing its user back. A server that has the old file memory-mapped keeps reading it
+    (its pages stay until unmapped) and forgets the user itself (:meth:`Answers.forget`).
+    """
+    with _locked(path.with_name(f"{path.name}.lock")):
+        with pa.memory_map(str(path)) as source:
+            table = ipc.open_file(source).read_all()  # zero-copy: the pages are read only where touched
+            mine = pc.fill_null(pc.equal(table.column("user_id"), user_id), False)
+            found = int(pc.sum(mine).as_py() or 0)
+            if not found:
+                return 0
+            partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+            try:
+                write_answers(table.filter(pc.invert(mine)), partial)
+                sync(partial)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+        sync(path.parent)
+    return found
+
+
+@contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on a lock file, held for the block (waits for another holder)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock

@@ -19,10 +19,11 @@ Which version is served is a :class:`PinLog`'s decision, the newest wins:
 from __future__ import annotations
 
 import json
-import os
+import logging
 import pickle
 import secrets
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -30,17 +31,18 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from shopsense.durable import sync
+from shopsense.durable import sync, write_synced
 from shopsense.errors import ConfigError
 from shopsense.pipeline import Pipeline
-from shopsense.services.answers import ANSWERS_FILE, Answers, write_answers
+from shopsense.services.answers import ANSWERS_FILE, Answers, purge_answers, write_answers
 from shopsense.settings import Settings
-from shopsense.store.base import is_server_url
+from shopsense.store.base import erased_since, is_server_url
 
 MODELS_FOLDER = "models"
 """Where trained bundles live under ``data_dir``."""
 _FORMAT = b"shopsense-pipeline-1\n"
 _PIN = "PINNED"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,25 @@ class BundleInfo:
     answers_k: int = 0
     """Items per precomputed answer (0: none were precomputed)."""
     answers_users: int = 0
+    read_at: str | None = None
+    """When training read its events (ISO 8601, UTC); None in bundles written before it was recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def erased_users(self, tombstones: Mapping[str, datetime]) -> set[str]:
+        """The tombstones this bundle must honour: users erased after its training read the events (all of
+        them for a bundle that does not say when that was)."""
+        return erased_since(tombstones, None if self.read_at is None else datetime.fromisoformat(self.read_at))
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What :meth:`Bundles.purge_user` did: the answer rows removed, and the bundles
+    (``pipeline/version``) whose answers could not be purged."""
+
+    removed: int = 0
+    failed: list[str] = field(default_factory=list)
 
 
 class PinAction(StrEnum):
@@ -110,7 +128,7 @@ class PinFile:
         if action is PinAction.LATEST:
             pin.unlink(missing_ok=True)
         elif action is not PinAction.PROMOTE and version is not None:
-            _write_synced(pin, version.encode())
+            write_synced(pin, version.encode())
 
 
 class Bundles:
@@ -151,11 +169,11 @@ class Bundles:
         folder = self.root / info.pipeline / version
         partial = folder.with_name(f".{version}.partial")
         partial.mkdir(parents=True)
-        _write_synced(partial / "model.pkl", _FORMAT + pickle.dumps(fitted, protocol=5))
+        write_synced(partial / "model.pkl", _FORMAT + pickle.dumps(fitted, protocol=5))
         if answers is not None:
             write_answers(answers, partial / ANSWERS_FILE)
             sync(partial / ANSWERS_FILE)
-        _write_synced(partial / "bundle.json", json.dumps(info.to_dict(), indent=2, default=str).encode())
+        write_synced(partial / "bundle.json", json.dumps(info.to_dict(), indent=2, default=str).encode())
         partial.rename(folder)
         return info
 
@@ -230,15 +248,43 @@ class Bundles:
         path = self.root / info.pipeline / info.version / ANSWERS_FILE
         return Answers.load(path, info.answers_k) if info.answers_k and path.exists() else None
 
+    def purge_user(self, user_id: str) -> Purged:
+        """Remove an erased user's precomputed answers from every stored bundle of every pipeline (each
+        file rewritten atomically, under a lock, :func:`~shopsense.services.answers.purge_answers`).
+
+        A bundle whose answers cannot be read or rewritten (unreadable, read-only, corrupt) is logged and
+        reported, and the others are purged all the same: the store has erased the user already, so a
+        retry would find nothing to erase. A bundle being written meanwhile (a training that read the
+        user's events before the erasure) is not reached here: it is checked against the store's
+        tombstones when it is loaded instead.
+        """
+        removed, failed = 0, []
+        for path in sorted(self.root.glob(f"[!.]*/[!.]*/{ANSWERS_FILE}")):
+            try:
+                removed += purge_answers(path, user_id)
+            except (OSError, pa.ArrowException) as exc:
+                bundle = f"{path.parent.parent.name}/{path.parent.name}"
+                log.error("bundle %s: an erased user's precomputed answers could not be removed: %s", bundle, exc)
+                failed.append(bundle)
+        return Purged(removed, failed)
+
+    def trained_on(self, first: datetime, last: datetime) -> list[str]:
+        """The stored bundles (``pipeline/version``) whose training data range overlaps ``first``..``last``
+        (the times of a user's events): those that may have learnt from that user."""
+        found = []
+        for folder in sorted(self.root.glob("[!.]*/[!.]*/bundle.json")):
+            try:
+                info = self._info(folder.parent)
+            except ConfigError:
+                continue
+            starts = datetime.fromisoformat(info.data_from) if info.data_from else first
+            ends = datetime.fromisoformat(info.data_to) if info.data_to else last
+            if info.events and starts <= last and first <= ends:
+                found.append(f"{info.pipeline}/{info.version}")
+        return found
+
     def _info(self, folder: Path) -> BundleInfo:
         try:
             return BundleInfo(**json.loads((folder / "bundle.json").read_text()))
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"{folder} is not a readable model bundle: {exc}") from exc
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())

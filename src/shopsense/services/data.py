@@ -5,14 +5,16 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from shopsense.domain import RecordKind
 from shopsense.errors import ConfigError
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, Importer, ImportReport, OnError, Progress
-from shopsense.ingest.mapping import Mapping, load_mapping
+from shopsense.ingest.mapping import Mapping
 from shopsense.ingest.source import Format, export_format
+from shopsense.services.backup import BackedUp, dump, load, verify, write_backup
 from shopsense.settings import Settings
 from shopsense.store import Store, StoreSummary, open_store
 from shopsense.store.base import shown_url
@@ -30,25 +32,14 @@ class Migrated:
 
 @dataclass(frozen=True)
 class Copied:
-    """A store copied into another: rows written there per table (0 for rows it held already), and its summary."""
+    """A store copied into another, or a backup restored into one: rows written there per table (0 for rows it
+    held already), and its summary."""
 
     url: str
     written: dict[str, int]
     summary: StoreSummary
-
-
-def _copy_marketing(source: Store, target: Store) -> dict[str, int]:
-    """Campaigns (replaced), their assignments (a user keeps a variant the target gave already) and the profiles."""
-    written = {"campaigns": 0, "assignments": 0, "profiles": 0}
-    with target.transaction():
-        for name, config in source.campaigns().items():
-            target.save_campaign(name, config)
-            written["campaigns"] += 1
-            written["assignments"] += target.add_assignments(name, source.assignments(name))
-        profiles = source.load_profiles()
-        if profiles is not None:
-            written["profiles"] = target.save_profiles(profiles)
-    return written
+    skipped: int = 0
+    """Rows left out because they name a user erased in the target (see :func:`~shopsense.services.backup.load`)."""
 
 
 class DataService:
@@ -140,12 +131,12 @@ class DataService:
         return self.store.export(kind, path)
 
     def copy_to(self, target_url: str, progress: Progress | None = None) -> Copied:
-        """Copy this store into the store at ``target_url`` (e.g. an embedded store into PostgreSQL):
-        items, users and events through the same export and import a person would run (so event keys,
-        repeated lines and attributes survive and running it again adds nothing), then campaigns, their
-        assignments and the built profiles. Bundles are not in the store: point the new deployment at the
-        same data directory, or train again. API keys are not copied (a PostgreSQL store keeps its own in
-        ``api_keys``): create them again.
+        """Copy this store into the store at ``target_url`` (e.g. an embedded store into PostgreSQL) the way a
+        backup is written and restored, through a temporary folder: items, users and events through the same
+        export and import a person would run (so event keys, repeated lines and attributes survive and running
+        it again adds nothing), then impressions, campaigns, their assignments and the built profiles, in one
+        transaction. Bundles are not in the store: point the new deployment at the same data directory, or train
+        again. API keys are not copied (a PostgreSQL store keeps its own in ``api_keys``): create them again.
 
         Raises:
             ConfigError: the target is this store.
@@ -154,18 +145,37 @@ class DataService:
             raise ConfigError(f"{self.url} is the store being copied: name another store to copy it into")
         target = DataService(self.settings.model_copy(update={"store_url": target_url}))
         target._store = target._open_for_batch(migrate=True)
-        copied: dict[str, int] = {}
         try:
             with tempfile.TemporaryDirectory(prefix="shopsense-copy-") as folder:
-                for kind in (RecordKind.ITEMS, RecordKind.USERS, RecordKind.EVENTS):
-                    path = Path(folder) / f"{kind.value}.parquet"
-                    if self.export(kind, path):
-                        report = target.import_file(path, load_mapping(None, kind, {}), progress=progress)
-                        copied[kind.value] = report.rows_written
-            copied.update(_copy_marketing(self.store, target.store))
-            return Copied(shown_url(target_url), copied, target.store.summary(top=0))
+                _, taken = dump(self.store, Path(folder))
+                copied = load(Path(folder), target.store, target.settings, taken, progress)
+            return Copied(shown_url(target_url), copied.written, target.store.summary(top=0), copied.skipped)
         finally:
             target.close()
+
+    def backup(self, path: Path, *, force: bool = False) -> BackedUp:
+        """Write every table of this store into the new folder ``path``: Parquet files and a ``manifest.json``
+        of their rows and SHA-256 (see :mod:`shopsense.services.backup` for why this shape, and what is left
+        out: API keys, bundles, jobs, the import log). Whole or not at all.
+
+        Raises:
+            ConfigError: ``path`` exists and ``force`` is not given, or it holds something else than a backup.
+        """
+        return write_backup(self.store, path, source=self.url, force=force)
+
+    def restore(self, path: Path, progress: Progress | None = None) -> Copied:
+        """Check the backup at ``path`` (every file's size, SHA-256 and rows against its manifest), then load it
+        into this store as ``migrate-store`` loads its copy, in one transaction: a backup restored into a new
+        store gives the same rows of every kind; restoring it twice writes nothing the second time. Users
+        erased in this store (or in the one the backup came from) stay erased: their rows are left out.
+
+        Raises:
+            InputError: the backup is missing, incomplete or damaged (named); nothing was written.
+        """
+        folder = path.absolute()
+        written_at = datetime.fromisoformat(verify(folder)["created_at"])
+        loaded = load(folder, self.store, self.settings, written_at, progress)
+        return Copied(self.url, loaded.written, self.store.summary(top=0), loaded.skipped)
 
     def close(self) -> None:
         """Close the store if it was opened."""

@@ -13,10 +13,10 @@ from typing import Annotated, Any, NotRequired
 
 import duckdb
 import pyarrow as pa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from shopsense.domain import BAD_ID, NAIVE_TIME, TOO_DEEP, Event, RecordKind
+from shopsense.domain import BAD_ID, ISO_TIME, NAIVE_TIME, TOO_DEEP, Event, RecordKind
 from shopsense.errors import ConfigError
 from shopsense.ingest.importer import content_key_sql, id_key_sql
 from shopsense.services import event_rows
@@ -56,8 +56,14 @@ def _as_typed_dict(model: type[BaseModel]) -> Any:
     return wire
 
 
+class _JsonEvent(_WireEvent):
+    """An event read straight from JSON bytes: strict, the time is text only (:data:`ISO_TIME`)."""
+
+    timestamp: Annotated[AwareDatetime, Strict()]
+
+
 _EVENTS = TypeAdapter(list[_WireEvent])
-_WIRE_DICT = _as_typed_dict(_WireEvent)
+_WIRE_DICT = _as_typed_dict(_JsonEvent)
 _FAST_EVENTS: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[_WIRE_DICT])  # type: ignore[valid-type]
 _FAST_EVENT: TypeAdapter[dict[str, Any]] = TypeAdapter(_WIRE_DICT)
 
@@ -69,6 +75,8 @@ class Rejected:
     index: int
     reason: str
     field: str | None = None
+    rule: bool = False
+    """Refused by a rule of the settings (known types and channels, the time window), its shape valid."""
 
 
 class EventChecker:
@@ -87,18 +95,22 @@ class EventChecker:
         Pydantic checks each event's shape; the rules that need the settings and the conversion to
         Arrow run on whole columns (:mod:`shopsense.services.event_rows`), not event by event.
         """
-        rejected: dict[int, Rejected] = {}
+        rejected = {
+            i: Rejected(i, ISO_TIME, "timestamp")
+            for i, event in enumerate(raw)
+            if isinstance(event, dict) and not isinstance(event.get("timestamp", ""), str)
+        }
+        kept = [i for i in range(len(raw)) if i not in rejected]
         try:
-            events = _EVENTS.validate_python(raw)
-            kept = list(range(len(raw)))
+            events = _EVENTS.validate_python([raw[i] for i in kept])
         except ValidationError as exc:
             for error in exc.errors():
-                index = error["loc"][0] if error["loc"] and isinstance(error["loc"][0], int) else -1
+                at = error["loc"][0] if error["loc"] and isinstance(error["loc"][0], int) else -1
                 where = ".".join(str(p) for p in error["loc"][1:]) or None
-                if isinstance(index, int) and index >= 0 and index not in rejected:
+                if isinstance(at, int) and at >= 0 and kept[at] not in rejected:
                     reason = NAIVE_TIME if error["type"] == "timezone_aware" else error["msg"]
-                    rejected[index] = Rejected(index, reason, where)
-            kept = [i for i in range(len(raw)) if i not in rejected]
+                    rejected[kept[at]] = Rejected(kept[at], reason, where)
+            kept = [i for i in kept if i not in rejected]
             events = _EVENTS.validate_python([raw[i] for i in kept])
         accepted, rejects = self._accept(event_rows.columns(events), kept)
         return self._stored_rows(accepted), sorted([*rejected.values(), *rejects], key=lambda r: r.index)
@@ -141,7 +153,7 @@ class EventChecker:
         channels = event_rows.canonical(fields["channel"], {name: name for name in self._channels})
         failed = event_rows.failures(types, fields["channel"], channels, fields["timestamp"], earliest, latest)
         for at, rule in failed.items():
-            rejected.append(Rejected(kept[at], self._event_problem(given[rule](at), rule, earliest), rule))
+            rejected.append(Rejected(kept[at], self._event_problem(given[rule](at), rule, earliest), rule, rule=True))
         bad = event_rows.bad_ids(fields)
         bad.update((at, "context") for at in event_rows.too_deep(fields["context"]) if at not in bad)
         bad = {at: field for at, field in bad.items() if at not in failed}

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.errors import ConfigError, NotFound, ShopsenseError
 from shopsense.features.profiles import (
     CHURN_ERROR_KEY,
     CHURN_MODEL_KEY,
@@ -191,7 +191,7 @@ class MarketingService:
         stored = self.store.campaigns()
         if name not in stored:
             known = ", ".join(sorted(stored)) or "none yet"
-            raise ConfigError(f"no campaign {name!r} (known: {known}); create it with `shopsense campaign create`")
+            raise NotFound(f"no campaign {name!r} (known: {known}); create it with `shopsense campaign create`")
         return CampaignConfig.parse(json.loads(stored[name]), f"stored campaign {name!r}")
 
     def assign(self, name: str, user_ids: list[str] | None = None, segment: str | None = None) -> dict[str, int]:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from shopsense.services.answers import (
 from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.data import DataService
 from shopsense.settings import Settings
+from shopsense.store.base import erasure_hash
 
 log = logging.getLogger(__name__)
 PIPELINE_DIRS = (Path("config/pipelines"),)
@@ -80,6 +82,7 @@ class RecommendationService:
         config = self.config(pipeline)
         store = self.data.store
         log.info("reading events")
+        read_at = datetime.now(UTC)  # an erasure from now on may find the user in this bundle
         events = store.scan_events()
         if events.num_rows == 0:
             raise ShopsenseError("the store has no events: import some before training")
@@ -105,6 +108,7 @@ class RecommendationService:
         info = self.bundles.write(
             fitted,
             {
+                "read_at": read_at.isoformat(),
                 "data_from": pc.min(times).as_py().isoformat(),
                 "data_to": pc.max(times).as_py().isoformat(),
                 "events": events.num_rows,
@@ -134,6 +138,9 @@ class RecommendationService:
                 raise ConfigError(f"pipeline {name!r} is not trained yet: run `shopsense train --pipeline {name}`")
             fitted = self.bundles.load(info)
             fitted.refresh_availability(self.data.store.scan_items())  # shelf changes since training
+            erased = info.erased_users(self.data.store.tombstones())  # unknown to it: erased since training
+            if erased:
+                fitted.forget_users(lambda user: erasure_hash(user) in erased)
             self._loaded[name] = fitted
         return self._loaded[name]
 

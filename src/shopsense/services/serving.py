@@ -26,18 +26,20 @@ from pydantic import ValidationError
 
 from shopsense.domain import Item, RecordKind, User
 from shopsense.errors import ConfigError
+from shopsense.models.userknn import UserIds
 from shopsense.pipeline import Pipeline
-from shopsense.services import event_rows
+from shopsense.services import erasure, event_rows
 from shopsense.services.answer_cache import AnswerCache
 from shopsense.services.answers import Answers, rec_dict, similar_items
 from shopsense.services.bundles import BundleInfo, Bundles
+from shopsense.services.erasure import Erasure, StoreErasure
 from shopsense.services.event_check import EventChecker, Rejected
 from shopsense.services.live import LiveHistories
 from shopsense.services.marketing import MarketingService
 from shopsense.services.sync import ReplicaSync
 from shopsense.services.writer import StoreWriter
 from shopsense.settings import Settings
-from shopsense.store.base import ReplicaFeed, Store, WriteResult, open_store
+from shopsense.store.base import ReplicaFeed, Store, WriteResult, erasure_hash, open_store
 from shopsense.store.journal import Journal
 
 log = logging.getLogger("shopsense.serve")
@@ -152,7 +154,7 @@ class ServingService:
                 if self._served is None or self._served.info.version != info.version:
                     served = Served(info, self.bundles.load(info), self.bundles.answers(info))
                     # On the store thread, where item updates apply too: none falls between the read and the swap.
-                    self.writer.call(lambda store: self._install(served, store.scan_items())).result(RELOAD_WAIT_S)
+                    self.writer.call(lambda store: self._install(served, store)).result(RELOAD_WAIT_S)
                     log.info("serving %s bundle %s", name, info.version)
                 self._model_error = None
                 return info
@@ -161,9 +163,15 @@ class ServingService:
                 log.error(self._model_error)
                 return self._served.info if self._served else None
 
-    def _install(self, served: Served, items: pa.Table) -> None:
-        """Serve a loaded bundle with the catalogue's current availability (run on the store thread)."""
-        served.pipeline.refresh_availability(items)
+    def _install(self, served: Served, store: Store) -> None:
+        """Serve a loaded bundle with the catalogue's current availability, forgetting every user erased
+        since it was trained (run on the store thread, so no erasure falls between the read and the swap)."""
+        served.pipeline.refresh_availability(store.scan_items())
+        erased = served.info.erased_users(store.tombstones())
+        if erased:
+            if served.answers is not None:
+                served.answers.forget_erased(erased)
+            served.pipeline.forget_users(lambda user: erasure_hash(user) in erased)
         self._served = served
 
     def rollback(self) -> BundleInfo:
@@ -440,28 +448,27 @@ class ServingService:
         acknowledged a moment ago may still be in the writer's journal. Long work is a job (:mod:`.jobs`)."""
         return self._reader.submit(lambda: work(MarketingService(self.settings, self._reading)))
 
-    def erase(self, user_id: str) -> dict[str, int]:
-        """Delete a user's data everywhere (store, memory, cache); ordered after queued writes."""
+    def erase_user(self, user_id: str) -> Erasure:
+        """Delete a user's data everywhere (store, every stored bundle's precomputed answers, memory,
+        cache; see :mod:`shopsense.services.erasure`), ordered after queued writes; the receipt."""
 
-        def erase(store: Store) -> tuple[dict[str, int], int | None]:
-            counts = store.erase_user(user_id)
-            return counts, store.last_txid if isinstance(store, ReplicaFeed) else None
+        def forget(erased: StoreErasure) -> None:
+            if self.sync is None:
+                self._erase_memory(user_id)
+            else:  # the feed shows the tombstone too: applied once, by whoever sees it first
+                self.sync.local(erased.txid, lambda: self._erase_memory(user_id))
 
-        erased: tuple[dict[str, int], int | None] = self.writer.call(erase).result()
-        counts, txid = erased
-        if self.sync is None:
-            self._erase_memory(user_id)
-        else:  # the feed shows the tombstone too: applied once, by whoever sees it first
-            self.sync.local(txid, lambda: self._erase_memory(user_id))
-        return counts
+        return erasure.erase_user(user_id, self.bundles, lambda erase: self.writer.call(erase).result(), forget)
 
     def _erase_memory(self, user_id: str) -> None:
         """Forget an erased user's history and answers in memory (erased here or by another replica)."""
         self.live.erase(user_id)
         self._cache.drop(user_id)
         served = self._served
-        if served is not None and served.answers is not None:
-            served.answers.forget(user_id)
+        if served is not None:
+            if served.answers is not None:
+                served.answers.forget(user_id)
+            served.pipeline.forget_users(UserIds({user_id}))
 
     def close(self) -> None:
         if self.sync is not None:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from shopsense.eval.harness import EvalConfig
     from shopsense.services.bundles import Bundles
     from shopsense.services.coordination import Replicas
+    from shopsense.services.erasure import Erasure
     from shopsense.services.evaluation import EvaluationRun
     from shopsense.services.jobs import JobRunner
     from shopsense.services.marketing import MarketingService
@@ -135,6 +136,25 @@ class Shop:
             raise ShopsenseError("the store has no events: import some first")
         weighted = config.model_copy(update={"weights": self.settings.event_types.weights})
         return EvaluationRun(dataset, events, weighted, catalog=store.scan_items(), tune=tune)
+
+    def erase(self, user_id: str, *, retrain: bool = False) -> Erasure:
+        """Erase a user everywhere (store, stored bundles' answers; see :mod:`shopsense.services.erasure`);
+        with ``retrain``, train the served pipeline at once on what is left, so no served model learnt from
+        the user. In a server, the serving writer erases (and memory forgets) instead; it never retrains.
+        """
+        from shopsense.services.erasure import erase_user
+
+        if self._serving is not None:
+            return self._serving.erase_user(user_id)
+        store = self.store
+        erased = erase_user(user_id, self.bundles, lambda erase: erase(store))
+        if retrain:
+            try:
+                version = self.recommendations.train(self.settings.serve.pipeline).bundle.version
+                erased.models["forgotten_at"] = f"retrained ({version})"
+            except ShopsenseError as exc:  # erased all the same; the next training forgets
+                erased.models["retrain_error"] = str(exc)
+        return erased
 
     def serving(self) -> ServingService:
         """The online service (store writer thread, live histories, served bundle), built on the first

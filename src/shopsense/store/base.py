@@ -7,7 +7,8 @@ store keeps its own dense integer ids internally.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -40,6 +41,38 @@ EVENT_COLUMNS = (
 are the two halves of the 128-bit idempotency key the ingest layer derives."""
 
 
+def erasure_hash(user_id: str) -> str:
+    """An erased user's tombstone: the SHA-256 (hex) of the id's UTF-8 bytes. Enough to recognise the id
+    when it comes back (in a model bundle, in a request) without keeping the id itself."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+def erased_since(tombstones: Mapping[str, datetime], since: datetime | None) -> set[str]:
+    """The hashes of users erased at or after ``since`` (all of them when it is unknown): the users whose
+    rows a bundle trained on data read at ``since``, or a backup written then, may hold from before their
+    erasure. A user erased earlier who came back is in it with new data only, which is theirs to keep."""
+    if since is None:
+        return set(tombstones)
+    return {user for user, at in tombstones.items() if at >= since}
+
+
+MISSING_IMPRESSIONS = """WITH incoming AS (
+    SELECT n.recommendation_id, u.user_idx, i.item_idx, n.position, n.model_version, n.{ts} AS ts,
+        row_number() OVER (PARTITION BY n.recommendation_id, u.user_idx, i.item_idx, n.position, n.model_version,
+            n.{ts}) AS occ
+    FROM incoming_impressions n JOIN users u ON u.user_id = n.user_id JOIN items i ON i.item_id = n.item_id),
+stored AS (
+    SELECT recommendation_id, user_idx, item_idx, position, model_version, ts, count(*) AS copies FROM impressions
+    GROUP BY recommendation_id, user_idx, item_idx, position, model_version, ts)
+SELECT n.recommendation_id, n.user_idx, n.item_idx, n.position, n.model_version, n.ts
+FROM incoming n LEFT JOIN stored s
+  ON s.recommendation_id = n.recommendation_id AND s.user_idx = n.user_idx AND s.item_idx = n.item_idx
+ AND s.position = n.position AND s.model_version IS NOT DISTINCT FROM n.model_version AND s.ts = n.ts
+WHERE n.occ > coalesce(s.copies, 0)"""
+"""The staged impressions (``incoming_impressions``, its time column named by ``{ts}``) a store lacks: each row
+beyond the copies of it stored already (every SQL backend's :meth:`ServingStore.merge_impressions` runs it)."""
+
+
 class NestedTransactions:
     """``transaction()`` for a backend: nested uses join the outermost, which alone opens a real one.
 
@@ -69,6 +102,17 @@ class NestedTransactions:
     def _outermost(self) -> AbstractContextManager[None]:
         """One real transaction: committed when the block ends, rolled back when it raises."""
         raise NotImplementedError
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """See :class:`Store`: a transaction whose reads all see one state of the store."""
+        with self.transaction():
+            if self._depth == 1:
+                self._begin_snapshot()
+            yield
+
+    def _begin_snapshot(self) -> None:
+        """Make the real transaction just begun read one snapshot (a DuckDB transaction does already)."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +222,32 @@ class ServingStore(Protocol):
         shown user within ``hours`` after the impression, and their revenue."""
         ...
 
+    def scan_impressions(self) -> pa.Table:
+        """Every stored impression with external ids, in the columns :meth:`append_impressions` takes, oldest
+        first (what a backup keeps)."""
+        ...
+
+    def merge_impressions(self, rows: pa.Table) -> int:
+        """Add the rows of :meth:`scan_impressions`' shape that are not stored yet, a row stored n times only
+        beyond its n copies, so that restoring one backup twice stores its rows once; rows naming a user or
+        item the store does not know are skipped. Returns the rows added."""
+        ...
+
     def erase_user(self, user_id: str) -> dict[str, int]:
-        """Delete the user's events, impressions, record, campaign assignments and profile in one
-        transaction; rows deleted per table."""
+        """Delete the user's events, impressions, record, campaign assignments, profile and rows in job
+        outputs (audiences) in one transaction, and leave a tombstone (:func:`erasure_hash`) that
+        outlives them; rows deleted per table."""
+        ...
+
+    def tombstones(self) -> dict[str, datetime]:
+        """Every user ever erased, as :func:`erasure_hash` of the id, with the time of their latest erasure
+        (UTC): what a bundle trained, or a backup written, before that time must never bring back
+        (:func:`erased_since`)."""
+        ...
+
+    def add_tombstones(self, tombstones: Mapping[str, datetime]) -> int:
+        """Record tombstones (hash and erasure time) this store lacks, e.g. those of a backup restored into
+        it, so an older backup restored later cannot bring those users back; how many were new."""
         ...
 
     def user_record(self, user_id: str) -> dict[str, Any] | None:
@@ -388,6 +455,11 @@ class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, J
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group several writes into one all-or-nothing unit (writes inside join it)."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A transaction whose reads all see one state of the store, e.g. a backup read table by table
+        while servers write."""
         ...
 
     def summary(self, top: int = 10) -> StoreSummary:

@@ -7,8 +7,10 @@ Dense integer ids (``user_idx``, ``item_idx``) are assigned here and never leave
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,21 @@ from shopsense.ingest.source import Format, export_format
 from shopsense.store import jobsql, journal
 from shopsense.store.base import (
     EVENT_COLUMNS,
+    MISSING_IMPRESSIONS,
     NestedTransactions,
     StoreSummary,
     WriteResult,
+    erasure_hash,
     register_backend,
 )
+from shopsense.store.compaction import COMPACT_MARK, compact_or_warn
 from shopsense.store.remembered import DenseIds, KeyIndex, Remembered
 
 SCHEMA_VERSION = "1"
+_TS_UTC = pa.timestamp("us", tz="UTC")
+"""Tables a newer shopsense adds (``erasures``) are made by ``CREATE TABLE IF NOT EXISTS`` when a store
+opens: the version moves only for a change older code would misread."""
+log = logging.getLogger(__name__)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR);
@@ -60,6 +69,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     message VARCHAR, result VARCHAR, error VARCHAR, created_at TIMESTAMPTZ NOT NULL, started_at TIMESTAMPTZ,
     finished_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS job_rows (job_id VARCHAR NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (user_sha256 VARCHAR NOT NULL, erased_at TIMESTAMPTZ NOT NULL);
 """
 
 _LAST_BATCH = """SELECT greatest((SELECT coalesce(max(batch_id), 0) FROM imports),
@@ -86,25 +96,23 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         here: one process owns the file, so the tables a newer shopsense adds are made when it opens."""
         self.url = url
         self.applied: list[str] = []
+        self._path: str | None = path
         if not path:  # DuckDB would open a store in memory, and journal next to the working directory
             raise StoreError(f"cannot open {url}: no file named (duckdb:///path/to/file.duckdb, or duckdb:///:memory:)")
-        try:
-            if path != ":memory:":
+        if path != ":memory:":
+            try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(path)
-        except OSError as exc:  # the folder cannot be made (a file in the way, no permission)
-            raise StoreError(f"cannot open {url}: {exc}") from exc
-        except duckdb.Error as exc:
-            hint = ""
-            if "lock" in str(exc).lower():
-                hint = " (another process — a running import or server — has it open; the embedded store takes one)"
-            raise StoreError(f"cannot open {url}{hint}: {str(exc).splitlines()[0]}") from exc
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute("SET enable_progress_bar = false")
-        self._con.execute(f"SET memory_limit = '{memory_limit}'")
-        self._con.execute(f"SET threads = {int(threads)}")
-        self._con.execute("SET preserve_insertion_order = false")
-        self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_mb)}MB'")
+            except OSError as exc:  # the folder cannot be made (a file in the way, no permission)
+                raise StoreError(f"cannot open {url}: {exc}") from exc
+        settings = (
+            "TimeZone = 'UTC'",
+            "enable_progress_bar = false",
+            f"memory_limit = '{memory_limit}'",
+            f"threads = {int(threads)}",
+            "preserve_insertion_order = false",
+            f"checkpoint_threshold = '{int(checkpoint_mb)}MB'",
+        )
+        self._con = _connect(url, path, settings)
         self._con.execute(_DDL)
         self._remember = False
         self._memory: Remembered | None = None
@@ -115,6 +123,10 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             self._con.close()  # refused: let go of the file at once, not when the error is collected
             raise StoreError(f"{url} has schema version {version[0][0]}; this shopsense reads {SCHEMA_VERSION}")
         self.journal_path: Path | None = None if path == ":memory:" else Path(f"{path}.journal")
+        if self._compact_pending():  # erased at the last run, which ended before it could rewrite the file
+            compact_or_warn(Path(path), self._con)
+            self._con.close()  # it may still read the replaced file: the store goes on in the fresh one
+            self._con = _connect(url, path, settings)
         if self.journal_path is not None and journal.segments(self.journal_path):
             try:
                 journal.replay(self, self.journal_path)
@@ -501,8 +513,27 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             params=[click_types, purchase_types, hours],
         ).to_arrow_table()
 
-    def erase_user(self, user_id: str) -> dict[str, int]:
+    def scan_impressions(self) -> pa.Table:
         """See :class:`shopsense.store.base.ServingStore`."""
+        return self._con.sql(
+            """SELECT m.recommendation_id, u.user_id, i.item_id, m.position, m.model_version, m.ts AS timestamp
+            FROM impressions m JOIN users u USING (user_idx) JOIN items i USING (item_idx)
+            ORDER BY m.ts, m.recommendation_id, m.position, u.user_id, i.item_id"""
+        ).to_arrow_table()
+
+    def merge_impressions(self, rows: pa.Table) -> int:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        with self._registered(incoming_impressions=rows), self.transaction():
+            return self._count(f"INSERT INTO impressions {MISSING_IMPRESSIONS.format(ts='timestamp')}")
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """See :class:`shopsense.store.base.ServingStore`.
+
+        Deleted rows keep their bytes in the file's blocks until it is rewritten: the erasure marks the
+        file for :func:`~shopsense.store.compaction.compact_file`, which the store runs when it closes
+        (or, after a crash, when it next opens), and folds the write-ahead log into the file at once
+        (when not inside a larger transaction), so the log no longer holds the user's rows either.
+        """
         with self.transaction():
             found = self._con.execute("SELECT user_idx FROM users WHERE user_id = ?", [user_id]).fetchall()
             counts = {"events": 0, "impressions": 0, "users": 0}
@@ -516,7 +547,38 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
                 counts["profiles"] = len(
                     self._con.execute("DELETE FROM profiles WHERE user_id = ? RETURNING 1", [user_id]).fetchall()
                 )
-            return counts
+            counts["job_rows"] = self._erase_job_rows(user_id)
+            self._con.execute("INSERT INTO erasures VALUES (?, now())", [erasure_hash(user_id)])
+            if any(counts.values()):
+                self._con.execute("DELETE FROM meta WHERE key = ?", [COMPACT_MARK])
+                self._con.execute("INSERT INTO meta VALUES (?, '1')", [COMPACT_MARK])
+        if any(counts.values()) and not self._depth:
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error as exc:  # another thread's transaction holds it: the log is folded later
+                log.info("no checkpoint after the erasure: %s", exc)
+        return counts
+
+    def tombstones(self) -> dict[str, datetime]:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        rows = self._con.execute("SELECT user_sha256, max(erased_at) FROM erasures GROUP BY ALL").fetchall()
+        return {user: at.astimezone(UTC) for user, at in rows}
+
+    def add_tombstones(self, tombstones: Mapping[str, datetime]) -> int:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        incoming = pa.table(
+            {"h": pa.array(list(tombstones), pa.string()), "t": pa.array(list(tombstones.values()), _TS_UTC)}
+        )
+        with self._registered(incoming_tombstones=incoming):
+            return self._count(
+                """INSERT INTO erasures SELECT h, t FROM incoming_tombstones n
+                WHERE NOT EXISTS (SELECT 1 FROM erasures e WHERE e.user_sha256 = n.h AND e.erased_at >= n.t)"""
+            )
+
+    def _compact_pending(self) -> bool:
+        if self._path in (None, ":memory:"):
+            return False
+        return bool(self._count("SELECT count(*) FROM meta WHERE key = ?", [COMPACT_MARK]))
 
     def _deleted(self, table: str, user_idx: int) -> int:
         sql = f"DELETE FROM {table} WHERE user_idx = ? RETURNING user_idx"
@@ -583,8 +645,17 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         ).to_arrow_table()
 
     def close(self) -> None:
-        """See :class:`shopsense.store.base.Store`."""
-        self._con.close()
+        """See :class:`shopsense.store.base.Store`; a file that still holds erased rows' bytes is rewritten
+        (:func:`~shopsense.store.compaction.compact_file`) once closed."""
+        try:
+            pending = self._compact_pending()
+        except duckdb.ConnectionException:  # closed already
+            pending = False
+        try:
+            if pending and self._path is not None:  # with the file still open and locked: see compact_file
+                compact_or_warn(Path(self._path), self._con)
+        finally:
+            self._con.close()
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -593,7 +664,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         for another thread (one process holds the file, so no second open). It has no journal and remembers
         no keys: the server's writer alone writes events."""
         other = object.__new__(DuckDBStore)
-        other.url, other.applied, other.journal_path = self.url, [], None
+        other.url, other.applied, other.journal_path, other._path = self.url, [], None, None
         other._remember, other._memory = False, None
         other._con = self._con.cursor()
         other._con.execute("SET TimeZone = 'UTC'")  # a session setting: a cursor starts with the default
@@ -623,6 +694,27 @@ def _pairs(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     """128-bit keys as single comparable values (for set membership)."""
     keys: np.ndarray = np.stack([np.asarray(high, np.uint64), np.asarray(low, np.uint64)], axis=1)
     return keys.view(np.dtype((np.void, 16))).ravel()
+
+
+def _connect(url: str, path: str, settings: Sequence[str]) -> duckdb.DuckDBPyConnection:
+    """Open the file (or ``:memory:``) with the session ``settings`` (``name = value``); a StoreError
+    when it cannot be opened (locked by another process, not a DuckDB file, no permission)."""
+    try:
+        con = duckdb.connect(path)
+    except OSError as exc:
+        raise StoreError(f"cannot open {url}: {exc}") from exc
+    except duckdb.Error as exc:
+        hint = ""
+        if "lock" in str(exc).lower():
+            hint = " (another process — a running import or server — has it open; the embedded store takes one)"
+        raise StoreError(f"cannot open {url}{hint}: {str(exc).splitlines()[0]}") from exc
+    try:
+        for setting in settings:
+            con.execute(f"SET {setting}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _sql_path(path: Path) -> str:

@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shopsense.store.base import JOB_COLUMNS, Job, JobStatus
@@ -31,6 +32,8 @@ FAIL_UNFINISHED = f"""UPDATE jobs SET status = '{JobStatus.FAILED}', error = ?, 
 WHERE status IN ('{JobStatus.QUEUED}', '{JobStatus.RUNNING}') AND updated_at <= now() - ? * INTERVAL '1 millisecond'"""
 SAVE_ROWS = "INSERT INTO job_rows (job_id, data) VALUES (?, ?)"
 ROWS = "SELECT data FROM job_rows WHERE job_id = ?"
+JOBS_WITH_ROWS = "SELECT DISTINCT job_id FROM job_rows ORDER BY job_id"
+REPLACE_ROWS = "UPDATE job_rows SET data = ? WHERE job_id = ?"
 
 
 def update_params(
@@ -108,3 +111,24 @@ class SqlJobs:
         """See :class:`shopsense.store.base.JobStore`."""
         rows = self._job_query(ROWS, [job_id])
         return rows_table(rows[0][0]) if rows else None
+
+    def _erase_job_rows(self, user_id: str) -> int:
+        """Rewrite every job output naming the user (an audience's ``user_id`` column) without them;
+        the rows removed. Run inside the erasure's transaction, on the store's writer in a server, so it
+        decodes as little as it can: one blob at a time, only its Parquet footer (the schema) for an
+        output without a ``user_id`` column, only that column for one that does, and the whole table
+        only for an output that names the user."""
+        erased = 0
+        for (job_id,) in self._job_query(JOBS_WITH_ROWS, []):
+            for (blob,) in self._job_query(ROWS, [job_id]):
+                source = pa.BufferReader(blob)
+                if "user_id" not in pq.read_schema(source).names:
+                    continue
+                users = pq.read_table(source, columns=["user_id"]).column(0)
+                mine = pc.fill_null(pc.equal(users.cast(pa.string()), user_id), False)
+                found = int(pc.sum(mine).as_py() or 0)
+                if found:
+                    kept = rows_table(blob).filter(pc.invert(mine))
+                    self._job_change(REPLACE_ROWS, [rows_blob(kept), job_id])
+                    erased += found
+        return erased

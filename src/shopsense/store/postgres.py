@@ -28,8 +28,9 @@ import functools
 import inspect
 import io
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -50,12 +51,14 @@ from shopsense.ingest.source import Format, export_format
 from shopsense.store import jobsql, migrations
 from shopsense.store.base import (
     EVENT_COLUMNS,
+    MISSING_IMPRESSIONS,
     FeedChanges,
     FeedCursor,
     FeedStart,
     NestedTransactions,
     StoreSummary,
     WriteResult,
+    erasure_hash,
     shown_url,
 )
 from shopsense.store.pool import connection_pool, discard_pool
@@ -152,6 +155,16 @@ _REPORT_SCHEMA = pa.schema(
         ("clicks", pa.int64()),
         ("purchases", pa.int64()),
         ("revenue", pa.float64()),
+    ]
+)
+_IMPRESSIONS_SCHEMA = pa.schema(
+    [
+        ("recommendation_id", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("position", pa.int32()),
+        ("model_version", pa.string()),
+        ("timestamp", TS),
     ]
 )
 _ASSIGNMENTS_SCHEMA = pa.schema([("user_id", pa.string()), ("variant", pa.string()), ("assigned_at", TS)])
@@ -305,6 +318,10 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
                 yield
         except psycopg.Error as exc:  # raised by the commit itself, or by a statement the caller ran directly
             raise driver_error(self.url, exc) from exc
+
+    def _begin_snapshot(self) -> None:
+        """See :class:`shopsense.store.base.NestedTransactions`: READ COMMITTED takes a snapshot per statement."""
+        self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
     def _rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
@@ -664,6 +681,24 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
             {"clicks": list(click_types), "buys": list(purchase_types), "hours": float(hours)},
         )
 
+    def scan_impressions(self) -> pa.Table:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        return self._arrow(
+            """SELECT m.recommendation_id, u.user_id, i.item_id, m.position, m.model_version, m.ts
+            FROM impressions m JOIN users u USING (user_idx) JOIN items i USING (item_idx)
+            ORDER BY m.ts, m.recommendation_id, m.position, u.user_id COLLATE "C", i.item_id COLLATE "C"
+            """,
+            _IMPRESSIONS_SCHEMA,
+        )
+
+    def merge_impressions(self, rows: pa.Table) -> int:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        with self.transaction():
+            self._stage_impressions(rows)
+            added = self._affected(f"INSERT INTO impressions {MISSING_IMPRESSIONS.format(ts='ts')}")
+            self._conn.execute("DROP TABLE incoming_impressions")
+            return added
+
     def _hold_users(self, user_ids: list[str]) -> None:
         """Lock the stored rows of these users against deletion until this transaction ends.
 
@@ -688,8 +723,12 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
             counts["assignments"] = self._affected("DELETE FROM assignments WHERE user_id = %s", [user_id])
             if self._count("SELECT count(*) FROM profile_parts"):
                 counts["profiles"] = self._erase_profile(user_id)
-            # The tombstone tells the other replicas to drop the user from memory (see changes_since).
-            self._conn.execute("INSERT INTO erasures (user_id) VALUES (%s)", [user_id])
+            counts["job_rows"] = self._erase_job_rows(user_id)
+            # The tombstone tells the other replicas to drop the user from memory (see changes_since), and
+            # every bundle trained before now not to answer for the user (tombstones).
+            self._conn.execute(
+                "INSERT INTO erasures (user_id, user_sha256) VALUES (%s, %s)", [user_id, erasure_hash(user_id)]
+            )
             txid = self._current_txid()
         self.last_txid = txid
         return counts
@@ -707,6 +746,22 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
             self._conn.execute("UPDATE profile_parts SET data = %s WHERE part = %s", [_parquet(keep), part])
             erased += table.num_rows - keep.num_rows
         return int(erased)
+
+    def tombstones(self) -> dict[str, datetime]:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        rows = self._rows("SELECT user_sha256, max(erased_at) FROM erasures GROUP BY 1")
+        return {user: at.astimezone(UTC) for user, at in rows}
+
+    def add_tombstones(self, tombstones: Mapping[str, datetime]) -> int:
+        """See :class:`shopsense.store.base.ServingStore`. Stored without an id (``user_id`` NULL): no
+        replica holds the user in memory, so the feed has nothing to tell them."""
+        with self.transaction():
+            return self._affected(
+                """INSERT INTO erasures (user_sha256, erased_at)
+                SELECT n.h, n.at FROM unnest(%s::TEXT[], %s::TIMESTAMPTZ[]) AS n(h, at)
+                WHERE NOT EXISTS (SELECT 1 FROM erasures e WHERE e.user_sha256 = n.h AND e.erased_at >= n.at)""",
+                [list(tombstones), list(tombstones.values())],
+            )
 
     def user_record(self, user_id: str) -> dict[str, Any] | None:
         """See :class:`shopsense.store.base.ServingStore`."""
@@ -827,7 +882,8 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
                 window,
             )
             erasures = self._arrow(
-                f"SELECT user_id, txid::TEXT::BIGINT FROM erasures t WHERE {_FEED_WINDOW.format(t='t')} ORDER BY txid",
+                f"""SELECT user_id, txid::TEXT::BIGINT FROM erasures t
+                WHERE {_FEED_WINDOW.format(t="t")} AND user_id IS NOT NULL ORDER BY txid""",
                 _ERASURES_SCHEMA,
                 window,
             )

@@ -152,7 +152,7 @@ def test_rules_from_query_parameters(api: Api) -> None:
         params={"user_id": "user-3", "min_price": 10, "max_price": 1},
         headers=api.headers("recommend:read"),
     )
-    assert bad.status_code == 400 and "min_price" in bad.json()["error"]["message"]
+    assert bad.status_code == 422 and "min_price" in bad.json()["error"]["message"]
 
 
 def test_unavailable_item_disappears_at_once(api: Api) -> None:
@@ -215,8 +215,12 @@ def test_erasure_removes_the_user_everywhere(api: Api) -> None:
     exported = api.client.get("/v1/users/user-8/export", headers=admin).json()
     assert exported["user"]["user_id"] == "user-8" and exported["events"]
     _recs(api, "user-8")
-    deleted = api.client.delete("/v1/users/user-8", headers=admin).json()["deleted"]
+    receipt = api.client.delete("/v1/users/user-8", headers=admin).json()
+    deleted = receipt["deleted"]
     assert deleted["users"] == 1 and deleted["events"] == len(exported["events"])
+    models = receipt["models"]
+    assert models["trained_on_user"] and models["bundles"] and models["forgotten_at"] == "next training"
+    assert models["served_as"] == "unknown user"
     assert api.client.get("/v1/users/user-8/export", headers=admin).status_code == 404
     assert api.client.get("/v1/users/user-8/history", headers=reader).status_code == 404
     fresh = _recs(api, "user-8")

@@ -57,7 +57,7 @@ def test_campaign_create_assign_and_read_out(api: Api) -> None:
     bad = client.post("/v1/campaigns", json={**CAMPAIGN, "variants": CAMPAIGN["variants"][1:]}, headers=marketer)
     assert bad.status_code == 400 and "control" in bad.json()["error"]["message"]
     assert client.post("/v1/campaigns", json=CAMPAIGN, headers=marketer).status_code == 200
-    assert client.post("/v1/campaigns/nope/assign", json={"user_ids": ["a"]}, headers=marketer).status_code == 400
+    assert client.post("/v1/campaigns/nope/assign", json={"user_ids": ["a"]}, headers=marketer).status_code == 404
     assert job_of(api, client.post("/v1/profiles/build", json={}, headers=marketer), marketer)["status"] == "succeeded"
     counts = client.post(
         "/v1/campaigns/spring-coupon/assign", json={"segment": "frequency >= 1"}, headers=marketer

@@ -122,7 +122,7 @@ def test_reads_and_erasures_wait_for_the_journal_to_be_written(
     serving.submit_events(_keyed(serving, "a", "b", user="gone")).result()
     serving.submit_events(_keyed(serving, "c", user="kept")).result()
     assert serving.writer.call(lambda s: s.summary().events).result() == 3, "a read sees every acknowledged event"
-    assert serving.erase("gone")["events"] == 2
+    assert serving.erase_user("gone").deleted["events"] == 2
     assert serving.store.journal_path is not None
     assert [f.stat().st_size for f in journal.segments(serving.store.journal_path)] == [0], (
         "written in and deleted before the erasure: a replay cannot bring the erased events back"

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from shopsense.api.deps import require, service
-from shopsense.api.event_body import load, too_deep
+from shopsense.api.event_body import load, one_refused
 from shopsense.api.routes.common import errors
 from shopsense.api.routes.events import write_response
 from shopsense.api.schemas import WriteResponse
@@ -32,8 +32,8 @@ async def _upsert(svc: ServingService, kind: RecordKind, request: Request) -> Wr
     raw, deep = load(await request.body(), svc.settings.serve.max_batch, kind.value)
     kept = [i for i in range(len(raw)) if i not in deep]
     future, rejected = svc.upsert(kind, [raw[i] for i in kept]) if kept else (None, [])
-    if rejected and rejected[0].reason.endswith(TOO_DEEP) and not (await request.body()).lstrip().startswith(b"["):
-        raise too_deep(rejected[0].field)  # one record, as when it is too deep to parse at all
+    if rejected and not (await request.body()).lstrip().startswith(b"["):
+        raise one_refused(rejected[0])  # one record: its refusal is the request's
     refused = [Rejected(kept[r.index], r.reason, r.field) for r in rejected]
     refused += [Rejected(i, TOO_DEEP, field) for i, field in deep.items()]
     accepted = 0

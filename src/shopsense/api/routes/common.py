@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Path
+from pydantic import AfterValidator
 
 from shopsense.api.schemas import ErrorResponse
+from shopsense.domain import ID_PATTERN, checked_id
+
+PathId = Annotated[
+    str, Path(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN}), AfterValidator(checked_id)
+]
+"""An id or name in a path, under the rule of ids in bodies: a control, bidi or zero-width character is
+a 422 naming the parameter, and the id is read in Unicode NFC (so a composed and a decomposed "café" are one)."""
 
 _DESCRIPTIONS = {
     400: "the request is well-formed but cannot be done (e.g. a rule names an unknown field)",

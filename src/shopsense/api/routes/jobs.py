@@ -11,17 +11,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from shopsense.api.deps import require, shop_of
 from shopsense.api.errors import ApiError
 from shopsense.api.routes.common import errors
+from shopsense.domain import ID_PATTERN, checked_id
 from shopsense.services.jobs import Job, JobRunner
 from shopsense.services.keys import Scope
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Marketing = Annotated[Any, Depends(require(Scope.MARKETING))]
-JobId = Annotated[str, Path(min_length=1, max_length=64)]
+JobId = Annotated[
+    str, Path(min_length=1, max_length=64, json_schema_extra={"pattern": ID_PATTERN}), AfterValidator(checked_id)
+]
 
 
 async def runner(request: Request) -> JobRunner:

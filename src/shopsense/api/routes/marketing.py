@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Path, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Depends, Response
+from pydantic import AfterValidator, BaseModel, Field
 
 from shopsense.api.deps import require, service
 from shopsense.api.errors import ApiError
-from shopsense.api.routes.common import errors
+from shopsense.api.routes.common import PathId, errors
 from shopsense.api.routes.jobs import JobAccepted, Runner, accepted
-from shopsense.domain import UtcDatetime
-from shopsense.errors import ConfigError, ShopsenseError
+from shopsense.domain import ID_PATTERN, Id, IsoTime, JsonBool, JsonFloat, JsonInt, checked_id
+from shopsense.errors import ConfigError, NotFound, ShopsenseError
 from shopsense.marketing.audiences import AudienceSpec, Target
 from shopsense.marketing.campaigns import CampaignConfig
 from shopsense.services.jobs import JobContext
@@ -32,19 +32,24 @@ T = TypeVar("T")
 class BuildProfiles(BaseModel):
     model_config = {"extra": "forbid"}
 
-    as_of: UtcDatetime | None = Field(None, description="default: just after the newest event")
+    as_of: IsoTime | None = Field(None, description="default: just after the newest event")
+
+
+SegmentName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(checked_id)]
+"""A segment's name, under the rule of ids (:data:`shopsense.domain.ID_PATTERN`, stated once for the mapping's keys)."""
 
 
 class SegmentsIn(BaseModel):
     model_config = {"extra": "forbid"}
 
-    segments: dict[str, str] = Field(
+    segments: dict[SegmentName, str] = Field(
         default_factory=dict,
         max_length=50,
+        json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 256, "pattern": ID_PATTERN}},
         description='name -> expression, e.g. {"loyal": "recency_days <= 30 and frequency >= 3"}',
     )
-    rfm: bool = Field(False, description="the named RFM segments instead")
-    members: int = Field(0, ge=0, le=10_000, description="return up to this many member ids per segment")
+    rfm: JsonBool = Field(False, description="the named RFM segments instead")
+    members: JsonInt = Field(0, ge=0, le=10_000, description="return up to this many member ids per segment")
 
 
 class SegmentsOut(BaseModel):
@@ -55,16 +60,18 @@ class SegmentsOut(BaseModel):
 
 async def _run(svc: ServingService, work: Callable[[MarketingService], T]) -> T:
     """Run short marketing work through the service (on its reader, beside the writer); its errors as
-    HTTP ones: a bad request 400, one the stored state cannot answer 409."""
+    HTTP ones: an unknown campaign 404, a bad request 400, one the stored state cannot answer 409."""
     try:
         return await asyncio.wrap_future(svc.marketing(work))
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
     except ConfigError as exc:
         raise ApiError(400, "invalid_request", str(exc)) from exc
     except ShopsenseError as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
 
 
-@router.post("/profiles/build", status_code=202, response_model=JobAccepted, responses=errors())
+@router.post("/profiles/build", status_code=202, response_model=JobAccepted, responses=errors(400))
 async def build(
     _: Marketing,
     jobs: Runner,
@@ -87,7 +94,7 @@ async def build(
 
 @router.get("/profiles/{user_id}", response_model=dict[str, Any], responses=errors(400, 404))
 async def profile(
-    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    user_id: PathId,
     _: Marketing,
     svc: Annotated[ServingService, Depends(service)],
 ) -> dict[str, Any]:
@@ -104,7 +111,7 @@ async def segments(body: SegmentsIn, _: Marketing, svc: Annotated[ServingService
     """Sizes, revenue shares and overlaps of rule segments (or the RFM segments) over the stored profiles.
     A malformed expression is a 400 whose message points at the bad token."""
     if not body.segments and not body.rfm:
-        raise ApiError(422, "invalid_request", "give segments (name -> expression) or rfm: true")
+        return SegmentsOut(stats=[], overlaps=[], members={})  # no segments asked, none reported
     report: SegmentReport = await _run(svc, lambda m: m.rfm() if body.rfm else m.segments(body.segments))
     members = {name: report.members(name)[: body.members] for name in report.masks} if body.members else {}
     return SegmentsOut(stats=report.stats.to_pylist(), overlaps=report.overlaps.to_pylist(), members=members)
@@ -113,7 +120,7 @@ async def segments(body: SegmentsIn, _: Marketing, svc: Annotated[ServingService
 class AssignIn(BaseModel):
     model_config = {"extra": "forbid"}
 
-    user_ids: list[str] | None = Field(None, max_length=1_000_000)
+    user_ids: list[Id] | None = Field(None, max_length=1_000_000)
     segment: str | None = Field(None, max_length=2000, description="audience: customers this expression selects")
 
 
@@ -128,9 +135,9 @@ async def create_campaign(
     return created
 
 
-@router.post("/campaigns/{name}/assign", response_model=dict[str, int], responses=errors(400, 409))
+@router.post("/campaigns/{name}/assign", response_model=dict[str, int], responses=errors(400, 404, 409))
 async def assign(
-    name: Annotated[str, Path(min_length=1, max_length=256)],
+    name: PathId,
     body: AssignIn,
     _: Marketing,
     svc: Annotated[ServingService, Depends(service)],
@@ -140,9 +147,9 @@ async def assign(
     return counts
 
 
-@router.get("/campaigns/{name}/readout", response_model=dict[str, Any], responses=errors(400, 409))
+@router.get("/campaigns/{name}/readout", response_model=dict[str, Any], responses=errors(400, 404, 409))
 async def readout(
-    name: Annotated[str, Path(min_length=1, max_length=256)],
+    name: PathId,
     _: Marketing,
     svc: Annotated[ServingService, Depends(service)],
 ) -> dict[str, Any]:
@@ -159,9 +166,9 @@ class AudienceIn(BaseModel):
     target: Target
     spec: AudienceSpec = Field(default_factory=AudienceSpec)
     segment: str | None = Field(None, max_length=2000)
-    contacted: list[str] = Field(default_factory=list, max_length=1_000_000, description="leave these out")
-    horizon_days: float = Field(30.0, gt=0, le=365)
-    limit: int = Field(1000, ge=1, le=100_000, description="customers kept, best first (GET /v1/jobs/{id}/rows)")
+    contacted: list[Id] = Field(default_factory=list, max_length=1_000_000, description="leave these out")
+    horizon_days: JsonFloat = Field(30.0, gt=0, le=365)
+    limit: JsonInt = Field(1000, ge=1, le=100_000, description="customers kept, best first (GET /v1/jobs/{id}/rows)")
 
 
 @router.post("/audiences", status_code=202, response_model=JobAccepted, responses=errors(400, 409))

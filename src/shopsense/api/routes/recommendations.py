@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, get_args, get_origin
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -13,7 +13,7 @@ from shopsense.api.computing import LiveAnswers
 from shopsense.api.deps import require, service, serving
 from shopsense.api.errors import ApiError
 from shopsense.api.fast_paths import FastRoute
-from shopsense.api.routes.common import errors
+from shopsense.api.routes.common import PathId, errors
 from shopsense.api.schemas import RecommendationQuery, RecommendationResponse, SimilarResponse
 from shopsense.errors import ConfigError
 from shopsense.services.keys import Scope
@@ -94,7 +94,7 @@ def _encoded(answer: RecAnswer) -> bytes:
 
 @router.get("/items/{item_id}/similar", response_model=SimilarResponse, responses=errors(404))
 def similar(
-    item_id: Annotated[str, Path(min_length=1, max_length=256)],
+    item_id: PathId,
     _: Annotated[Any, Depends(require(Scope.RECOMMEND_READ))],
     svc: Annotated[ServingService, Depends(service)],
     k: Annotated[int, Query(ge=1, le=100)] = 10,

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from shopsense.api.deps import require, service
 from shopsense.api.errors import ApiError
-from shopsense.api.routes.common import errors
-from shopsense.api.schemas import EraseResponse, ExportResponse, HistoryResponse
+from shopsense.api.routes.common import PathId, errors
+from shopsense.api.schemas import EraseResponse, ErasureModels, ExportResponse, HistoryResponse
 from shopsense.services.keys import Scope
 from shopsense.services.serving import ServingService
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=256)]
+UserId = PathId
 
 
 @router.get("/{user_id}/history", response_model=HistoryResponse, responses=errors(404))
@@ -54,7 +54,7 @@ async def erase(
 ) -> EraseResponse:
     """Erase a user: events, impressions and record in the store, and all in-memory and cached state.
     Writes queued before this request are erased too; the user never appears in later answers."""
-    deleted = await asyncio.to_thread(svc.erase, user_id)
-    if not deleted["users"]:
+    erased = await asyncio.to_thread(svc.erase_user, user_id)
+    if not erased.deleted["users"]:
         raise ApiError(404, "not_found", f"no user {user_id!r}")
-    return EraseResponse(user_id=user_id, deleted=deleted)
+    return EraseResponse(user_id=user_id, deleted=erased.deleted, models=ErasureModels(**erased.models))
