@@ -251,7 +251,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['started']}, {report['minutes']} min at ~{report['rate']} req/s from {report['clients']} clients "
         f"(achieved {report['achieved_rate']:.1f} req/s), world {report['world']['users']:,} users / "
         f"{report['world']['items']:,} items / {report['world']['events']:,} events, `serve.cache_mb` "
-        f"{report['cache_mb']}. Command: `.venv/bin/python benchmarks/soak.py --minutes {report['minutes']}`.\n",
+        f"{report['cache_mb']}. Command: `{report['command']}`.\n",
         f"Requests: {json.dumps(report['requests'])}; errors: {report['error_count']}.\n",
         f"{v['words']} The answer cache stayed within its bound in every sample: {v['cache_within_bound']}.\n",
         "![RSS and what the data accounts for](soak.png)\n",
@@ -350,6 +350,7 @@ def main() -> None:
     report = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "minutes": args.minutes,
+        "command": " ".join([".venv/bin/python", "benchmarks/soak.py", *sys.argv[1:]]),
         "rate": args.rate,
         "clients": args.clients,
         "achieved_rate": total / elapsed,
