@@ -184,13 +184,20 @@ class StoreWriter:
         return group, None
 
     def _next(self) -> _Job | None:
-        """The next job, or None once journaled events have waited ``APPLY_SECONDS`` without one."""
-        if not self._pending:
-            return self._queue.get()
-        try:
-            return self._queue.get(timeout=max(self._pending_since + APPLY_SECONDS - time.monotonic(), 0))
-        except queue.Empty:
-            return None
+        """The next job, or None once journaled events have waited ``APPLY_SECONDS`` without one.
+
+        An idle thread wakes every ``APPLY_SECONDS`` to look: events journaled while it waits must not
+        stay in memory (a small table per request) until some other job arrives or ``APPLY_ROWS`` pile up.
+        """
+        while True:
+            with self._lock:
+                left = self._pending_since + APPLY_SECONDS - time.monotonic() if self._pending else None
+            if left is not None and left <= 0:
+                return None
+            try:
+                return self._queue.get(timeout=APPLY_SECONDS if left is None else left)
+            except queue.Empty:
+                continue
 
     def _commit(self, group: list[_Job]) -> None:
         """Without a journal: commit the group to the store, then acknowledge it."""

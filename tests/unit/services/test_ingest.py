@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import wait
 from datetime import UTC, datetime
@@ -112,6 +113,23 @@ def test_acknowledged_events_are_journaled_until_written_and_read_after_a_crash(
         assert store.journal_path is not None and journal.segments(store.journal_path) == [], "and deletes it"
     finally:
         store.close()
+
+
+def test_journaled_events_are_written_in_without_any_other_job_to_wake_the_store_thread(
+    monkeypatch: pytest.MonkeyPatch, serving: ServingService
+) -> None:
+    """With only events arriving, the store thread must still write them in after ``APPLY_SECONDS``: it used
+    to sleep until another job came, keeping a small table per request in memory (up to ``APPLY_ROWS``)."""
+    monkeypatch.setattr("shopsense.services.writer.APPLY_SECONDS", 0.2)
+    serving.writer.wait = 0
+    time.sleep(0.3)  # the store thread is idle, waiting for a job
+    for n in range(5):
+        serving.submit_events(_keyed(serving, f"e{n}")).result()
+    deadline = time.monotonic() + 5
+    while serving.writer._pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not serving.writer._pending, "written in, no longer held in memory"
+    assert serving.store.summary().events == 5, "(read beside the writer, for the test only)"
 
 
 def test_reads_and_erasures_wait_for_the_journal_to_be_written(
