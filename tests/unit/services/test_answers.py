@@ -80,7 +80,8 @@ def test_unavailable_items_are_skipped_and_the_list_refilled(served: tuple[Pipel
     assert answers.lookup("user-3", n, 0, available) == answers.lookup("user-3", n, 0, None) == []
 
 
-def test_an_erased_user_is_never_answered_from_storage(tmp_path: Path) -> None:
+def _two_users(tmp_path: Path) -> Answers:
+    """A stored answers file of two users ("a": two items, "b": one), loaded with k = 2."""
     table = pa.table(
         {
             "user_id": ["a", "a", "b"],
@@ -93,7 +94,11 @@ def test_an_erased_user_is_never_answered_from_storage(tmp_path: Path) -> None:
         ),
     )
     write_answers(table, tmp_path / "answers.arrow")
-    answers = Answers.load(tmp_path / "answers.arrow", 2)
+    return Answers.load(tmp_path / "answers.arrow", 2)
+
+
+def test_an_erased_user_is_never_answered_from_storage(tmp_path: Path) -> None:
+    answers = _two_users(tmp_path)
     assert answers.lookup("a", 2, 2, None) == ["1", "2"] and answers.lookup("b", 1, 2, None) == ["3"]
     answers.forget("a")
     assert answers.lookup("a", 2, 2, None) is None
@@ -101,19 +106,7 @@ def test_an_erased_user_is_never_answered_from_storage(tmp_path: Path) -> None:
 
 def test_users_erased_after_training_are_never_answered_from_storage(tmp_path: Path) -> None:
     """A bundle loaded after an erasure gets the store's tombstones (hashes of the ids, not the ids)."""
-    table = pa.table(
-        {
-            "user_id": ["a", "a", "b"],
-            "events": [2, 2, 1],
-            "item": pa.array([0, 1, 0], pa.int32()),
-            "json": ["1", "2", "3"],
-        },
-        schema=pa.schema(
-            [("user_id", pa.string()), ("events", pa.int64()), ("item", pa.int32()), ("json", pa.large_string())]
-        ),
-    )
-    write_answers(table, tmp_path / "answers.arrow")
-    answers = Answers.load(tmp_path / "answers.arrow", 2)
+    answers = _two_users(tmp_path)
     assert answers.forget_erased({erasure_hash("a"), erasure_hash("never-stored")}) == 1
     assert answers.lookup("a", 2, 2, None) is None and answers.lookup("b", 1, 2, None) == ["3"]
     assert purge_answers(tmp_path / "answers.arrow", "a") == 2
