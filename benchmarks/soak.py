@@ -203,9 +203,14 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
     anon = slope(minutes, [s["anon_mb"] for s in after])
     events = slope(minutes, [s.get("events", 0) for s in after])
     cache = slope(minutes, [s.get("cache_bytes", 0) / 2**20 for s in after])
+    ids = slope(minutes, [s.get("ids_bytes", 0) / 2**20 for s in after])
+    store = slope(minutes, [s.get("store_bytes", 0) / 2**20 for s in after])
+    in_use = slope(minutes, [s.get("malloc_in_use_bytes", 0) / 2**20 for s in after])
+    kept = slope(minutes, [s.get("malloc_free_bytes", 0) / 2**20 for s in after])
+    arrow = slope(minutes, [s.get("arrow_bytes", 0) / 2**20 for s in after])
     last = after[-1]
     per_event = last.get("events_bytes", 0) / last["events"] if last.get("events") else 0.0
-    explained = events * per_event / 2**20 + cache
+    explained = events * per_event / 2**20 + cache + ids + store
     unexplained = rss - explained
     span = (after[-1]["t_s"] - after[0]["t_s"]) / 60
     grew = after[-1]["rss_mb"] - after[0]["rss_mb"]
@@ -216,7 +221,8 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
         f"After {warmup_s / 60:.1f} min of warm-up, over {span:.1f} min, RSS changed {rss:+.2f} MB/min "
         f"({anon:+.2f} MB/min anonymous, the rest pages of mapped files). The events "
         f"kept grew {events:,.0f}/min at {per_event:.0f} B each as the server accounts its arrays "
-        f"({events * per_event / 2**20:+.2f} MB/min), the answer cache {cache:+.2f} MB/min: "
+        f"({events * per_event / 2**20:+.2f} MB/min), their ids {ids:+.2f} MB/min, the store's buffers and "
+        f"remembered keys {store:+.2f} MB/min, the answer cache {cache:+.2f} MB/min: "
         f"{explained:+.2f} MB/min explained, {unexplained:+.2f} MB/min not ({unexplained * 60:+.0f} MB/hour). "
     )
     if rss_per_event is not None:
@@ -224,6 +230,10 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
             f"Put all of RSS's growth on the events and each cost {rss_per_event:,.0f} B (ids and allocator "
             "slack included, which the arrays' count leaves out). "
         )
+    words += (
+        f"Where RSS went, by the allocators' own counts: glibc malloc in use {in_use:+.2f} MB/min and freed but "
+        f"kept {kept:+.2f} MB/min, Arrow's buffers {arrow:+.2f} MB/min. "
+    )
     words += (
         "Verdict: no growth beyond the data kept at this length (under 50 MB/hour or 5% of RSS)."
         if bounded
@@ -235,6 +245,11 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
         "events_per_min": events,
         "accounted_bytes_per_event": per_event,
         "cache_mb_per_min": cache,
+        "ids_mb_per_min": ids,
+        "malloc_in_use_mb_per_min": in_use,
+        "malloc_kept_free_mb_per_min": kept,
+        "arrow_mb_per_min": arrow,
+        "store_mb_per_min": store,
         "explained_mb_per_min": explained,
         "unexplained_mb_per_min": unexplained,
         "rss_bytes_per_event_if_all_events": rss_per_event,
@@ -255,8 +270,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Requests: {json.dumps(report['requests'])}; errors: {report['error_count']}.\n",
         f"{v['words']} The answer cache stayed within its bound in every sample: {v['cache_within_bound']}.\n",
         "![RSS and what the data accounts for](soak.png)\n",
-        "| minute | RSS MB | anonymous MB | peak RSS MB | events held | events MB (arrays) | answers | cache MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| minute | RSS MB | anonymous MB | peak RSS MB | events held | events MB (arrays) | ids MB | store MB "
+        "| answers | cache MB | malloc in use MB | malloc kept free MB | Arrow MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_minute: dict[int, dict[str, float]] = {}
     for s in report["samples"]:
@@ -265,8 +281,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {minute} | {s['rss_mb']:.0f} | {s['anon_mb']:.0f} | {s['peak_rss_mb']:.0f} | "
             f"{s.get('events', 0):,.0f} | "
-            f"{s.get('events_bytes', 0) / 2**20:.1f} | {s.get('cache_entries', 0):,.0f} | "
-            f"{s.get('cache_bytes', 0) / 2**20:.1f} |"
+            f"{s.get('events_bytes', 0) / 2**20:.1f} | {s.get('ids_bytes', 0) / 2**20:.1f} | "
+            f"{s.get('store_bytes', 0) / 2**20:.1f} | {s.get('cache_entries', 0):,.0f} | "
+            f"{s.get('cache_bytes', 0) / 2**20:.1f} | {s.get('malloc_in_use_bytes', 0) / 2**20:.0f} | "
+            f"{s.get('malloc_free_bytes', 0) / 2**20:.0f} | {s.get('arrow_bytes', 0) / 2**20:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -286,10 +304,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     accounted = [
         first["rss_mb"]
         + (s.get("events_bytes", 0) - first.get("events_bytes", 0)) / 2**20
-        + (s.get("cache_bytes", 0) - first.get("cache_bytes", 0)) / 2**20
+        + sum(s.get(what, 0) - first.get(what, 0) for what in ("cache_bytes", "ids_bytes", "store_bytes")) / 2**20
         for s in samples
     ]
-    ax.plot(minutes, accounted, "--", label="first RSS + growth of events' arrays + cache")
+    ax.plot(minutes, accounted, "--", label="first RSS + growth of the data kept (events, ids, store, cache)")
     ax.plot(minutes, [s.get("cache_bytes", 0) / 2**20 for s in samples], ":", label="answer cache")
     ax.axvline(report["warmup_s"] / 60, color="grey", lw=0.8)
     ax.set_xlabel("minutes")

@@ -124,6 +124,12 @@ class ServeSettings(_Strict):
     store_checkpoint_mb: int = Field(
         1024, ge=1, description="the server's store folds its write-ahead log into the file at this size"
     )
+    malloc_arenas: int = Field(
+        2, ge=0, description="glibc malloc arenas of the server process (0: glibc's default of 8 per core)"
+    )
+    trim_seconds: float = Field(
+        30.0, ge=0, description="how often the server hands freed native memory back to the system (0: never)"
+    )
     opentelemetry: bool = Field(
         False, description="FastAPI's OpenTelemetry spans, metrics and logs, to the providers this process sets up"
     )

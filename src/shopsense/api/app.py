@@ -39,6 +39,7 @@ from shopsense.api.fast_paths import FastPaths
 from shopsense.api.routes import admin, catalog, events, impressions, jobs, marketing, ops, recommendations, users
 from shopsense.domain import TOO_DEEP, Event, Item, User
 from shopsense.errors import ShopsenseError, StoreError
+from shopsense.services.allocator import Trimmer, limit_arenas
 from shopsense.services.coordination import Coordinator
 from shopsense.services.shop import Shop
 from shopsense.settings import Settings
@@ -139,7 +140,9 @@ ROUTERS = (
 def create_app(settings: Settings) -> FastAPI:
     """The shopsense REST API over the store and model bundles named by ``settings``."""
 
+    limit_arenas(settings.serve.malloc_arenas)  # before the server's threads take arenas of their own
     shop = Shop(settings, server=True)
+    trimmer = Trimmer(settings.serve.trim_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,9 +161,11 @@ def create_app(settings: Settings) -> FastAPI:
             coordinator.tick()  # before the first request: counted among the replicas, on the agreed bundle
             coordination = threading.Thread(target=coordinator.run, args=(stop,), daemon=True, name="coordination")
             coordination.start()
+            trimmer.start()
             yield
         finally:
             stop.set()
+            trimmer.stop()
             try:
                 if coordination is not None:
                     coordination.join()  # a round in flight ends first: it must not beat again after we leave

@@ -11,6 +11,7 @@ chained tail events. Erasure removes a user from both at once.
 
 from __future__ import annotations
 
+import sys
 import threading
 from itertools import repeat
 
@@ -30,6 +31,12 @@ class _Codes:
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
         self.names: list[str] = []
+        self._strings = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the dictionary, the list of names and the name strings (the codes are small ints)."""
+        return sys.getsizeof(self._index) + sys.getsizeof(self.names) + self._strings
 
     def get(self, value: str) -> int | None:
         return self._index.get(value)
@@ -42,6 +49,7 @@ class _Codes:
             new = [v for v in dict.fromkeys(values[i] for i in missing) if v not in self._index]
             self._index.update(zip(new, range(len(self.names), len(self.names) + len(new)), strict=True))
             self.names.extend(new)
+            self._strings += sum(map(sys.getsizeof, new))
             found[missing] = [self._index[values[i]] for i in missing]
         return found
 
@@ -136,13 +144,14 @@ class LiveHistories:
         code = self._users.get(user_id)
         return 0 if code is None else int(self._versions.values[code])
 
-    def held(self) -> tuple[int, int]:
-        """Event rows held in memory (erased tail rows keep their slot) and the bytes of the arrays holding
-        them and the per-user columns; the id-to-code dictionaries are not counted."""
+    def held(self) -> tuple[int, int, int]:
+        """Event rows held in memory (erased tail rows keep their slot), the bytes of the arrays holding
+        them and the per-user columns, and the bytes of the id-to-code dictionaries."""
         with self._lock:
             users = (self._start, self._end, self._last, self._tail_count, self._versions)
             grown = (*users, self._prev, self._item, self._type, self._time)
-            return self._base.num_rows + self._rows, self._base.nbytes + sum(c.values.nbytes for c in grown)
+            codes = self._users.nbytes + self._items.nbytes + self._types.nbytes
+            return self._base.num_rows + self._rows, self._base.nbytes + sum(c.values.nbytes for c in grown), codes
 
     def append(self, events: pa.Table) -> None:
         """Add accepted events (any users); they are visible to the next read.

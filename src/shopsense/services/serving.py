@@ -28,7 +28,7 @@ from shopsense.domain import Item, RecordKind, User
 from shopsense.errors import ConfigError
 from shopsense.models.userknn import UserIds
 from shopsense.pipeline import Pipeline
-from shopsense.services import erasure, event_rows
+from shopsense.services import allocator, erasure, event_rows
 from shopsense.services.answer_cache import AnswerCache
 from shopsense.services.answers import Answers, rec_dict, similar_items
 from shopsense.services.bundles import BundleInfo, Bundles
@@ -95,6 +95,8 @@ class UserExport:
 
 RELOAD_WAIT_S = 120.0
 """How long a model swap waits for the store thread (a stopped one never answers)."""
+STORE_READ_S = 30.0
+"""How long /metrics waits for the store thread to count its memory (behind a long commit at most)."""
 
 
 class ServingService:
@@ -191,15 +193,22 @@ class ServingService:
         return self._model_error
 
     def held(self) -> dict[str, int]:
-        """What memory holds for answers: cached answers and their bytes, events in the live histories and
-        their arrays' bytes (for /metrics and the soak benchmark)."""
+        """What memory holds for answers: cached answers and their bytes, events in the live histories,
+        their arrays' bytes and their ids' bytes, the store's own memory (its buffers and remembered ids,
+        read on the store thread); and, to tell a leak from memory an allocator keeps, Arrow's buffers and
+        glibc's bytes in use and freed-but-kept — for /metrics and the soak benchmark."""
         cache = self._cache.stats()
-        events, events_bytes = self.live.held()
+        events, events_bytes, ids_bytes = self.live.held()
+        store_bytes: int = self.writer.call(lambda store: store.memory_held()).result(timeout=STORE_READ_S)
         return {
             "cache_entries": cache.entries,
             "cache_bytes": cache.bytes,
             "events": events,
             "events_bytes": events_bytes,
+            "ids_bytes": ids_bytes,
+            "store_bytes": store_bytes,
+            "arrow_bytes": pa.total_allocated_bytes(),
+            **{f"{what}_bytes": value for what, value in allocator.heap().items()},
         }
 
     # -- writes --------------------------------------------------------------------------------

@@ -222,6 +222,11 @@ class ServingStore(Protocol):
         shown user within ``hours`` after the impression, and their revenue."""
         ...
 
+    def memory_held(self) -> int:
+        """Bytes this store holds in the process's memory: its engine's buffers and what its only writer
+        remembers of the tables (ids, event keys). The soak benchmark sets RSS against it."""
+        ...
+
     def scan_impressions(self) -> pa.Table:
         """Every stored impression with external ids, in the columns :meth:`append_impressions` takes, oldest
         first (what a backup keeps)."""

@@ -513,6 +513,11 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             params=[click_types, purchase_types, hours],
         ).to_arrow_table()
 
+    def memory_held(self) -> int:
+        """See :class:`shopsense.store.base.ServingStore`."""
+        buffers = self._con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
+        return int(buffers or 0) + (self._memory.nbytes if self._memory is not None else 0)
+
     def scan_impressions(self) -> pa.Table:
         """See :class:`shopsense.store.base.ServingStore`."""
         return self._con.sql(

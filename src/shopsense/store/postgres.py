@@ -681,6 +681,10 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
             {"clicks": list(click_types), "buys": list(purchase_types), "hours": float(hours)},
         )
 
+    def memory_held(self) -> int:
+        """See :class:`shopsense.store.base.ServingStore`: nothing; the buffers are the database server's."""
+        return 0
+
     def scan_impressions(self) -> pa.Table:
         """See :class:`shopsense.store.base.ServingStore`."""
         return self._arrow(

@@ -15,6 +15,7 @@ the tables on next use.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from itertools import compress, repeat
 
@@ -42,6 +43,11 @@ class KeyIndex:
         maybe: np.ndarray = _member(self._merged, high) | _member(self._tail, high)
         return maybe
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays."""
+        return int(self._merged.nbytes + self._tail.nbytes)
+
     def add(self, high: np.ndarray) -> None:
         """Remember the high halves of committed events."""
         self._tail = _insert(self._tail, high)
@@ -56,6 +62,12 @@ class DenseIds:
     def __init__(self, ids: list[str], indices: list[int]) -> None:
         self._index = dict(zip(ids, indices, strict=True))
         self._next = max(indices, default=-1) + 1
+        self._strings = sum(map(sys.getsizeof, ids))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the index: the dictionary and its id strings (the small ints are shared)."""
+        return sys.getsizeof(self._index) + self._strings
 
     @property
     def next(self) -> int:
@@ -81,6 +93,7 @@ class DenseIds:
 
     def add(self, stored: dict[str, int]) -> None:
         """Remember committed ids (``resolve``'s pending ones, or rows read back from the table)."""
+        self._strings += sum(map(sys.getsizeof, stored.keys() - self._index.keys()))
         self._index.update(stored)
         self._next = max(self._next, max(stored.values(), default=-1) + 1)
 
@@ -94,6 +107,11 @@ class Remembered:
     items: DenseIds
     batch: int
     """The last import batch id logged."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of everything remembered."""
+        return self.keys.nbytes + self.users.nbytes + self.items.nbytes
 
     def ids(self, table: str) -> DenseIds:
         """The ids of ``table`` ("users" or "items")."""

@@ -127,6 +127,7 @@ def test_many_questions_of_one_user_stay_under_the_bound(trained: Path, tmp_path
         assert peak <= bound_mb * 1024 * 1024
         assert 0 < held["cache_entries"] < 3000
         assert held["events"] == service.live.held()[0] > 0 and held["events_bytes"] > 0
+        assert held["ids_bytes"] > 0 and held["store_bytes"] > 0, "the ids and the store's buffers are counted too"
         assert service.ready(user, 100, rules={"min_price": 0.001 * 2999}) is not None, "the newest is kept"
         assert service.ready(user, 100, rules={"min_price": 0.0}) is None, "the oldest was evicted"
     finally:

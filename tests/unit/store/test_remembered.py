@@ -207,3 +207,28 @@ def test_dense_ids_number_new_ids_in_sorted_order_after_the_largest() -> None:
     ids.add(pending)
     again, none = ids.resolve(["c"])
     assert again.tolist() == [6] and none == {} and ids.next == 8
+
+
+def test_dense_ids_count_the_bytes_of_their_strings() -> None:
+    """The soak benchmark sets RSS against the server's count of what it holds: each new id must add its string."""
+    ids = DenseIds([], [])
+    empty = ids.nbytes
+    long_ids = {f"a-rather-long-user-id-{n:06d}": n for n in range(2000)}
+    ids.add(long_ids)
+    assert ids.nbytes - empty > sum(map(len, long_ids))
+    grown = ids.nbytes
+    ids.add(dict(list(long_ids.items())[:10]))
+    assert ids.nbytes == grown, "an id added again is not counted twice"
+
+
+def test_the_store_counts_what_its_writer_remembers(tmp_path: Path) -> None:
+    store = DuckDBStore(f"duckdb:///{tmp_path / 'm.duckdb'}", str(tmp_path / "m.duckdb"))
+    try:
+        store.remember_keys()
+        users = [f"user-{n}" for n in range(500)]
+        _append(store, _events([(n + 10, n) for n in range(500)], users, ["i0"] * 500))
+        remembered = store._memory
+        assert remembered is not None and remembered.users.nbytes > sum(map(len, users))
+        assert store.memory_held() >= remembered.nbytes > 0
+    finally:
+        store.close()

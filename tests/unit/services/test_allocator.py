@@ -1,0 +1,61 @@
+"""The server's allocator settings: fewer glibc arenas and a periodic trim (see benchmarks/soak.py)."""
+
+from __future__ import annotations
+
+import platform
+import threading
+
+import pytest
+
+from shopsense.services import allocator
+
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt and malloc_trim are glibc's")
+
+
+@glibc
+def test_arenas_are_capped_only_when_asked() -> None:
+    assert allocator.limit_arenas(0) is False, "0 keeps glibc's default"
+    assert allocator.limit_arenas(2) is True
+
+
+@glibc
+def test_a_trim_hands_freed_memory_back() -> None:
+    chunks = [bytearray(200_000) for _ in range(200)]  # beyond the mmap threshold once it adapts: heap pages
+    del chunks
+    assert isinstance(allocator.trim(), bool)
+
+
+def test_the_trimmer_trims_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    trimmed = threading.Event()
+    calls: list[int] = []
+
+    def counting() -> bool:
+        calls.append(1)
+        trimmed.set()
+        return True
+
+    monkeypatch.setattr(allocator, "trim", counting)
+    monkeypatch.setattr(allocator, "_libc", lambda: object())
+    trimmer = allocator.Trimmer(0.01)
+    trimmer.start()
+    assert trimmed.wait(5), "it trims on its own thread"
+    trimmer.stop()
+    stopped_at = len(calls)
+    threading.Event().wait(0.05)
+    assert len(calls) == stopped_at, "no trim after stop"
+
+
+def test_a_trimmer_of_zero_seconds_never_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(allocator, "trim", lambda: pytest.fail("trimmed"))
+    trimmer = allocator.Trimmer(0)
+    trimmer.start()
+    trimmer.stop()
+    assert not trimmer._thread.is_alive()
+
+
+@glibc
+def test_the_heap_count_sees_memory_held_by_native_code() -> None:
+    before = allocator.heap()["malloc_in_use"]
+    held = bytearray(50_000_000)  # one allocation, by C code (CPython's bytearray), kept alive
+    assert allocator.heap()["malloc_in_use"] - before >= 50_000_000
+    del held
