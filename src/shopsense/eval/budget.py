@@ -1,0 +1,134 @@
+"""How long an evaluation will take, and a wall-clock budget it must keep.
+
+Estimates are rough on purpose (within a factor of a few): per model, seconds per million
+training interactions for the fit, plus seconds per billion (user, item) scores for ranking
+the whole catalogue, times the tuning grid. The constants were measured with
+``shopsense generate`` data on 2 cores (500k events, 8k users, 4k items); EASE adds the cube
+of its item count at this machine's measured speed (:func:`shopsense.models.ease.inverse_seconds_per_cube`).
+A model whose estimate does not fit what is left of the budget is skipped with that reason;
+EASE and SASRec are also given the time left (``max_minutes``) so that a started fit ends in it.
+Other steps are not stopped once started: a run ends past its budget by as much as the estimate of
+its last step was short (on a machine busy with other work, estimates run low).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shopsense.eval.harness import Prepared
+
+FIT_PER_MILLION: dict[str, float] = {
+    "popular": 0.5,
+    "repeat_buy": 1.0,
+    "item_knn": 15.0,
+    "user_knn": 1.0,
+    "ease": 2.0,
+    "als": 35.0,
+    "bpr": 15.0,
+    "content": 2.0,
+    "sasrec": 300.0,
+    "hybrid": 20.0,
+}
+"""Fit seconds per million training interactions (nnz of the users x items matrix)."""
+RANK_PER_BILLION: dict[str, float] = {"user_knn": 250.0, "als": 70.0, "content": 50.0, "ease": 20.0}
+"""Seconds per billion (test user, item) scores; models not listed: ``RANK_DEFAULT``."""
+RANK_DEFAULT = 15.0
+PIPELINE_PER_MILLION = 900.0
+"""The two-stage pipeline: its sources fitted twice, pair features and the LightGBM heads."""
+PIPELINE_FIXED = 2.0
+MODEL_FIXED = 0.05
+VALIDATION_SHARE = 0.8
+"""A validation fit sees the training period less its own test stretch."""
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """The figures estimates scale with."""
+
+    interactions: int
+    users: int
+    items: int
+    test_users: int
+    tasks: int
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> DataSize:
+        """The sizes of a prepared split."""
+        return cls(
+            int(prepared.data.matrix.nnz),
+            int(prepared.data.matrix.shape[0]),
+            int(prepared.data.matrix.shape[1]),
+            len(prepared.users),
+            len(prepared.config.tasks),
+        )
+
+    @property
+    def scores(self) -> float:
+        """(test user, item) scores per evaluation of one model: every task ranks the whole catalogue."""
+        return float(self.test_users) * self.items * self.tasks
+
+
+def model_seconds(name: str, size: DataSize, params: dict[str, Any] | None = None) -> float:
+    """One fit and one scoring of ``name`` on data of ``size``."""
+    seconds = MODEL_FIXED + FIT_PER_MILLION.get(name, 20.0) * size.interactions / 1e6
+    seconds += RANK_PER_BILLION.get(name, RANK_DEFAULT) * size.scores / 1e9
+    if name == "ease":
+        from shopsense.models.ease import EASE, EASEConfig, inverse_seconds_per_cube
+
+        try:
+            limit, _ = EASE(EASEConfig.model_validate(params or {})).item_limit()
+        except ValueError:  # parameters the fit itself will refuse, with its own message
+            limit = size.items
+        seconds += min(size.items, limit) ** 3 * inverse_seconds_per_cube()
+    if name == "sasrec":
+        seconds = min(seconds, 60.0 * float((params or {}).get("max_minutes", 30.0)) + 10.0)
+    return seconds
+
+
+def pipeline_seconds(size: DataSize) -> float:
+    """One fit and one scoring of the two-stage pipeline."""
+    return PIPELINE_FIXED + PIPELINE_PER_MILLION * size.interactions / 1e6 + RANK_DEFAULT * size.scores / 1e9
+
+
+def with_tuning(seconds: float, points: int) -> float:
+    """A model's cost when ``points`` grid points are first scored on the validation split."""
+    return seconds * (1 + VALIDATION_SHARE * points) if points > 1 else seconds
+
+
+class Budget:
+    """A wall-clock allowance for a whole run (``None``: no limit), started when made."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._start = clock()
+
+    def spent(self) -> float:
+        """Seconds since the run started."""
+        return self._clock() - self._start
+
+    def left(self) -> float:
+        """Seconds still allowed (infinite without a limit)."""
+        return float("inf") if self.seconds is None else self.seconds - self.spent()
+
+    def refuses(self, estimate: float) -> str | None:
+        """Why a step estimated at ``estimate`` seconds may not start now, or None when it fits."""
+        left = self.left()
+        if estimate <= left:
+            return None
+        total = duration(self.seconds or 0)
+        return f"skipped: needs ~{duration(estimate)}, {duration(max(left, 0.0))} of the {total} budget left"
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3.5m`` or ``1.2h``."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
