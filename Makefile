@@ -6,18 +6,18 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= .shopsense-demo
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint typecheck unit test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-serve-postgres bench-startup clean
+.PHONY: demo test lint typecheck unit browser test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-serve-postgres bench-startup clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,neural]'
+	$(BIN)/pip install --quiet -e '.[dev,neural,spark]'
 	touch $(STAMP)
 
 DEMO_SAMPLE := src/shopsense/data/online_retail_demo.csv.gz
 
 # Loads the bundled Online Retail sample (a year of 1,000 customers, CC BY 4.0) into the embedded store, shows
 # what is there, trains the default recommendation pipeline (printing its held-out scores), recommends for one
-# customer, builds customer profiles, then serves the REST API on 127.0.0.1:8000 (Ctrl-C stops it).
+# customer, builds customer profiles, then serves the REST API and the dashboard on 127.0.0.1:8000 (Ctrl-C stops it).
 # Re-running it is safe: the import is idempotent and the demo key is reused.
 demo: $(STAMP)
 	$(BIN)/shopsense --data-dir $(DATA_DIR) init
@@ -28,13 +28,16 @@ demo: $(STAMP)
 	$(BIN)/shopsense --data-dir $(DATA_DIR) profiles build
 	@test -s $(DATA_DIR)/demo.key || $(BIN)/shopsense --data-dir $(DATA_DIR) keys create demo --scope admin > $(DATA_DIR)/demo.key
 	@echo ""
-	@echo "REST API on http://127.0.0.1:8000 (OpenAPI docs: http://127.0.0.1:8000/docs); admin key in $(DATA_DIR)/demo.key."
+	@echo "REST API on http://127.0.0.1:8000/v1 (OpenAPI docs: http://127.0.0.1:8000/docs); admin key in $(DATA_DIR)/demo.key."
 	@echo "Try, from another terminal:"
 	@echo "  KEY=\$$(cat $(DATA_DIR)/demo.key)"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/recommendations?user_id=17850&k=5'"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" -H 'Content-Type: application/json' -X POST http://127.0.0.1:8000/v1/events \\"
 	@echo "       -d '{\"user_id\": \"17850\", \"item_id\": \"22423\", \"type\": \"cart\", \"timestamp\": \"'\$$(date -u +%FT%TZ)'\"}'"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/items/22423/similar?k=5'"
+	@echo ""
+	@echo "Dashboard on http://127.0.0.1:8000/ : sign in with this key (also in $(DATA_DIR)/demo.key):"
+	@echo "  $$(cat $(DATA_DIR)/demo.key)"
 	$(BIN)/shopsense --data-dir $(DATA_DIR) serve
 
 lint: $(STAMP)
@@ -44,7 +47,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-unit: $(STAMP)
+# The browser tests (tests/browser) drive Debian's Chromium; installed here when missing and running as root
+# (never `playwright install`, which downloads a browser). Without it they skip, and fail under CI=true.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@test -x $(CHROMIUM) || if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	else echo "*** the browser tests need $(CHROMIUM): run 'apt-get install -y chromium' as root ***"; fi
+
+unit: $(STAMP) browser
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

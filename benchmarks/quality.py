@@ -18,6 +18,11 @@ and ``quality.png``.
     .venv/bin/python benchmarks/quality.py              # everything (tens of minutes on 2 cores)
     .venv/bin/python benchmarks/quality.py --quick      # MovieLens 100k only, small grids, < 2 minutes
     .venv/bin/python benchmarks/quality.py --datasets movielens-100k --no-cornac
+    .venv/bin/python benchmarks/quality.py --store shop=../myshop/.shopsense --no-cornac   # any imported store
+
+``--store [NAME=]DATA_DIR_OR_URL`` (repeatable) adds a store made by ``shopsense import`` (a data
+directory, or a ``duckdb://``/``postgresql://`` URL), opened read-only, as one more dataset: a temporal
+split predicting purchases (``--store-target`` to change), both tasks, ``all`` primary.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.peers.implicit_peer import run_implicit  # noqa: E402
 from shopsense.eval.harness import EvalConfig, Task  # noqa: E402
+from shopsense.eval.peers import run_implicit  # noqa: E402
 from shopsense.eval.report import write_report  # noqa: E402
 from shopsense.eval.splits import Protocol, SplitConfig  # noqa: E402
 from shopsense.services.data import DataService  # noqa: E402
@@ -61,6 +66,8 @@ class Dataset:
     max_test_users: int | None = None
     cornac: tuple[str, ...] = ("EASE", "RecVAE", "BPR")
     skip: tuple[str, ...] = field(default_factory=tuple)
+    store: str | None = None
+    """An imported store (data directory or URL) instead of a public dataset read by ``adapter``."""
 
 
 PURCHASES = SplitConfig(protocol=Protocol.TEMPORAL, test_quantile=0.9, target_types=("purchase",))
@@ -110,8 +117,28 @@ MODELS = ("popular", "repeat_buy", "item_knn", "user_knn", "ease", "als", "bpr",
 HYBRID = ("repeat_buy", "item_knn", "popular")
 
 
+def store_dataset(text: str, target: str = "purchase") -> tuple[str, Dataset]:
+    """``[NAME=]DATA_DIR_OR_URL`` as a dataset read from that store (named after its folder by default)."""
+    name, sep, where = text.partition("=")
+    if not sep or "://" in name:
+        name, where = Path(text.split("://")[-1].rstrip("/")).name.split(".")[0] or "store", text
+    split = PURCHASES.model_copy(update={"target_types": tuple(t for t in target.split(",") if t)})
+    return name, Dataset("store", split, (Task.ALL, Task.NEW), Task.ALL, store=where)
+
+
 def load(name: str, spec: Dataset) -> tuple[Any, Any]:
-    """Events and catalogue of a dataset, imported once into a cached store."""
+    """Events and catalogue of a dataset: an imported store read as it is, or a public one imported once into
+    a cached store."""
+    if spec.store is not None:
+        url = spec.store if "://" in spec.store else None
+        where = Settings(store_url=url) if url else Settings(data_dir=Path(spec.store))
+        if url is None and not (Path(spec.store) / "shopsense.duckdb").exists():
+            sys.exit(f"--store {spec.store}: no shopsense.duckdb there (give a data directory or a store URL)")
+        reader = DataService(where, read_only=True)
+        try:
+            return reader.store.scan_events(), reader.store.scan_items()
+        finally:
+            reader.close()
     folder = WORK / name
     marker = folder / "imported"
     service = DataService(Settings(data_dir=folder))
@@ -187,7 +214,15 @@ def cached(name: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="MovieLens 100k only, small budgets: < 2 minutes")
-    parser.add_argument("--datasets", nargs="*", choices=sorted(DATASETS), help="default: all")
+    parser.add_argument("--datasets", nargs="*", choices=sorted(DATASETS), help="default: all (none with --store)")
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="[NAME=]DATA_DIR_OR_URL",
+        help="an imported store as one more dataset (repeatable)",
+    )
+    parser.add_argument("--store-target", default="purchase", help="--store: comma-separated event types to predict")
     parser.add_argument("--models", nargs="*", help="shopsense models to run (default: all + hybrid)")
     parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of test users per dataset")
     parser.add_argument("--no-tune", action="store_true", help="defaults instead of validation tuning")
@@ -203,9 +238,12 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
-    if not SHARED.is_dir():
+    stores = dict(store_dataset(text, args.store_target) for text in args.store)
+    DATASETS.update(stores)
+    public = ["movielens-100k"] if args.quick else (args.datasets or ([] if stores else list(DATASETS)))
+    if public and not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark reads the shared datasets in place")
-    names = ["movielens-100k"] if args.quick else (args.datasets or list(DATASETS))
+    names = [n for n in public if n not in stores] + list(stores)
     if args.report_only:
         names, args.keep_others = [], True
     stem = "quality-quick" if args.quick else "quality"

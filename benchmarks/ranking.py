@@ -17,6 +17,7 @@ Writes ``benchmarks/results/ranking.md``, ``ranking.json``, ``ranking.png`` (alp
 
     .venv/bin/python benchmarks/ranking.py                       # every dataset with a quality report
     .venv/bin/python benchmarks/ranking.py --datasets synthetic online-retail
+    .venv/bin/python benchmarks/ranking.py --store shop=../myshop/.shopsense   # after quality.py --store the same
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from benchmarks.quality import DATASETS, PARAMS, RESULTS, WORK, Dataset, load  # noqa: E402
+from benchmarks.quality import DATASETS, PARAMS, RESULTS, WORK, Dataset, load, store_dataset  # noqa: E402
 from shopsense.eval import metrics  # noqa: E402
 from shopsense.eval.harness import EvalConfig, ModelResult, Prepared, Task, compare, evaluate_model, prepare  # noqa: E402
 from shopsense.eval.splits import Protocol, SplitConfig  # noqa: E402
@@ -415,7 +416,17 @@ def markdown(reports: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="*", choices=["synthetic", *sorted(DATASETS)], help="default: all")
+    parser.add_argument(
+        "--datasets", nargs="*", choices=["synthetic", *sorted(DATASETS)], help="default: all (none with --store)"
+    )
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="[NAME=]DATA_DIR_OR_URL",
+        help="an imported store as one more dataset (repeatable; run benchmarks/quality.py --store on it first)",
+    )
+    parser.add_argument("--store-target", default="purchase", help="--store: comma-separated event types to predict")
     parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of test users per dataset")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true", help="rewrite the results from the cached reports")
@@ -426,7 +437,10 @@ def main() -> None:
         help="auto: both, keep the better on validation",
     )
     args = parser.parse_args()
-    names = [] if args.report_only else args.datasets or ["synthetic", *DATASETS]
+    stores = dict(store_dataset(text, args.store_target) for text in args.store)
+    public = args.datasets or ([] if stores else ["synthetic", *DATASETS])
+    DATASETS.update(stores)
+    names = [] if args.report_only else [n for n in public if n not in stores] + list(stores)
     cache = WORK.parent / "ranking" / "reports"
     cache.mkdir(parents=True, exist_ok=True)
     command = ".venv/bin/python benchmarks/ranking.py " + " ".join(sys.argv[1:])

@@ -14,11 +14,12 @@ import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shopsense.errors import ConfigError
+from shopsense.spark.session import SparkConfig
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -93,6 +94,9 @@ class IngestSettings(_Strict):
     max_id_length: int = Field(256, ge=1)
     max_text_length: int = Field(65_536, ge=1, description="longest title/description/context accepted")
     max_line_bytes: int = Field(2_097_152, ge=1024, description="longest CSV/JSON line read")
+    zero_quantity: Literal["keep", "drop", "error"] = Field(
+        "error", description="events with quantity 0: keep them, drop them (counted), or reject them"
+    )
 
 
 class ServeSettings(_Strict):
@@ -161,6 +165,19 @@ class JobsSettings(_Strict):
     )
 
 
+class DashboardSettings(_Strict):
+    """The web dashboard served beside the API (``/``): its sign-in sessions."""
+
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="how long a dashboard sign-in lasts before the key must be given again"
+    )
+    secure_cookie: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="the session cookie's Secure flag: auto = when the request came over https (behind a proxy, "
+        "run uvicorn with --proxy-headers), always (the usual choice behind a TLS proxy), never (plain-http tests)",
+    )
+
+
 class Settings(_Strict):
     """Everything configurable in shopsense; see ``config/default.toml`` for the commented file."""
 
@@ -171,6 +188,8 @@ class Settings(_Strict):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
     @field_validator("channels")
     @classmethod

@@ -888,6 +888,19 @@ def test_campaigns_are_created_replaced_and_kept(store: Store, handles: Callable
     }
 
 
+def test_segments_are_saved_replaced_deleted_and_kept(store: Store, handles: Callable[[str], Store]) -> None:
+    assert store.saved_segments() == {}
+    store.save_segment("loyal", "frequency >= 3")
+    store.save_segment("lapsed", "recency_days > 90")
+    store.save_segment("loyal", "frequency >= 5")
+    store.save_segment("gone", "recency_days > 365")
+    store.save_segment("gone", None)
+    store.save_segment("never saved", None)
+    url = store.url
+    store.close()
+    assert handles(url).saved_segments() == {"lapsed": "recency_days > 90", "loyal": "frequency >= 5"}
+
+
 def test_assigned_users_keep_their_variant(store: Store, handles: Callable[[str], Store]) -> None:
     store.save_campaign("spring", "{}")
     store.save_campaign("winback", "{}")
@@ -1140,3 +1153,79 @@ def test_another_handle_shares_the_database_and_closes_alone(store: Store) -> No
     assert {j.job_id for j in other.recent_jobs()} == {"j1", "j2"}
     other.close()
     assert store.job("j2") is not None, "closing the handle leaves the store open"
+
+
+# -- dashboard aggregates (InsightStore) -------------------------------------------------------
+
+
+def _insight_shop(store: Store, settings: Settings, tmp_path: Path) -> None:
+    """Three items (two categorised), six events over three UTC days, one channel missing."""
+    items = csv_file(tmp_path, "items.csv", "item_id,category", "i1,Home > Kitchen", "i2,Garden", "i3,")
+    events = csv_file(
+        tmp_path,
+        "events.csv",
+        "user_id,item_id,type,timestamp,channel,quantity,value",
+        "u1,i1,view,2024-03-01T10:00:00Z,web,1,",
+        "u1,i1,purchase,2024-03-01T11:00:00Z,web,2,10.0",
+        "u2,i1,view,2024-03-01T23:30:00Z,app,1,",
+        "u2,i2,purchase,2024-03-02T00:30:00Z,app,1,5.0",
+        "u1,i1,return,2024-03-02T09:00:00Z,web,1,5.0",
+        "u3,i3,view,2024-03-03T12:00:00+02:00,,1,",
+    )
+    ingest(store, settings, items, RecordKind.ITEMS)
+    ingest(store, settings, events)
+
+
+def test_activity_counts_events_per_utc_day_type_and_channel_with_daily_totals(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    _insight_shop(store, settings, tmp_path)
+    rows = [
+        (r["day"].isoformat(), r["type"], r["channel"], r["events"], r["users"], r["quantity"], r["value"])
+        for r in store.activity().to_pylist()
+    ]
+    assert rows == [
+        ("2024-03-01", None, None, 3, 2, 4.0, 10.0),
+        ("2024-03-01", "purchase", "web", 1, 1, 2.0, 10.0),
+        ("2024-03-01", "view", "app", 1, 1, 1.0, 0.0),
+        ("2024-03-01", "view", "web", 1, 1, 1.0, 0.0),
+        ("2024-03-02", None, None, 2, 2, 2.0, 10.0),
+        ("2024-03-02", "purchase", "app", 1, 1, 1.0, 5.0),
+        ("2024-03-02", "return", "web", 1, 1, 1.0, 5.0),
+        ("2024-03-03", None, None, 1, 1, 1.0, 0.0),
+        ("2024-03-03", "view", "(none)", 1, 1, 1.0, 0.0),
+    ]
+    window = store.activity("2024-03-02T00:00:00Z", "2024-03-03T00:00:00Z").to_pylist()
+    assert {r["day"].isoformat() for r in window} == {"2024-03-02"}, "start inclusive, end exclusive"
+    assert store.activity("2030-01-01T00:00:00Z").num_rows == 0
+
+
+def test_category_activity_ranks_top_level_categories_with_revenue_net_of_returns(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    _insight_shop(store, settings, tmp_path)
+    assert store.category_activity().to_pylist() == [
+        {"category": "Home", "events": 4, "users": 2, "purchases": 1, "revenue": 5.0},
+        {"category": "Garden", "events": 1, "users": 1, "purchases": 1, "revenue": 5.0},
+    ]
+    assert [r["category"] for r in store.category_activity(top=1).to_pylist()] == ["Home"]
+    later = store.category_activity("2024-03-02T00:00:00Z").to_pylist()
+    assert [(r["category"], r["revenue"]) for r in later] == [("Garden", 5.0), ("Home", -5.0)], "ties by name"
+
+
+def test_item_activity_sums_each_items_events_per_type(store: Store, settings: Settings, tmp_path: Path) -> None:
+    _insight_shop(store, settings, tmp_path)
+    assert store.item_activity(["i1", "unknown"]).to_pylist() == [
+        {"item_id": "i1", "type": "purchase", "events": 1, "users": 1, "quantity": 2.0, "value": 10.0},
+        {"item_id": "i1", "type": "return", "events": 1, "users": 1, "quantity": 1.0, "value": 5.0},
+        {"item_id": "i1", "type": "view", "events": 2, "users": 2, "quantity": 2.0, "value": 0.0},
+    ]
+    assert store.item_activity([]).num_rows == 0
+
+
+def test_the_import_log_lists_the_newest_imports_first(store: Store, settings: Settings, tmp_path: Path) -> None:
+    _insight_shop(store, settings, tmp_path)
+    log = store.import_log().to_pylist()
+    assert [(r["kind"], r["received"], r["written"]) for r in log] == [("events", 6, 6), ("items", 3, 3)]
+    assert log[0]["batch_id"] > log[1]["batch_id"] and log[0]["imported_at"].tzinfo is not None
+    assert len(store.import_log(1)) == 1

@@ -89,7 +89,9 @@ def test_evaluate_any_imported_data(tmp_path: Path) -> None:
     code, out, _ = _run(data, *args, "--out", str(tmp_path / "r"), "--json")
     assert code == 0
     report = json.loads(out)
-    assert set(report["models"]) == {"popular", "repeat_buy", "item_knn", "hybrid"}
+    assert set(report["models"]) == {"popular", "repeat_buy", "item_knn", "hybrid", "pipeline:default"}
+    models = report["models"]
+    assert models["pipeline:default"]["ndcg@10"] > models["popular"]["ndcg@10"], "what `train` builds is a row"
     assert set(report["tasks"]) == {"all", "new"}
     for values in report["models"].values():
         lo, hi = values["ci95_ndcg@10"]

@@ -79,7 +79,9 @@ def test_data_commands(shop: Shell) -> None:
 
 @pytest.mark.integration
 def test_evaluate_scores_models_on_a_leak_free_split(shop: Shell) -> None:
-    report = shop.json("evaluate", "--models", "popular,item_knn", "--no-tune", "--max-users", "300", "--out", "ev")
+    # --pipeline none: the default pipeline's row is tested on smaller data (tests/unit/eval/test_budget.py)
+    args = ("--models", "popular,item_knn", "--pipeline", "none", "--no-tune", "--max-users", "300", "--out", "ev")
+    report = shop.json("evaluate", *args)
     text = json.dumps(report)
     assert "item_knn" in text and "popular" in text and "ndcg" in text.lower()
     assert (shop.folder / "ev" / "evaluation.md").exists()

@@ -37,6 +37,7 @@ from shopsense.api.errors import ApiError
 from shopsense.api.event_body import EventReader
 from shopsense.api.fast_paths import FastPaths
 from shopsense.api.routes import admin, catalog, events, impressions, jobs, marketing, ops, recommendations, users
+from shopsense.dashboard import mount_dashboard
 from shopsense.domain import TOO_DEEP, Event, Item, User
 from shopsense.errors import ShopsenseError, StoreError
 from shopsense.services.allocator import Trimmer, limit_arenas
@@ -142,11 +143,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     limit_arenas(settings.serve.malloc_arenas)  # before the server's threads take arenas of their own
     shop = Shop(settings, server=True)
-    trimmer = Trimmer(settings.serve.trim_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
+        trimmer = Trimmer(settings.serve.trim_seconds)  # one per run of the app: a thread starts only once
         reader: EventReader | None = None
         coordination: threading.Thread | None = None
         try:
@@ -200,6 +201,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     add_docs(app)
+    mount_dashboard(app)  # the web UI at /: cookie sessions, not API keys; not among `declared` below
     _errors(app)
     declared = [route for router in ROUTERS for route in router.routes]
     app.add_middleware(Authenticate, routes=declared)  # the key before the body, just inside the fast paths

@@ -58,11 +58,15 @@ def _plain_exits() -> Iterator[None]:
 
 
 @contextmanager
-def _shop(ctx: typer.Context) -> Iterator[Shop]:
-    """Settings and the facade every command goes through (its store closed afterwards), with clean exits."""
+def _shop(ctx: typer.Context, *, read_only: bool = False) -> Iterator[Shop]:
+    """Settings and the facade every command goes through (its store closed afterwards), with clean exits.
+
+    ``read_only``: for commands that only read the store; on the embedded store they then run beside
+    each other (never beside a writer: the error names the command that holds it).
+    """
     from shopsense.services.shop import Shop
 
-    with _settings(ctx) as settings, Shop(settings) as shop:
+    with _settings(ctx) as settings, Shop(settings, read_only=read_only) as shop:
         yield shop
 
 

@@ -16,10 +16,12 @@ from shopsense.cli.common import JsonOpt, _plain_exits, _shop, console, echo_jso
 from shopsense.domain import RecordKind
 from shopsense.ingest.adapters import ADAPTERS
 from shopsense.ingest.importer import Duplicates, ImportReport, OnError
-from shopsense.ingest.mapping import ExtraColumns, load_mapping, parse_pairs
+from shopsense.ingest.mapping import ExtraColumns, ZeroQuantity, load_mapping, parse_pairs
 from shopsense.ingest.source import Format
 from shopsense.services.data import Migrated
 
+HeaderlessOptions = tuple[bool, str | None, ZeroQuantity | None]
+"""``--no-header``, ``--columns`` and ``--zero-quantity`` of an import command, as given."""
 import_app = typer.Typer(help="Import events, items, users or a public dataset.", no_args_is_help=True)
 _STEPS = ["reading", "validating", "checking duplicates", "writing"]
 
@@ -156,6 +158,8 @@ def _print_report(report: ImportReport, as_json: bool) -> None:
         "new items": report.new_items,
         "identical rows kept as separate events": report.duplicates_kept,
         "repeated rows collapsed": report.duplicates_collapsed,
+        "rows of quantity 0 kept": report.zero_quantity_kept,
+        "rows of quantity 0 dropped": report.zero_quantity_dropped,
     }
     for name, n in details.items():
         if n:
@@ -218,7 +222,9 @@ def _import_kind(
     on_error: OnError,
     duplicates: Duplicates,
     as_json: bool,
+    headerless: HeaderlessOptions,
 ) -> None:
+    no_header, names, zero_quantity = headerless
     with _shop(ctx) as shop:
         service = shop.data
         overrides: dict[str, Any] = {
@@ -232,6 +238,9 @@ def _import_kind(
             "extra": extra,
             "delimiter": delimiter,
             "encoding": encoding,
+            "header": False if no_header else None,
+            "source_columns": [n.strip() for n in names.split(",")] if names is not None else None,
+            "zero_quantity": zero_quantity,
         }
         mapping = load_mapping(mapping_file, kind, overrides)
         with _progress(file.name) as step:
@@ -264,6 +273,16 @@ def _kind_command(kind: RecordKind) -> None:
         delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: detected)")] = None,
         encoding: Annotated[str | None, typer.Option(help="CSV encoding: utf-8, utf-16, latin-1")] = None,
         fmt: Annotated[Format | None, typer.Option("--format", help="file format (default: from the name)")] = None,
+        no_header: Annotated[
+            bool, typer.Option("--no-header", help="CSV/TSV: line 1 is data, not column names (name them: --columns)")
+        ] = False,
+        columns: Annotated[
+            str | None, typer.Option("--columns", help="a headerless file's column names, in order: a,b,c")
+        ] = None,
+        zero_quantity: Annotated[
+            ZeroQuantity | None,
+            typer.Option("--zero-quantity", help="events with quantity 0: keep, drop (counted) or error (default)"),
+        ] = None,
         on_error: OnErrorOpt = OnError.FAIL,
         duplicates: DupOpt = Duplicates.KEEP,
         as_json: JsonOpt = False,
@@ -271,6 +290,7 @@ def _kind_command(kind: RecordKind) -> None:
         _import_kind(
             ctx, kind, file, mapping, map_ or [], const or [], type_value or [], channel_value or [], timestamp_format,
             timezone, category_separator, extra, delimiter, encoding, fmt, on_error, duplicates, as_json,
+            (no_header, columns, zero_quantity),
         )  # fmt: skip
 
     command.__doc__ = f"Import {kind.value} from a file, validating every row."
@@ -311,7 +331,7 @@ def stats(
     imports: Annotated[int, typer.Option(min=0, help="how many of the latest imports to list (JSON: all)")] = 10,
 ) -> None:
     """Users, items, events by type and channel, date range, funnel, top categories and the import log."""
-    with _shop(ctx) as shop:
+    with _shop(ctx, read_only=True) as shop:
         service = shop.data
         summary = service.stats(top)
         if as_json:
@@ -371,11 +391,25 @@ def export(
     path: Annotated[
         Path, typer.Argument(help="file to write; the name picks the format: .parquet, .csv, .jsonl (+ .gz)")
     ],
+    partition_by: Annotated[
+        str | None,
+        typer.Option(
+            "--partition-by", help="events only: write a Parquet folder split by day (date=YYYY-MM-DD/), for Spark"
+        ),
+    ] = None,
 ) -> None:
     """Export a table with external ids, in a shape `shopsense import` reads back as it is."""
-    with _shop(ctx) as shop:
+    if partition_by is not None and kind is not RecordKind.EVENTS:
+        console.print("error: --partition-by applies to events only", style="bold red")
+        raise typer.Exit(2)
+    with _shop(ctx, read_only=True) as shop:
         service = shop.data
-        n = service.export(kind, path)
+        if partition_by is not None:
+            from shopsense.cli.engine import spark_jobs
+
+            n = spark_jobs(shop, None).export_events(path, partition_by)
+        else:
+            n = service.export(kind, path)
         console.print(f"[green]✓[/] wrote {n:,} {kind.value} to {path}", highlight=False)
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from shopsense.cli.common import JsonOpt, _pct, _print_table, _read_ids, _shop, cli_id, console, echo_json, out
+from shopsense.cli.engine import Engine, EngineOpt, EventsOpt, MasterOpt, spark_input, spark_jobs
 from shopsense.ingest.mapping import parse_pairs
 
 if TYPE_CHECKING:
@@ -22,8 +23,8 @@ campaign_app = typer.Typer(help="Campaigns with a control hold-out: create, assi
 
 
 @contextmanager
-def _marketing(ctx: typer.Context) -> Iterator[MarketingService]:
-    with _shop(ctx) as shop:
+def _marketing(ctx: typer.Context, *, read_only: bool = False) -> Iterator[MarketingService]:
+    with _shop(ctx, read_only=read_only) as shop:
         yield shop.marketing
 
 
@@ -32,6 +33,9 @@ def profiles_build(
     ctx: typer.Context,
     as_of: Annotated[str | None, typer.Option(help="ISO time with zone (default: just after the newest event)")] = None,
     as_json: JsonOpt = False,
+    engine: EngineOpt = Engine.LOCAL,
+    master: MasterOpt = None,
+    events: EventsOpt = None,
 ) -> None:
     """Compute and store every customer's profile at AS_OF (guests left out)."""
     from datetime import datetime
@@ -41,8 +45,13 @@ def profiles_build(
     except ValueError as exc:
         console.print(f"error: --as-of {as_of!r} is not an ISO time: {exc}", style="bold red")
         raise typer.Exit(2) from exc
-    with _marketing(ctx) as marketing:
-        summary = marketing.profiles_summary(marketing.build_profiles(when))
+    with _shop(ctx) as shop:
+        marketing = shop.marketing
+        if engine is Engine.SPARK:
+            built = spark_jobs(shop, master).build_profiles(when, source=spark_input(events))
+        else:
+            built = marketing.build_profiles(when)
+        summary = marketing.profiles_summary(built)
     if as_json:
         echo_json(summary)
         return
@@ -64,7 +73,7 @@ def profiles_show(
     ctx: typer.Context, user: Annotated[str, typer.Argument(help="customer id")], as_json: JsonOpt = False
 ) -> None:
     """One customer's stored profile."""
-    with _marketing(ctx) as marketing:
+    with _marketing(ctx, read_only=True) as marketing:
         user = cli_id(user, "USER")
         profile = marketing.profile(user)
     if profile is None:
@@ -90,6 +99,8 @@ def segment(
     plot: Annotated[Path | None, typer.Option(help="write a PNG of segment sizes and revenue shares")] = None,
     export: Annotated[Path | None, typer.Option(help="write members (user_id, segment) to CSV or Parquet")] = None,
     as_json: JsonOpt = False,
+    engine: EngineOpt = Engine.LOCAL,
+    master: MasterOpt = None,
 ) -> None:
     """Segment sizes, revenue shares and overlaps over the stored profiles."""
     from shopsense.marketing.segments import plot_segments
@@ -97,9 +108,13 @@ def segment(
     if not definitions and not rfm:
         console.print("error: give NAME=EXPRESSION segments or --rfm", style="bold red")
         raise typer.Exit(2)
-    with _marketing(ctx) as marketing:
+    with _shop(ctx, read_only=True) as shop:
+        marketing = shop.marketing
         pairs = parse_pairs(definitions or [], "segment")
-        report = marketing.rfm() if rfm else marketing.segments(pairs)
+        if engine is Engine.SPARK and not rfm:
+            report = spark_jobs(shop, master).segments(pairs)
+        else:
+            report = marketing.rfm() if rfm else marketing.segments(pairs)
         if export is not None:
             marketing.export_members(report, export)
     _print_table(report.stats, "segments", as_json)
@@ -117,7 +132,7 @@ def clusters(
     """Cluster customers on their profiles and describe each cluster in words."""
     from shopsense.marketing.clustering import ClusterConfig
 
-    with _marketing(ctx) as marketing:
+    with _marketing(ctx, read_only=True) as marketing:
         result = marketing.clusters(ClusterConfig(k=k) if k else None)
     table = result.descriptions.select(["name", "description", "customers", "share"])
     _print_table(table, "customer clusters", as_json)

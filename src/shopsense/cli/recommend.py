@@ -13,7 +13,19 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopsense.cli.common import JsonOpt, _pct, _read_ids, _shop, _stages, cli_id, console, echo_json, out
+from shopsense.cli.common import (
+    JsonOpt,
+    _pct,
+    _plain_exits,
+    _read_ids,
+    _shop,
+    _stages,
+    cli_id,
+    console,
+    echo_json,
+    out,
+)
+from shopsense.cli.engine import Engine, EngineOpt, EventsOpt, MasterOpt, spark_input, spark_jobs
 from shopsense.eval.splits import Protocol, SplitConfig
 
 models_app = typer.Typer(help="Trained model bundles: list, pin a version, roll back.", no_args_is_help=True)
@@ -23,6 +35,27 @@ def evaluate(
     ctx: typer.Context,
     models: Annotated[str, typer.Option(help="comma-separated model names")] = "popular,repeat_buy,item_knn,ease",
     hybrid: Annotated[str, typer.Option(help="comma-separated models to blend into a tuned hybrid ('' for none)")] = "",
+    pipelines: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pipeline",
+            help="a pipeline scored as a row (repeatable; name or .toml path; 'none' for no row) [default: default]",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="a model parameter, MODEL.PARAM=VALUE (repeatable), e.g. ease.max_items=4000"),
+    ] = None,
+    params_file: Annotated[
+        Path | None, typer.Option("--params", help="a TOML file of model parameters: [ease] max_items = 4000")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="primary task (headline, tuning): all or new [default: first of --tasks]")
+    ] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="time for the whole run, e.g. 90s, 10m, 1h; what does not fit is skipped")
+    ] = None,
+    peers: Annotated[str, typer.Option(help="comma-separated peer libraries to score too: implicit")] = "",
     protocol: Annotated[Protocol, typer.Option(help="temporal, leave_last or random")] = Protocol.TEMPORAL,
     test_quantile: Annotated[float, typer.Option(help="temporal: train before this quantile of times")] = 0.8,
     last_k: Annotated[int, typer.Option(help="leave_last: target events held out per user")] = 1,
@@ -35,17 +68,28 @@ def evaluate(
     name: Annotated[str, typer.Option(help="dataset name in the report")] = "store",
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate models on the store's events: full-catalogue ranking on a leak-free split, with CIs."""
+    """Evaluate models and the default pipeline on the store's events: full-catalogue ranking on a leak-free
+    split, with CIs, within an optional time budget."""
     # Imported here: the harness and the models pull in scipy.stats, scikit-learn and more, which other
     # commands should not wait for.
+    from shopsense.eval.budget import Budget
     from shopsense.eval.harness import EvalConfig, Task
+    from shopsense.eval.options import parse_duration, parse_params
+    from shopsense.eval.peers import check_peers
     from shopsense.eval.report import to_markdown, write_report
     from shopsense.services.evaluation import check_models
+    from shopsense.services.recommendation import pipeline_config
 
     try:
         names = [m.strip() for m in models.split(",") if m.strip()]
         blend = [m.strip() for m in hybrid.split(",") if m.strip()]
+        libraries = [p.strip() for p in peers.split(",") if p.strip()]
         check_models([*names, *blend])
+        check_peers(libraries)
+        fixed = parse_params(param or [], params_file)
+        seconds = parse_duration(budget) if budget is not None else None
+        chosen = [_task(t.strip()) for t in tasks.split(",") if t.strip()]
+        primary = _task(task) if task is not None else (chosen[0] if chosen else Task.ALL)
         config = EvalConfig(
             split=SplitConfig(
                 protocol=protocol,
@@ -54,26 +98,37 @@ def evaluate(
                 test_fraction=test_fraction,
                 target_types=tuple(t.strip() for t in target.split(",") if t.strip()),
             ),
-            tasks=tuple(Task(t.strip()) for t in tasks.split(",") if t.strip()),
+            tasks=tuple(dict.fromkeys([primary, *chosen])),
             max_test_users=max_users,
         )
     except ValueError as exc:
         console.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from exc
-    with _shop(ctx) as shop:
-        run = shop.evaluation(name, config, tune=tune)
-        for model in names:
-            console.print(f"evaluating {model}…", highlight=False)
-            run.add_model(model)
-        if blend:
-            run.add_hybrid(blend)
-        report = run.report()
+    wanted = [p for p in (pipelines or ["default"]) if p.lower() != "none"]
+    clock = Budget(seconds)  # started before the data is read: the budget is the whole run's
+    with _shop(ctx, read_only=True) as shop:
+        configs = [pipeline_config(shop.settings, p) for p in wanted]  # an unknown pipeline fails before the read
+        rows = {config.name: config for config in configs}
+        run = shop.evaluation(name, config, primary=primary, tune=tune, params=fixed, budget=clock)
+    # The events are in memory now: the store is closed before the fits, so an import can run meanwhile.
+    say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False, markup=False))
+    with _plain_exits():
+        report = run.run_plan(names, hybrid=blend, pipelines=rows, peers=libraries, say=say)
         paths = write_report([report], out_dir, "evaluation")
-        if as_json:
-            echo_json(report)
-            return
-        typer.echo(to_markdown(report))
-        console.print(f"[green]✓[/] wrote {', '.join(str(p) for p in paths)}", highlight=False)
+    if as_json:
+        echo_json(report)
+        return
+    typer.echo(to_markdown(report))
+    console.print(f"[green]✓[/] wrote {', '.join(str(p) for p in paths)}", highlight=False)
+
+
+def _task(text: str) -> Any:
+    """A harness task by name (ValueError listing the tasks otherwise)."""
+    from shopsense.eval.harness import Task
+
+    if text not in {t.value for t in Task}:
+        raise ValueError(f"unknown task {text!r}; tasks: {', '.join(t.value for t in Task)}")
+    return Task(text)
 
 
 def train(
@@ -82,10 +137,16 @@ def train(
         str, typer.Option(help="pipeline name (config/pipelines/NAME.toml) or a .toml path")
     ] = "default",
     as_json: JsonOpt = False,
+    engine: EngineOpt = Engine.LOCAL,
+    master: MasterOpt = None,
+    events: EventsOpt = None,
 ) -> None:
     """Train a recommendation pipeline (candidates, attention and purchase heads) on the store's events."""
     with _shop(ctx) as shop, _stages(f"training pipeline {pipeline}"):
-        result = shop.recommendations.train(pipeline)  # loads lightgbm (torch: a DIN head only)
+        if engine is Engine.SPARK:
+            result = spark_jobs(shop, master).train(pipeline, spark_input(events))
+        else:
+            result = shop.recommendations.train(pipeline)  # loads lightgbm (torch: a DIN head only)
     bundle = result.bundle
     summary = {
         "pipeline": bundle.pipeline,
@@ -134,6 +195,8 @@ def _print_training(
         out.print(ranking)
     if training.get("alpha") is not None:
         console.print(f"fusion alpha {training['alpha']:.2f}", highlight=False)
+    for note in training.get("scaled_down") or []:
+        console.print(f"scaled down: {note}", highlight=False, markup=False)
     share = training.get("repeat_share")
     if share is not None:
         hidden = "hidden" if training.get("exclude_purchased") else "recommendable again"
@@ -181,7 +244,7 @@ def recommend(
         _recommend_batch(ctx, out_path, all_users, segment, users, skip_unknown, k, pipeline, alpha, diversity, rules,
                          as_json)  # fmt: skip
         return
-    with _shop(ctx) as shop:
+    with _shop(ctx, read_only=True) as shop:
         user = cli_id(user, "USER")
         recs = shop.recommendations.recommend(user, k, pipeline=pipeline, alpha=alpha, rules=rules, diversity=diversity)
     if as_json:
@@ -220,7 +283,7 @@ def _recommend_batch(
     """``recommend --all|--segment|--users --out FILE``: many users' lists in batches, with a progress bar."""
     from rich.progress import MofNCompleteColumn
 
-    with _shop(ctx) as shop:
+    with _shop(ctx, read_only=True) as shop:
         ids = _read_ids(users_file) if users_file is not None else None
         with Progress(TextColumn("recommending"), BarColumn(), MofNCompleteColumn(), TextColumn("users"),
                       TimeElapsedColumn(), console=console, transient=True) as bar:  # fmt: skip
@@ -258,7 +321,7 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Items most related to one item ("often bought together"), from the trained model, as the API gives them."""
-    with _shop(ctx) as shop:
+    with _shop(ctx, read_only=True) as shop:
         item = cli_id(item, "ITEM")
         items = shop.recommendations.similar(item, k, pipeline=pipeline)
     if as_json:

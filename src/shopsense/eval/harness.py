@@ -144,6 +144,10 @@ class ModelResult:
     tasks: dict[Task, TaskResult]
     cold: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    skipped: bool = False
+    """True when ``error`` says why the model was not run (e.g. it did not fit the time budget)."""
+    scaled_down: list[str] = field(default_factory=list)
+    """What the model sized down to fit this machine, and why (e.g. EASE's ``max_items``)."""
 
 
 def evaluate_model(prepared: Prepared, name: str, model: Recommender, *, peer: bool = False) -> ModelResult:
@@ -155,7 +159,9 @@ def evaluate_model(prepared: Prepared, name: str, model: Recommender, *, peer: b
         lists = {task: _rank(model, prepared, task) for task in prepared.config.tasks}
         cold = _rank_cold(model, prepared)
     result = evaluate_lists(prepared, name, lists, peer=peer, fit_seconds=fit_seconds, peak_mb=peak())
-    result.params = model.config.model_dump(mode="json")
+    # with what the model chose at fit (EASE's sized max_items), so that two runs' sizes are explained
+    result.params = {**model.config.model_dump(mode="json"), **getattr(model, "resolved_params_", {})}
+    result.scaled_down = scaled_down(model)
     if cold is not None:
         result.cold = _accuracy(cold, prepared.cold_truth, prepared.config.ks)
     return result
@@ -204,6 +210,15 @@ def compare(results: list[ModelResult]) -> None:
         for result in scored:
             a, b = result.tasks[task].per_user_ndcg10, best.tasks[task].per_user_ndcg10
             result.tasks[task].p_vs_best = None if result is best else metrics.paired_test(a, b)
+
+
+def scaled_down(model: Any) -> list[str]:
+    """What a fitted model, or the models inside it (a pipeline's sources, a hybrid's parts), scaled down."""
+    notes = list(getattr(model, "scaled_down_", []))
+    inner = [*getattr(getattr(model, "generator_", None), "models_", []), *getattr(model, "parts_", [])]
+    for part in inner:
+        notes += [note for note in scaled_down(part) if note not in notes]
+    return notes
 
 
 @contextmanager

@@ -43,6 +43,8 @@ def build_report(dataset: str, prepared: Prepared, results: list[ModelResult], p
             "peak_mb": _round(result.peak_mb, 1),
             "params": result.params,
             "error": result.error,
+            "skipped": result.skipped,
+            "scaled_down": result.scaled_down,
         }
         for task, value in result.tasks.items():
             entry = tasks.setdefault(str(task), {"users": value.users, "models": {}})
@@ -94,9 +96,16 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells += [f"{_fmt(ci[0])} to {_fmt(ci[1])}", _fmt(values.get("p_vs_best"), 3)]
             cells += [_fmt(model["fit_seconds"], 1), _fmt(model["peak_mb"], 0)]
             lines.append("| " + " | ".join(cells) + " |")
-    failed = [f"{name} ({model['error']})" for name, model in report["models"].items() if model.get("error")]
+    models = report["models"].items()
+    failed = [f"{name} ({model['error']})" for name, model in models if model.get("error") and not model.get("skipped")]
     if failed:
         lines += ["", "No result: " + "; ".join(failed) + "."]
+    skipped = [f"{name} ({model['error']})" for name, model in models if model.get("skipped")]
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    scaled = report.get("scaled_down") or [note for _, model in models for note in model.get("scaled_down") or []]
+    if scaled:
+        lines += ["", "Scaled down to fit this machine: " + "; ".join(dict.fromkeys(scaled)) + "."]
     cold = report["cold_start"]
     if cold["users"] and cold["models"]:
         lines += ["", f"Cold-start slice ({cold['users']:,} test users with no training history, task `all`):", ""]
@@ -114,6 +123,13 @@ def plot(reports: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     panels = [(r, task) for r in reports for task in r["tasks"]]
+    if not panels:  # every model skipped or failed: the report says why
+        fig, ax = plt.subplots(figsize=(6, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no model produced lists (see the report)", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.32 * _most_models(reports) * len(panels)))
     for ax, (report, task) in zip(list(getattr(axes, "flat", [axes])), panels, strict=True):
         entries = sorted(report["tasks"][task]["models"].items(), key=lambda kv: kv[1].get("ndcg@10") or 0)

@@ -7,6 +7,7 @@ model): enough to adapt to a dataset, cheap enough to run for every model and ev
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,11 @@ WEIGHT_SCHEMES: dict[str, dict[str, float]] = {
 """Interaction weightings tried per dataset; ``return`` keeps the settings' (negative) weight."""
 
 HALF_LIVES: tuple[float | None, ...] = (None, 180.0, 30.0)
+INTERACTION_TRIALS = len(WEIGHT_SCHEMES) * len(HALF_LIVES)
+"""Probe fits of :func:`tune_interactions` at most."""
+SLOW_TRIAL_SECONDS = 300.0
+"""A grid point slower than this ends the search (the points tried so far compete): a grid of slow fits
+would take longer than the evaluation itself."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Trial:
 
     params: dict[str, Any]
     ndcg10: float
+    seconds: float = float("nan")
 
 
 def validation(train: pa.Table, config: EvalConfig, catalog: pa.Table | None = None) -> Prepared:
@@ -62,13 +69,30 @@ def validation(train: pa.Table, config: EvalConfig, catalog: pa.Table | None = N
     return prepare(train, config, catalog)
 
 
-def tune_model(valid: Prepared, name: str, task: Task, grid: list[dict[str, Any]] | None = None) -> list[Trial]:
-    """Every grid point of ``name`` scored on the validation split, best first."""
+def tune_model(
+    valid: Prepared,
+    name: str,
+    task: Task,
+    grid: list[dict[str, Any]] | None = None,
+    *,
+    seconds: float | None = None,
+) -> list[Trial]:
+    """The grid points of ``name`` scored on the validation split, best first.
+
+    The search stops early, keeping the points tried, when a point took longer than
+    ``SLOW_TRIAL_SECONDS`` or another like it would end past ``seconds`` from the start.
+    """
     points = grid if grid is not None else GRIDS.get(name, [{}])
-    trials = []
+    trials: list[Trial] = []
+    started = time.perf_counter()
     for params in tqdm(points, desc=f"tune {name}", unit="config", leave=False, disable=None):
+        began = time.perf_counter()
         result = evaluate_model(valid, name, build_model(name, params))
-        trials.append(Trial(params, result.tasks[task].metrics["ndcg@10"]))
+        took = time.perf_counter() - began
+        trials.append(Trial(params, result.tasks[task].metrics["ndcg@10"], took))
+        out_of_time = seconds is not None and time.perf_counter() - started + took > seconds
+        if len(trials) < len(points) and (took > SLOW_TRIAL_SECONDS or out_of_time):
+            break
     return sorted(trials, key=lambda t: -t.ndcg10)
 
 

@@ -130,6 +130,24 @@ def build_profiles(
         channels = con.sql(_CHANNELS).to_arrow_table()
     finally:
         con.close()
+    return finish_profiles(base, channels, history, items, as_of, config)
+
+
+def finish_profiles(
+    base: pa.Table, channels: pa.Table, history: pa.Table, items: pa.Table, as_of: datetime, config: ProfileConfig
+) -> pa.Table:
+    """The profile table from the per-user aggregates: what :func:`build_profiles` does after its SQL.
+
+    The Spark engine (``shopsense.spark.profiles``) computes the same aggregates on a cluster and finishes
+    here, so both engines share every formula that runs on one row per customer.
+
+    Args:
+        base: one row per user, ordered by user_id: first_event, first_purchase, last_purchase (epoch
+            microseconds), orders, bought, returned, unit_price and interests, as ``_BASE`` selects them.
+        channels: (user_id, channel, n) event counts per normalised channel name.
+        history: events before ``as_of`` with user_id, type, timestamp and value; the purchases and returns
+            and at least the earliest event are enough (CLV and churn read nothing else).
+    """
     users = base.column("user_id").to_numpy(zero_copy_only=False).astype(str)
     order = np.argsort(users)
     summary = purchase_summary(history, as_of, config.purchase_types, config.return_types)

@@ -24,8 +24,9 @@ from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
 from shopsense.errors import InputError, Problem, ValidationFailed
 from shopsense.exports import copy_to_file
 from shopsense.ingest.adapters.base import Plan, Step
+from shopsense.ingest.derived import derived_failure, derived_reads, derived_type
 from shopsense.ingest.hints import hints
-from shopsense.ingest.mapping import ExtraColumns, Mapping
+from shopsense.ingest.mapping import ExtraColumns, Mapping, ZeroQuantity
 from shopsense.ingest.source import (
     ROW,
     STAGE,
@@ -74,6 +75,8 @@ class ImportReport:
     already_stored: int = 0
     duplicates_collapsed: int = 0
     duplicates_kept: int = 0
+    zero_quantity_kept: int = 0
+    zero_quantity_dropped: int = 0
     new_users: int = 0
     new_items: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
@@ -152,6 +155,8 @@ class Importer:
                     delimiter=mapping.delimiter,
                     encoding=mapping.encoding,
                     max_line_bytes=self.settings.ingest.max_line_bytes,
+                    header=mapping.header,
+                    names=mapping.source_columns,
                 )
                 return self._run(con, str(path), columns, mapping)
         finally:
@@ -189,12 +194,14 @@ class Importer:
         kind = mapping.kind
         report = ImportReport(kind=kind.value, source=source)
         resolved = mapping.resolve(columns)
-        extra = self._check_columns(source, kind, columns, resolved, mapping)
+        derived = derived_reads(source, columns, mapping)
+        extra = self._check_columns(source, kind, columns, resolved, mapping, derived)
         if mapping.extra is ExtraColumns.IGNORE:
             report.ignored_columns = extra
         keep = extra if mapping.extra is ExtraColumns.KEEP else []
         types = column_types(con)
         raw_types = {f: types[c] for f, c in resolved.items()} | {f: "VARCHAR" for f in mapping.constants}
+        raw_types |= {f: derived_type(con, source, f, e) for f, e in mapping.derived.items()}
         absent = [f for f in FIELDS[kind] if f not in raw_types]
         extra_json = "r__extra" if keep else None
         plan = plan_fields(kind, self.settings, mapping, raw_types, extra_json)
@@ -204,8 +211,20 @@ class Importer:
         self._create_views(con, resolved, mapping, absent, keep, plan, unread)
 
         self._progress("validating")
-        self._key_rows(con, kind)
-        report.rows_read, bad_rows = _one(con, "SELECT count(*), count(*) FILTER (WHERE NOT _ok) FROM keyed")
+        zero = ZeroQuantity(mapping.zero_quantity or self.settings.ingest.zero_quantity)
+        try:
+            self._key_rows(con, kind, zero)
+        except duckdb.Error as exc:
+            if mapping.derived:
+                raise InputError(source, derived_failure(con, mapping, exc)) from exc
+            raise
+        report.rows_read, bad_rows, zeros = _one(
+            con, "SELECT count(*), count(*) FILTER (WHERE NOT _ok), count(*) FILTER (WHERE _ok AND _zero) FROM keyed"
+        )
+        if zero is ZeroQuantity.DROP:
+            report.zero_quantity_dropped = zeros
+        else:
+            report.zero_quantity_kept = zeros
         counts = _rule_counts(con, plan) if bad_rows else {}
         report.hints = hints(con, plan, counts, report.rows_read, mapping.timestamp_format) if bad_rows else []
         self._progress("checking duplicates")
@@ -231,25 +250,41 @@ class Importer:
         return report
 
     def _check_columns(
-        self, source: str, kind: RecordKind, columns: list[str], resolved: dict[str, str], mapping: Mapping
+        self,
+        source: str,
+        kind: RecordKind,
+        columns: list[str],
+        resolved: dict[str, str],
+        mapping: Mapping,
+        derived_reads: set[str],
     ) -> list[str]:
         """Refuse mappings that point at absent columns or leave required fields unfilled."""
         found = ", ".join(columns)
         hint = ""
+        if not mapping.header and not mapping.source_columns:
+            hint = (
+                "; the file has no header: name its columns (--columns a,b,c, source_columns = [...]) or map "
+                "fields by position (--map user_id=1, [columns] user_id = 1)"
+            )
         if len(columns) == 1 and any(ch in columns[0] for ch in ",;|\t"):
             hint = "; only one column was found, so the delimiter is probably wrong (pass --delimiter)"
         absent = {f: c for f, c in resolved.items() if c not in columns}
         if absent:
-            listed = ", ".join(f"{f} -> {c!r}" for f, c in absent.items())
+            listed = ", ".join(
+                f"{f} -> position {c[1:]} (the file has {len(columns)} columns)"
+                if c.startswith("#") and c[1:].isdigit()
+                else f"{f} -> {c!r}"
+                for f, c in absent.items()
+            )
             raise InputError(source, f"mapped column(s) not in the file: {listed}. Columns found: {found}{hint}")
-        missing = sorted(REQUIRED[kind] - set(resolved) - set(mapping.constants))
+        missing = sorted(REQUIRED[kind] - set(resolved) - set(mapping.constants) - set(mapping.derived))
         if missing:
             raise InputError(
                 source,
                 f"missing required column(s) for {', '.join(missing)}; map them with --map FIELD=COLUMN "
                 f"or a mapping file. Columns found: {found}{hint}",
             )
-        used = set(resolved.values())
+        used = set(resolved.values()) | derived_reads
         extra = [c for c in columns if c not in used]
         if extra and mapping.extra is ExtraColumns.ERROR:
             raise InputError(
@@ -274,6 +309,7 @@ class Importer:
         raw += [
             f"{lit(v if isinstance(v, str) else str(v))} AS {ident('r_' + f)}" for f, v in mapping.constants.items()
         ]
+        raw += [f"({expr}) AS {ident('r_' + f)}" for f, expr in mapping.derived.items()]
         raw += [f"CAST(NULL AS VARCHAR) AS {ident('r_' + f)}" for f in absent]
         if keep:
             pairs = ", ".join(f"{lit(c)}, {ident(c)}" for c in keep)
@@ -283,7 +319,7 @@ class Importer:
         con.execute(f"CREATE OR REPLACE TEMP VIEW typed AS SELECT src.*, {typed} FROM src")
         con.execute(f"CREATE OR REPLACE TEMP VIEW checked AS SELECT *, {plan.ok_condition()} AS _ok FROM typed")
 
-    def _key_rows(self, con: duckdb.DuckDBPyConnection, kind: RecordKind) -> None:
+    def _key_rows(self, con: duckdb.DuckDBPyConnection, kind: RecordKind, zero: ZeroQuantity) -> None:
         """Materialise every row once: typed fields, validity, content hash and idempotency key.
 
         Validation runs in this single pass; later steps read the compact typed table.
@@ -297,11 +333,15 @@ class Importer:
         # Without, content is the stored idempotency key: a hash that is stable across versions.
         fast = f"hash({', '.join(ident(f) for f in fields)})"
         content = f"CASE WHEN {has_id} THEN {fast} ELSE {content_key_sql(kind)} END"
+        # _zero: a valid event of quantity 0 (counted); _drop: one the zero-quantity policy leaves out
+        is_zero = "coalesce(quantity = 0, FALSE)" if kind is RecordKind.EVENTS else "FALSE"
+        drop = lit(zero is ZeroQuantity.DROP)
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE keyed AS
-            SELECT *, CASE WHEN _has_id THEN {id_key_sql(kind)} ELSE _content END AS _key
+            SELECT *, CASE WHEN _has_id THEN {id_key_sql(kind)} ELSE _content END AS _key,
+                   _ok AND _zero AND {drop} AS _drop
             FROM (SELECT _row, _ok, {", ".join(ident(f) for f in FIELDS[kind])}, {content} AS _content,
-                         {has_id} AS _has_id
+                         {has_id} AS _has_id, {is_zero} AS _zero
                   FROM checked)"""
         )
 
@@ -318,7 +358,7 @@ class Importer:
         clash = f"repeats the {ID_FIELD[kind]} of an earlier row with different content"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE dup_marks AS
-            WITH valid AS (SELECT _row, _key, _content, _has_id FROM keyed WHERE _ok),
+            WITH valid AS (SELECT _row, _key, _content, _has_id FROM keyed WHERE _ok AND NOT _drop),
             groups AS (SELECT _key FROM valid GROUP BY _key HAVING count(*) > 1),
             ranked AS (
                 SELECT _row, _has_id, row_number() OVER w AS occ, min(_row) OVER w AS first_row,
@@ -342,7 +382,7 @@ class Importer:
         release(con)  # free the raw text before streaming
         final = (
             "FROM keyed LEFT JOIN dup_marks USING (_row) "
-            "WHERE _ok AND NOT coalesce(dup_marks.conflict OR dup_marks.collapse, FALSE)"
+            "WHERE _ok AND NOT _drop AND NOT coalesce(dup_marks.conflict OR dup_marks.collapse, FALSE)"
         )
         if kind is RecordKind.EVENTS:
             occ = "coalesce(dup_marks.occ, 1)"

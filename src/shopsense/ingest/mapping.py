@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shopsense.domain import FIELDS, RecordKind
 from shopsense.errors import ConfigError
+from shopsense.ingest.expressions import ExpressionError, check_expression
 from shopsense.settings import read_toml
 
 _UNIX_FORMATS = ("unix_s", "unix_ms")
@@ -25,7 +26,7 @@ _ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "utf16": "u
     ("latin-1", "latin1", "iso-8859-1", "iso8859-1"), "latin-1"
 )
 """Encodings DuckDB's CSV reader decodes itself, by the spellings people use for them."""
-_TABLES = ("columns", "constants", "type_values", "channel_values")
+_TABLES = ("columns", "constants", "type_values", "channel_values", "derived")
 
 
 class ExtraColumns(StrEnum):
@@ -36,13 +37,31 @@ class ExtraColumns(StrEnum):
     KEEP = "keep"  # keep them as JSON in `context` (events) or `attributes` (items, users)
 
 
+class ZeroQuantity(StrEnum):
+    """What to do with event rows whose quantity is 0 (coupons, weighed items in grocery exports)."""
+
+    KEEP = "keep"  # store them with quantity 0
+    DROP = "drop"  # leave them out, counted in the report
+    ERROR = "error"  # reject them as problems, like a negative quantity
+
+
 class Mapping(BaseModel):
     """Column mapping and parsing options for one source file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: RecordKind = RecordKind.EVENTS
-    columns: dict[str, str] = Field(default_factory=dict, description="field -> source column")
+    columns: dict[str, str | int] = Field(
+        default_factory=dict, description="field -> source column, by name or by 1-based position"
+    )
+    header: bool = Field(True, description="whether a CSV file's first line names its columns")
+    source_columns: list[str] = Field(
+        default_factory=list, description="names of a headerless CSV file's columns, in order (--columns)"
+    )
+    derived: dict[str, str] = Field(
+        default_factory=dict, description="field -> SQL expression over the source columns (see ingest.expressions)"
+    )
+    zero_quantity: ZeroQuantity | None = Field(None, description="events with quantity 0: keep, drop or error")
     constants: dict[str, str | float | int | bool] = Field(
         default_factory=dict, description="field -> value used for every row"
     )
@@ -65,13 +84,47 @@ class Mapping(BaseModel):
         for name in [*self.columns, *self.constants]:
             if name not in fields:
                 raise ValueError(f"{name!r} is not a {self.kind.value} field (fields: {', '.join(FIELDS[self.kind])})")
+        for name in self.derived:
+            if name not in fields:
+                raise ValueError(
+                    f"derived {name!r} is not a {self.kind.value} field (fields: {', '.join(FIELDS[self.kind])})"
+                )
         both = set(self.columns) & set(self.constants)
         if both:
             raise ValueError(f"field(s) {sorted(both)} are given both a column and a constant")
+        twice = sorted((set(self.columns) | set(self.constants)) & set(self.derived))
+        if twice:
+            raise ValueError(f"field(s) {twice} are derived and also given a column or constant: pick one")
+        for name, expression in self.derived.items():
+            try:
+                check_expression(expression)
+            except ExpressionError as exc:
+                raise ValueError(f"derived field {name} = {expression!r} is refused: {exc}") from None
+        for name, position in self.columns.items():
+            if isinstance(position, int) and position < 1:
+                raise ValueError(f"column position of {name} must be 1 or more (the first column is 1), got {position}")
+        if self.source_columns and self.header:
+            raise ValueError(
+                "column names (--columns, source_columns) are for a headerless file: add --no-header "
+                "(header = false in a mapping file)"
+            )
+        names = self.source_columns
+        if any(not n for n in names):
+            raise ValueError("a column name in --columns/source_columns is empty")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"column name(s) {repeated} are given twice in --columns/source_columns")
+        if self.zero_quantity is not None and self.kind is not RecordKind.EVENTS:
+            raise ValueError("zero_quantity applies to events only")
         for table in ("type_values", "channel_values"):
             if getattr(self, table) and self.kind is not RecordKind.EVENTS:
                 raise ValueError(f"{table} applies to events only")
         return self
+
+    @field_validator("source_columns")
+    @classmethod
+    def _trimmed_names(cls, value: list[str]) -> list[str]:
+        return [name.strip() for name in value]
 
     @field_validator("timezone")
     @classmethod
@@ -92,14 +145,26 @@ class Mapping(BaseModel):
         return value if value is None else check_timestamp_format(value)
 
     def resolve(self, source_columns: list[str]) -> dict[str, str]:
-        """Field -> source column: the explicit mapping plus columns named like fields."""
-        resolved = dict(self.columns)
+        """Field -> source column: the explicit mapping (a position picks the column there) plus columns
+        named like fields; a position past the last column is kept as ``#<n>``, which names no column."""
+        resolved = {field: self._column(c, source_columns) for field, c in self.columns.items()}
         taken = set(resolved.values())
         for field in FIELDS[self.kind]:
             named_like_field = field in source_columns and field not in taken
-            if named_like_field and field not in resolved and field not in self.constants:
+            given = field in resolved or field in self.constants or field in self.derived
+            if named_like_field and not given:
                 resolved[field] = field
         return resolved
+
+    def _column(self, given: str | int, source_columns: list[str]) -> str:
+        """The source column a mapping names: by name, or by position (an int, or in a headerless file
+        whose columns have no names, digits such as ``--map user_id=1``)."""
+        if isinstance(given, str) and not (given.isdigit() and not self.header and given not in source_columns):
+            return given
+        position = int(given)
+        if 1 <= position <= len(source_columns):
+            return source_columns[position - 1]
+        return f"#{position}"
 
 
 def load_mapping(path: Path | None, kind: RecordKind, overrides: dict[str, Any]) -> Mapping:
@@ -126,13 +191,17 @@ def load_mapping(path: Path | None, kind: RecordKind, overrides: dict[str, Any])
         raise ConfigError(_explain(exc, path, flags)) from exc
 
 
+_FLAGS = {"header": "--no-header", "source_columns": "--columns"}
+"""Mapping keys whose CLI option is not named after them."""
+
+
 def _explain(exc: ValidationError, path: Path | None, flags: set[str]) -> str:
     """Name each bad setting the way the user gave it: ``--timezone`` for a flag, the key for a file."""
     lines = []
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else ""
         if key in flags and key not in _TABLES:
-            where = "--" + key.replace("_", "-")
+            where = _FLAGS.get(key, "--" + key.replace("_", "-"))
         elif path is not None:
             where = f"mapping file {path}" + (f", {key}" if key else "")
         else:

@@ -12,11 +12,13 @@ spreadsheets, see :mod:`shopsense.csv_safety`) reads back as ``=x``.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import re
 import tempfile
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import numpy as np
@@ -89,7 +91,9 @@ def export_format(path: Path) -> tuple[Format, bool]:
     return fmt, gzip
 
 
-def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, max_line: int) -> str:
+def _reader_sql(
+    path: Path, fmt: Format, delimiter: str | None, encoding: str, max_line: int, header: bool = True
+) -> str:
     p = lit(str(path))
     if fmt is Format.PARQUET:
         return f"read_parquet({p}, file_row_number=true)"
@@ -98,8 +102,10 @@ def _reader_sql(path: Path, fmt: Format, delimiter: str | None, encoding: str, m
             f"read_json({p}, format='newline_delimited', records=true, maximum_object_size={max_line}, sample_size=-1)"
         )
     delim = f", delim={lit(delimiter)}" if delimiter else ""
+    # without a header, skip=0: the sniffer would otherwise take a first row of another width for a preamble
+    first = "header=true" if header else "header=false, skip=0"
     return (
-        f"read_csv({p}, header=true, all_varchar=true, strict_mode=true, quote='\"', escape='\"', "
+        f"read_csv({p}, {first}, all_varchar=true, strict_mode=true, quote='\"', escape='\"', "
         f"encoding={lit(encoding)}, "
         f"max_line_size={max_line}{delim})"
     )
@@ -169,13 +175,23 @@ def stage_file(
     delimiter: str | None = None,
     encoding: str = "utf-8",
     max_line_bytes: int = 2_097_152,
+    header: bool = True,
+    names: list[str] | None = None,
 ) -> list[str]:
     """Read ``path`` into the temporary table ``stage_raw`` and return its column names.
 
+    Args:
+        header: whether a CSV file's first line names its columns; without one, the columns are
+            ``column0``, ``column1``… or ``names``, and every line is a data row.
+        names: the columns of a headerless CSV file, in order; the file must have exactly as many.
+
     Raises:
         InputError: the file is missing, empty, compressed badly, wrongly encoded, ragged,
-            or has no data rows — with the line number when the reader gives one.
+            or has no data rows — with the line number when the reader gives one; a headerless
+            file whose rows do not have as many fields as ``names``.
     """
+    if not header and fmt is not Format.CSV:
+        raise InputError(str(path), f"--no-header applies to CSV/TSV files; a {fmt.value} file names its own fields")
     name = str(path)
     if path.is_dir():
         raise InputError(name, "is a folder, not a file; give the path of one file")
@@ -183,7 +199,7 @@ def stage_file(
         raise InputError(name, "no such file")
     if path.stat().st_size == 0:
         raise InputError(name, "the file is empty (0 bytes)")
-    reader = _reader_sql(path, fmt, delimiter, encoding, max_line_bytes)
+    reader = _reader_sql(path, fmt, delimiter, encoding, max_line_bytes, header)
     try:
         if fmt is Format.PARQUET:
             _drop(con)
@@ -201,8 +217,13 @@ def stage_file(
                     raise
                 _stage_past_deep_lines(con, path, max_line_bytes)
     except duckdb.Error as exc:
-        raise InputError(name, _explain(path, exc)) from exc
+        explained = _explain(path, exc)
+        if not header:
+            explained = _ragged_headerless(path, delimiter, encoding, names) or explained
+        raise InputError(name, explained) from exc
     columns = list(column_types(con))
+    if not header:
+        return _name_headerless(con, path, columns, names or [], delimiter, encoding)
     (rows,) = con.execute(f"SELECT count(*) FROM {STAGE}").fetchall()
     if fmt is Format.CSV and len(columns) == 1 and re.search(r"[,;|\t]", columns[0]):
         raise InputError(
@@ -215,6 +236,87 @@ def stage_file(
     if not rows or rows[0] == 0:
         raise InputError(name, f"the file has a header ({', '.join(columns)}) but no data rows")
     return columns
+
+
+def _ragged_headerless(path: Path, delimiter: str | None, encoding: str, names: list[str] | None) -> str | None:
+    """Where a headerless file's rows stop having the same number of fields: a sentence naming the row,
+    or None when no such row is found.
+
+    The reader only says that it could not make out the file's dialect, so the file is scanned again
+    (on this error path only) by Python's CSV reader, with the delimiter given, or else the common one
+    that splits row 1 into the most fields (into as many as ``names``, when given).
+    """
+    expected = len(names) if names else None
+    try:
+        with _text(path, encoding) as fh:
+            first = fh.readline()
+            if delimiter:
+                chosen = delimiter
+            else:
+                counts = {d: len(next(csv.reader([first], delimiter=d), [])) for d in (",", "\t", ";", "|")}
+                fitting = [d for d, n in counts.items() if n == expected] if expected else []
+                chosen = fitting[0] if fitting else max(counts, key=lambda d: counts[d])
+            fh.seek(0)
+            width = None
+            for number, row in enumerate(csv.reader(fh, delimiter=chosen), 1):
+                if not row:
+                    continue
+                width = len(row) if width is None else width
+                want = expected or width
+                if len(row) != want:
+                    return (
+                        f"row {number} has {len(row)} field(s), but "
+                        + (
+                            f"--columns/source_columns names {want} ({', '.join(names or [])})"
+                            if expected
+                            else f"row 1 has {want}"
+                        )
+                        + f" (delimiter {chosen!r}); check the delimiter and quoting, or the column names"
+                    )
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, gzip.BadGzipFile):
+        return None
+    return None
+
+
+def _text(path: Path, encoding: str) -> IO[str]:
+    suffix = path.suffix.lower()
+    if suffix in (".gz", ".gzip"):
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return path.open(encoding=encoding, newline="")
+
+
+def _name_headerless(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    columns: list[str],
+    names: list[str],
+    delimiter: str | None,
+    encoding: str,
+) -> list[str]:
+    """Give a headerless file's columns their ``names`` (the reader called them column0, column1, …)."""
+    source = str(path)
+    (rows,) = con.execute(f"SELECT count(*) FROM {STAGE}").fetchone() or (0,)
+    if not rows:
+        raise InputError(source, "the file has no rows")
+    if len(columns) == 1 and len(names) != 1:
+        first = con.execute(f"SELECT {ident(columns[0])} FROM {STAGE} WHERE {ROW} = 1").fetchone()
+        if first and re.search(r"[,;|\t]", str(first[0] or "")):
+            ragged = _ragged_headerless(path, delimiter, encoding, names)
+            raise InputError(
+                source,
+                ragged or f"row 1 ({str(first[0])[:80]!r}) did not split into columns: pass --delimiter",
+            )
+    if not names:
+        return columns
+    if len(names) != len(columns):
+        raise InputError(
+            source,
+            f"row 1 has {len(columns)} field(s) but --columns/source_columns names {len(names)} "
+            f"({', '.join(names)}); name every column, in order, or check the delimiter",
+        )
+    renamed = ", ".join(f"{ident(c)} AS {ident(n)}" for c, n in zip(columns, names, strict=True))
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {STAGE} AS SELECT rowid + 1 AS {ROW}, {renamed} FROM {_DATA}")
+    return list(names)
 
 
 def _stage_past_deep_lines(con: duckdb.DuckDBPyConnection, path: Path, max_line: int) -> None:

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from shopsense.domain import BAD_ID, FORBIDDEN_ID_RANGES, MAX_JSON_DEPTH, TOO_DEEP, RecordKind
 from shopsense.errors import ConfigError
-from shopsense.ingest.mapping import Mapping
+from shopsense.ingest.mapping import Mapping, ZeroQuantity
 from shopsense.settings import Settings
 
 
@@ -63,6 +63,9 @@ class FieldPlan:
             return "TRUE"
         return "NOT (" + " OR ".join(f"coalesce({r.condition}, FALSE)" for r in self.rules) + ")"
 
+
+ZERO_QUANTITY = "is 0 (pass --zero-quantity keep or drop, or set zero_quantity, to accept such rows)"
+"""Why an event with quantity 0 is rejected under the default zero-quantity policy."""
 
 LINE = "line"
 """The pseudo-field of a line the reader refused as a whole: its raw column ``r_line`` holds the line's
@@ -223,6 +226,15 @@ class _Builder:
         elif minimum == "non_negative":
             self.rules.append(Rule(field, f"{col} < 0", "must not be negative"))
 
+    def quantity(self, zero: ZeroQuantity) -> None:
+        """An event's quantity (1 when absent): negative is an error; 0 as the zero-quantity policy says."""
+        self.number("quantity", default=1.0, minimum="non_negative" if zero is not ZeroQuantity.ERROR else None)
+        if not self.present("quantity") or zero is not ZeroQuantity.ERROR:
+            return
+        col = ident("quantity")
+        self.rules.append(Rule("quantity", f"{col} < 0", "must be greater than 0"))
+        self.rules.append(Rule("quantity", f"{col} = 0", ZERO_QUANTITY))
+
     def integer(self, field: str) -> None:
         self.typed[field] = self._parsed(field, "BIGINT")
         if not self.present(field):
@@ -325,7 +337,7 @@ def plan_fields(
         )
         b.vocabulary("channel", channels, "channel", required=False)
         b.identifier("session_id", required=False)
-        b.number("quantity", default=1.0, minimum="positive")
+        b.quantity(ZeroQuantity(mapping.zero_quantity or settings.ingest.zero_quantity))
         b.number("value", minimum="non_negative")
         b.number("rating")
         b.json_object("context", extra_json)

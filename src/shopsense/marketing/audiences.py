@@ -423,7 +423,7 @@ def lookalike(
     raw = np.column_stack([_column(profiles, name) for name in numeric]) if numeric else np.empty((len(seeds), 0))
     raw = raw[:, ~np.isnan(raw).all(axis=0)]  # a column nobody has a value in (CLV not fitted) says nothing
     blocks = [sp.csr_matrix(normalize(np.nan_to_num(StandardScaler().fit_transform(raw))))] if raw.shape[1] else []
-    blocks += [_interest_matrix(profiles)] if interests else []
+    blocks += [_interest_matrix(profiles)] if interests and len(_flat_interests(profiles)[1]) else []  # tags known
     if not blocks:
         raise ConfigError(f"no lookalike feature of {numeric} has a known value")
     vectors = sp.hstack(blocks).tocsr() / np.sqrt(len(blocks))

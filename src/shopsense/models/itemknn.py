@@ -73,6 +73,7 @@ def neighbour_similarity(
     co = (x @ x.T).tocsr()
     co.setdiag(0)
     co.eliminate_zeros()
+    co.sort_indices()  # ties at the top-n cut go to the lower index, as on Spark (shopsense.spark.cooccurrence)
     rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
     denom = np.power(sq[rows], asymmetry) * np.power(sq[co.indices], 1 - asymmetry) + shrinkage
     sim = sp.csr_matrix((co.data / denom, co.indices, co.indptr), shape=co.shape)

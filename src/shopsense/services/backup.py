@@ -17,8 +17,8 @@ Why a folder of Parquet files plus ``manifest.json`` rather than a copy of the e
   then the folder is renamed into place: a crash leaves a ``.NAME.partial-…`` folder without a manifest,
   which ``restore`` refuses, never a backup that looks whole.
 
-What is in it: items, users, events, impressions, campaigns, their assignments, the built profiles and the
-erasure tombstones (hashes of erased ids: a restore keeps them, and leaves out every row of those users).
+What is in it: items, users, events, impressions, campaigns, their assignments, saved segments, the built profiles
+and the erasure tombstones (hashes of erased ids: a restore keeps them, and leaves out every row of those users).
 What is not: API keys (credentials do not travel in a file meant to be moved around; an embedded store keeps
 them in ``<data_dir>/keys.json``, a PostgreSQL store in ``api_keys``, and a restore leaves the target's keys
 as they are), model bundles (files in the data directory: copy it, or train again), the job history and the
@@ -56,12 +56,17 @@ VERSION = 1
 MANIFEST = "manifest.json"
 IMPORTED = (RecordKind.ITEMS, RecordKind.USERS, RecordKind.EVENTS)
 """Tables written by ``Store.export`` and read back through the importer, in the order they must go in."""
-TABLES = (*(kind.value for kind in IMPORTED), "impressions", "campaigns", "assignments", "erasures", "profiles")
-REQUIRED = TABLES[:-1]
-"""Every backup has these; ``profiles`` only where the store had built them."""
+TABLES = (
+    *(kind.value for kind in IMPORTED),
+    *("impressions", "campaigns", "assignments", "erasures", "segments", "profiles"),
+)
+OPTIONAL = ("segments", "profiles")
+REQUIRED = tuple(t for t in TABLES if t not in OPTIONAL)
+"""Every backup has these; ``segments`` and ``profiles`` only where the store had saved or built them."""
 _TS = pa.timestamp("us", tz="UTC")
 _ERASURES = pa.schema([("user_sha256", pa.string()), ("erased_at", _TS)])
 _CAMPAIGNS = pa.schema([("name", pa.string()), ("config", pa.string())])
+_SEGMENTS = pa.schema([("name", pa.string()), ("expression", pa.string())])
 _ASSIGNMENTS = pa.schema(
     [("campaign", pa.string()), ("user_id", pa.string()), ("variant", pa.string()), ("assigned_at", _TS)]
 )
@@ -69,7 +74,8 @@ _ASSIGNMENTS = pa.schema(
 
 @dataclass(frozen=True)
 class BackedUp:
-    """A backup written: where, rows per table (``profiles`` absent when none were built), bytes in all."""
+    """A backup written: where, rows per table (``segments`` and ``profiles`` absent when none were saved or built),
+    bytes in all."""
 
     path: Path
     rows: dict[str, int]
@@ -80,7 +86,8 @@ def dump(store: Store, folder: Path) -> tuple[dict[str, int], datetime]:
     """Write every table of ``store`` into ``folder`` as ``<table>.parquet``, all read from one snapshot (servers
     may write meanwhile); rows written per table, and when the snapshot was taken.
 
-    ``profiles.parquet`` is written only when the store holds built profiles.
+    ``segments.parquet`` and ``profiles.parquet`` are written only when the store holds saved segments and built
+    profiles.
     """
     with store.snapshot():
         taken = datetime.now(UTC)
@@ -104,6 +111,11 @@ def _dump(store: Store, folder: Path) -> dict[str, int]:
     erasures = pa.Table.from_pylist([{"user_sha256": h, "erased_at": at} for h, at in tombstones], schema=_ERASURES)
     pq.write_table(erasures, folder / "erasures.parquet")
     rows["erasures"] = erasures.num_rows
+    saved = store.saved_segments()
+    if saved:
+        segments = pa.table({"name": list(saved), "expression": list(saved.values())}, schema=_SEGMENTS)
+        pq.write_table(segments, folder / "segments.parquet")
+        rows["segments"] = segments.num_rows
     profiles = store.load_profiles()
     if profiles is not None:
         pq.write_table(profiles, folder / "profiles.parquet")
@@ -209,6 +221,14 @@ def _load_marketing(folder: Path, store: Store, erased: _Erased) -> dict[str, in
             written["campaigns"] += 1
         mine = assignments.filter(pc.equal(assignments["campaign"], name)).drop_columns("campaign")
         written["assignments"] += store.add_assignments(name, mine)
+    if (folder / "segments.parquet").exists():
+        saved = store.saved_segments()
+        changed = [
+            s for s in pq.read_table(folder / "segments.parquet").to_pylist() if saved.get(s["name"]) != s["expression"]
+        ]
+        for segment in changed:
+            store.save_segment(segment["name"], segment["expression"])
+        written["segments"] = len(changed)
     if (folder / "profiles.parquet").exists():
         profiles = erased.without(pq.read_table(folder / "profiles.parquet"))
         current = store.load_profiles()

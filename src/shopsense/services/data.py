@@ -50,8 +50,13 @@ class DataService:
     options instead when it serves HTTP, so that one process opens its store once, one way.
     """
 
-    def __init__(self, settings: Settings, opener: Callable[[], Store] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, opener: Callable[[], Store] | None = None, *, read_only: bool = False
+    ) -> None:
+        """``read_only``: open the embedded store to read only, beside other readers (see
+        :class:`~shopsense.store.duckdb.DuckDBStore`); writes through this service then fail."""
         self.settings = settings
+        self.read_only = read_only
         self._opener = opener or self._open_for_batch
         self._store: Store | None = None
 
@@ -70,8 +75,13 @@ class DataService:
 
     def _open_for_batch(self, *, migrate: bool = False) -> Store:
         ingest = self.settings.ingest
+        only_read = {"read_only": True} if self.read_only and not migrate else {}
         return open_store(
-            self.settings.resolved_store_url, memory_limit=ingest.memory_limit, threads=ingest.threads, migrate=migrate
+            self.settings.resolved_store_url,
+            memory_limit=ingest.memory_limit,
+            threads=ingest.threads,
+            migrate=migrate,
+            **only_read,
         )
 
     @property

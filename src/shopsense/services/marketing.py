@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shopsense.domain import checked_id
 from shopsense.errors import ConfigError, NotFound, ShopsenseError
 from shopsense.features.profiles import (
     CHURN_ERROR_KEY,
@@ -55,6 +56,17 @@ class SegmentReport:
 
     def members(self, name: str) -> list[str]:
         return [str(u) for u in self.user_ids[self.masks[name]]]
+
+    def membership(self) -> pa.Table:
+        """(user_id, segment) rows, one per membership, segment by segment."""
+        names = list(self.masks)
+        users = [self.user_ids[self.masks[n]] for n in names]
+        return pa.table(
+            {
+                "user_id": pa.array(np.concatenate(users) if users else [], pa.string()),
+                "segment": pa.array([n for n, u in zip(names, users, strict=True) for _ in range(len(u))], pa.string()),
+            }
+        )
 
 
 class MarketingService:
@@ -119,18 +131,31 @@ class MarketingService:
         profiles = self.profiles()
         return self._report(profiles, rfm_segments(profiles))
 
+    def save_segment(self, name: str, expression: str) -> Segment:
+        """Save (or replace) a named segment, once its expression is found valid over the stored profiles."""
+        try:
+            name = checked_id(name.strip())
+        except ValueError as exc:
+            raise ConfigError(f"segment name {name!r}: {exc}") from exc
+        if len(name) > 256:
+            raise ConfigError(f"segment name is {len(name)} characters long; the limit is 256")
+        segment = Segment(name, expression)
+        evaluate_segments(self.profiles().schema.empty_table(), [segment])
+        self.store.save_segment(segment.name, segment.expression)
+        return segment
+
+    def delete_segment(self, name: str) -> None:
+        """Forget a saved segment (none of that name: nothing to do)."""
+        self.store.save_segment(name, None)
+
+    def saved_segments(self) -> dict[str, str]:
+        """The saved segments' expressions by name, oldest first."""
+        return self.store.saved_segments()
+
     @staticmethod
     def export_members(report: SegmentReport, path: Path) -> Path:
         """Write (user_id, segment) rows, one per membership, to CSV or Parquet (atomically)."""
-        names = list(report.masks)
-        users = [report.user_ids[report.masks[n]] for n in names]
-        table = pa.table(
-            {
-                "user_id": pa.array(np.concatenate(users) if users else [], pa.string()),
-                "segment": pa.array([n for n, u in zip(names, users, strict=True) for _ in range(len(u))], pa.string()),
-            }
-        )
-        return export_audience(table, path)
+        return export_audience(report.membership(), path)
 
     def clusters(self, config: ClusterConfig | None = None) -> Clustering:
         """k-means on standardised profile features, with a readable description per cluster."""
@@ -194,6 +219,15 @@ class MarketingService:
             raise NotFound(f"no campaign {name!r} (known: {known}); create it with `shopsense campaign create`")
         return CampaignConfig.parse(json.loads(stored[name]), f"stored campaign {name!r}")
 
+    def campaign_names(self) -> list[str]:
+        """Every stored campaign's name, oldest first."""
+        return list(self.store.campaigns())
+
+    def assigned(self, name: str) -> dict[str, int]:
+        """A campaign's assigned users per variant (variants nobody is in are left out)."""
+        counts = self.store.assignments(name).group_by("variant").aggregate([("user_id", "count")]).to_pylist()
+        return {r["variant"]: r["user_id_count"] for r in counts}
+
     def assign(self, name: str, user_ids: list[str] | None = None, segment: str | None = None) -> dict[str, int]:
         """Assign an audience (ids, or the customers a segment expression selects) to the campaign's variants.
         Users assigned before keep their variant; returns the campaign's users per variant."""
@@ -205,8 +239,7 @@ class MarketingService:
         previous = self.store.assignments(name)
         rows = assign_campaign(config, user_ids or [], previous=previous)
         self.store.add_assignments(name, rows)
-        counts = self.store.assignments(name).group_by("variant").aggregate([("user_id", "count")]).to_pylist()
-        return {r["variant"]: r["user_id_count"] for r in counts}
+        return self.assigned(name)
 
     def readout(self, name: str, as_of: datetime | None = None) -> CampaignReadout:
         """The experiment read-out from stored assignments and events (attribution window applied)."""

@@ -79,6 +79,8 @@ class RecommendationService:
     def train(self, pipeline: str = "default") -> TrainResult:
         """Fit the named pipeline on every stored event and save it as a new bundle version, promoted to
         be the one served (with a shared store, every replica switches to it)."""
+        from shopsense.eval.harness import scaled_down
+
         config = self.config(pipeline)
         store = self.data.store
         log.info("reading events")
@@ -98,6 +100,7 @@ class RecommendationService:
         training = {k: v for k, v in ranker.training_.items() if k != "feature_names"}
         training["repeat_share"] = fitted.repeat_share_
         training["exclude_purchased"] = fitted.rules.exclude_purchased
+        training["scaled_down"] = scaled_down(ranker)  # what a source sized down to fit this machine, and why
         serve = self.data.settings.serve
         log.info("precomputing answers")
         precomputing = time.perf_counter()

@@ -457,6 +457,12 @@ class ServingService:
         acknowledged a moment ago may still be in the writer's journal. Long work is a job (:mod:`.jobs`)."""
         return self._reader.submit(lambda: work(MarketingService(self.settings, self._reading)))
 
+    def read(self, work: Callable[[Store], T]) -> Future[T]:
+        """Run a short read (the dashboard's aggregates, :mod:`shopsense.services.insights`) on the server's
+        reader handle and thread, like :meth:`marketing`: never on the writer, whose queue must not wait
+        behind a scan. It sees what is committed."""
+        return self._reader.submit(lambda: work(self._reading))
+
     def erase_user(self, user_id: str) -> Erasure:
         """Delete a user's data everywhere (store, every stored bundle's precomputed answers, memory,
         cache; see :mod:`shopsense.services.erasure`), ordered after queued writes; the receipt."""

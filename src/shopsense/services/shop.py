@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shopsense.errors import ShopsenseError
 from shopsense.services.data import DataService
@@ -67,9 +67,12 @@ class Shop:
             shop.recommendations.train("default")
     """
 
-    def __init__(self, settings: Settings, *, server: bool = False) -> None:
+    def __init__(self, settings: Settings, *, server: bool = False, read_only: bool = False) -> None:
+        """``read_only``: open the store to read only, so that commands that only read (stats, export,
+        segment, recommend, evaluate) run beside each other on the embedded store; they may not write (the
+        store refuses)."""
         self.settings = settings
-        self._data = DataService(settings, self._open_for_server if server else None)
+        self._data = DataService(settings, self._open_for_server if server else None, read_only=read_only)
         self._serving: ServingService | None = None
         self._lock = threading.Lock()
 
@@ -122,20 +125,13 @@ class Shop:
         # A store other processes share holds their live jobs too: only silent ones are abandoned.
         return JobRunner(self.settings, store.handle, silent_s=SILENT_S if isinstance(store, ReplicaFeed) else 0.0)
 
-    def evaluation(self, dataset: str, config: EvalConfig, *, tune: bool = True) -> EvaluationRun:
-        """An offline evaluation run over every stored event, weighted by the settings' event types.
+    def evaluation(self, dataset: str, config: EvalConfig, **options: Any) -> EvaluationRun:
+        """An offline evaluation over every stored event, weighted by the settings' event types (see
+        :func:`~shopsense.services.evaluation.store_evaluation`): the events are read now, so the store
+        may be closed before the run's models are fitted."""
+        from shopsense.services.evaluation import store_evaluation
 
-        Raises:
-            ShopsenseError: the store has no events.
-        """
-        from shopsense.services.evaluation import EvaluationRun  # the harness loads scipy.stats
-
-        store = self.store
-        events = store.scan_events()
-        if events.num_rows == 0:
-            raise ShopsenseError("the store has no events: import some first")
-        weighted = config.model_copy(update={"weights": self.settings.event_types.weights})
-        return EvaluationRun(dataset, events, weighted, catalog=store.scan_items(), tune=tune)
+        return store_evaluation(self.store, self.settings.event_types.weights, dataset, config, **options)
 
     def erase(self, user_id: str, *, retrain: bool = False) -> Erasure:
         """Erase a user everywhere (store, stored bundles' answers; see :mod:`shopsense.services.erasure`);

@@ -262,7 +262,7 @@ class ServingStore(Protocol):
 
 @runtime_checkable
 class MarketingStore(Protocol):
-    """Customer profiles (one batch at a time), campaigns and their persisted variant assignments."""
+    """Customer profiles (one batch at a time), saved segments, campaigns and their persisted variant assignments."""
 
     def save_profiles(self, profiles: pa.Table) -> int:
         """Replace the stored profiles with this batch (built at one as_of) in one transaction."""
@@ -290,6 +290,14 @@ class MarketingStore(Protocol):
 
     def assignments(self, campaign: str) -> pa.Table:
         """A campaign's assignments (user_id, variant, assigned_at)."""
+        ...
+
+    def save_segment(self, name: str, expression: str | None) -> None:
+        """Create or replace a saved segment (a name and its expression); ``None`` deletes it."""
+        ...
+
+    def saved_segments(self) -> dict[str, str]:
+        """Every saved segment's expression by name, oldest first."""
         ...
 
 
@@ -446,7 +454,34 @@ class JobStore(Protocol):
 
 
 @runtime_checkable
-class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, JobStore, Protocol):
+class InsightStore(Protocol):
+    """Aggregates the dashboard plots, computed where the events are (one grouped scan, never the rows)."""
+
+    def activity(self, start: str | None = None, end: str | None = None) -> pa.Table:
+        """Events in ``[start, end)`` (ISO times) per UTC day, type and channel (``(none)`` when unset):
+        ``day`` (date), ``type``, ``channel``, ``events``, ``users`` (distinct), ``quantity`` and ``value``
+        (sums). One more row per day with ``type`` and ``channel`` null holds the day's totals, its
+        ``users`` the customers active that day. Oldest day first."""
+        ...
+
+    def category_activity(self, start: str | None = None, end: str | None = None, top: int = 10) -> pa.Table:
+        """The ``top`` top-level categories by events in ``[start, end)``: ``category``, ``events``,
+        ``users``, ``purchases``, ``revenue`` (purchases' value less returns'), most events first."""
+        ...
+
+    def item_activity(self, item_ids: list[str]) -> pa.Table:
+        """Each of ``item_ids``' events per type over all time: ``item_id``, ``type``, ``events``, ``users``
+        (distinct), ``quantity``, ``value``; items without events have no rows."""
+        ...
+
+    def import_log(self, limit: int = 100) -> pa.Table:
+        """The newest ``limit`` rows of the import log, newest first: ``batch_id``, ``kind``, ``source``,
+        ``imported_at`` (timestamp, UTC), ``received``, ``written``, ``already_stored``."""
+        ...
+
+
+@runtime_checkable
+class Store(EventStore, CatalogStore, UserStore, ServingStore, MarketingStore, JobStore, InsightStore, Protocol):
     """Everything a shopsense deployment keeps, behind one URL."""
 
     url: str

@@ -7,12 +7,15 @@ Dense integer ids (``user_idx``, ``item_idx``) are assigned here and never leave
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 import numpy as np
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id VARCHAR NOT NULL, user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL,
     position INTEGER NOT NULL, model_version VARCHAR, ts TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS campaigns (name VARCHAR NOT NULL, config JSON NOT NULL, created_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS segments (name VARCHAR NOT NULL, expression VARCHAR NOT NULL, created_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS assignments (
     campaign VARCHAR NOT NULL, user_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, assigned_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,10 +76,32 @@ CREATE TABLE IF NOT EXISTS job_rows (job_id VARCHAR NOT NULL, data BLOB NOT NULL
 CREATE TABLE IF NOT EXISTS erasures (user_sha256 VARCHAR NOT NULL, erased_at TIMESTAMPTZ NOT NULL);
 """
 
+_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
 _LAST_BATCH = """SELECT greatest((SELECT coalesce(max(batch_id), 0) FROM imports),
     (SELECT coalesce(max(batch_id), 0) FROM events))"""
 """The last batch id used: the server's commits number their events without an import-log row each."""
 _ITEM_FIELDS = ("title", "description", "category", "brand", "price", "currency", "available", "stock")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _writes(method: Callable[Concatenate[DuckDBStore, _P], _R]) -> Callable[Concatenate[DuckDBStore, _P], _R]:
+    """A write entry point, refused on a store opened to read only. DuckDB refuses writes on a read-only
+    connection itself, but a process that already has the file open to write gets that writable instance
+    back for its "reader" (see :func:`_connect`): this guard keeps such a reader from writing all the same."""
+
+    @functools.wraps(method)
+    def guarded(self: DuckDBStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self.read_only:
+            what = method.__name__.strip("_").replace("_", " ")
+            raise StoreError(
+                f"cannot {what} in {self.url}: it is open to read only here (a command that writes opens it alone)"
+            )
+        return method(self, *args, **kwargs)
+
+    return guarded
 
 
 class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
@@ -89,16 +115,26 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         threads: int = 2,
         checkpoint_mb: int = 16,
         migrate: bool = False,
+        read_only: bool = False,
     ) -> None:
         """``checkpoint_mb``: the write-ahead log is folded into the file once it is this large. Each
         fold costs a stall whatever its size, so a store taking many small commits (the server) folds
         less often; a crash then replays a longer log at the next start. ``migrate`` changes nothing
-        here: one process owns the file, so the tables a newer shopsense adds are made when it opens."""
+        here: one process owns the file, so the tables a newer shopsense adds are made when it opens.
+
+        ``read_only``: open the file for reading only, so that any number of reading processes (stats,
+        export, evaluate…) share it; none of them may write, and none runs migrations, replays the
+        journal or compacts. DuckDB lets no reader in while a writer holds the file, nor a writer while
+        readers do: the error then names the process that holds it (see :func:`_connect`)."""
         self.url = url
         self.applied: list[str] = []
         self._path: str | None = path
+        self.read_only = read_only and path != ":memory:"  # a fresh in-memory store has nothing to read
         if not path:  # DuckDB would open a store in memory, and journal next to the working directory
             raise StoreError(f"cannot open {url}: no file named (duckdb:///path/to/file.duckdb, or duckdb:///:memory:)")
+        if self.read_only:
+            self._open_read_only(url, path, memory_limit, threads)
+            return
         if path != ":memory:":
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +170,38 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
                 self._con.close()
                 raise
 
+    def _open_read_only(self, url: str, path: str, memory_limit: str, threads: int) -> None:
+        """Open an existing store to read: no DDL, no migration, no journal replay, no compaction."""
+        settings = ("TimeZone = 'UTC'", "enable_progress_bar = false", f"memory_limit = '{memory_limit}'",
+                    f"threads = {int(threads)}")  # fmt: skip
+        self._remember, self._memory, self.journal_path = False, None, None
+        if not Path(path).is_file():  # no store yet: reading it reads an empty one, and makes no file
+            self._con = _connect(url, ":memory:", settings)
+            self._con.execute(_DDL)
+            self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+            return
+        self._con = _connect(url, path, settings, read_only=True)
+        tables = {row[0] for row in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        missing = sorted(set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _DDL)) - tables)
+        version = self._con.execute(_VERSION).fetchall() if "meta" in tables else []
+        stale = [v[0] for v in version if v[0] != SCHEMA_VERSION]
+        if missing or stale:
+            self._con.close()
+            why = f"schema version {stale[0]}" if stale else f"no table(s) {', '.join(missing)} yet"
+            raise StoreError(
+                f"cannot read {url}: it has {why}, and a command that only reads does not change the store; "
+                "run `shopsense init` once (it needs the store alone), then this command again"
+            )
+        if journal.segments(Path(f"{path}.journal")):
+            log.warning(
+                "%s has journaled events that a server wrote but did not fold in before it stopped: this read "
+                "leaves them out; the next command that writes (or `shopsense serve`) folds them in",
+                url,
+            )
+
     # -- writes -------------------------------------------------------------------------------
 
+    @_writes
     def remember_keys(self) -> None:
         """Keep the stored event keys, user and item ids and the batch counter in memory from now on.
 
@@ -167,6 +233,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             return self._memory.batch + 1
         return self._count(_LAST_BATCH) + 1
 
+    @_writes
     def log_import(self, batch_id: int, kind: str, source: str, received: int, written: int) -> None:
         """See :class:`shopsense.store.base.EventStore`."""
         self._con.execute(
@@ -217,6 +284,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             self._memory = None  # it may remember rows that were rolled back: rebuilt from the tables
             raise
 
+    @_writes
     def append_events(
         self,
         events: pa.RecordBatchReader | pa.Table,
@@ -307,6 +375,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         )
         return stored
 
+    @_writes
     def upsert_items(self, items: pa.RecordBatchReader, source: str) -> WriteResult:
         """See :class:`shopsense.store.base.CatalogStore`."""
         sets = ", ".join(f"{f} = coalesce(n.{f}, items.{f})" for f in _ITEM_FIELDS)
@@ -323,6 +392,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             FROM incoming n WHERE items.item_id = n.item_id""",
         )
 
+    @_writes
     def upsert_users(self, users: pa.RecordBatchReader, source: str) -> WriteResult:
         """See :class:`shopsense.store.base.UserStore`."""
         return self._upsert(
@@ -462,6 +532,53 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             imports=imports,
         )
 
+    def activity(self, start: str | None = None, end: str | None = None) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        where, params = _time_range(start, end)
+        return self._con.sql(
+            f"""WITH e AS (
+                SELECT CAST(timezone('UTC', ts) AS DATE) AS day, type, coalesce(channel, '(none)') AS channel,
+                       user_idx, quantity, value FROM events {where})
+            SELECT day, type, channel, count(*) AS events, count(DISTINCT user_idx) AS users,
+                   CAST(coalesce(sum(quantity), 0) AS DOUBLE) AS quantity,
+                   CAST(coalesce(sum(value), 0) AS DOUBLE) AS value
+            FROM e GROUP BY GROUPING SETS ((day, type, channel), (day))
+            ORDER BY day, type NULLS FIRST, channel NULLS FIRST""",
+            params=params,
+        ).to_arrow_table()
+
+    def category_activity(self, start: str | None = None, end: str | None = None, top: int = 10) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        where, params = _time_range(start, end, "e.ts")
+        return self._con.sql(
+            f"""SELECT i.category[1] AS category, count(*) AS events, count(DISTINCT e.user_idx) AS users,
+                   count(*) FILTER (WHERE e.type = 'purchase') AS purchases,
+                   CAST(coalesce(sum(CASE e.type WHEN 'purchase' THEN e.value WHEN 'return' THEN -e.value END), 0)
+                        AS DOUBLE) AS revenue
+            FROM events e JOIN items i USING (item_idx)
+            {where + " AND" if where else "WHERE"} len(i.category) > 0
+            GROUP BY 1 ORDER BY events DESC, category LIMIT {int(top)}""",
+            params=params,
+        ).to_arrow_table()
+
+    def item_activity(self, item_ids: list[str]) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        return self._con.sql(
+            """SELECT i.item_id, e.type, count(*) AS events, count(DISTINCT e.user_idx) AS users,
+                   CAST(coalesce(sum(e.quantity), 0) AS DOUBLE) AS quantity,
+                   CAST(coalesce(sum(e.value), 0) AS DOUBLE) AS value
+            FROM events e JOIN items i USING (item_idx) WHERE i.item_id IN (SELECT unnest(?::VARCHAR[]))
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+            params=[list(item_ids)],
+        ).to_arrow_table()
+
+    def import_log(self, limit: int = 100) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        return self._con.sql(
+            f"""SELECT batch_id, kind, source, imported_at, received, written, already_stored
+            FROM imports ORDER BY batch_id DESC LIMIT {int(limit)}"""
+        ).to_arrow_table()
+
     def export(self, kind: RecordKind, path: Path) -> int:
         """See :class:`shopsense.store.base.Store`; written by :func:`shopsense.exports.copy_to_file`."""
         # CSV has no lists: a category path is written the way an import splits it again.
@@ -476,6 +593,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
 
     # -- serving: impressions, erasure, export -----------------------------------------------
 
+    @_writes
     def append_impressions(self, rows: pa.Table) -> list[str]:
         """See :class:`shopsense.store.base.ServingStore`."""
         with self._registered(incoming_impressions=rows), self.transaction():
@@ -526,11 +644,13 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
             ORDER BY m.ts, m.recommendation_id, m.position, u.user_id, i.item_id"""
         ).to_arrow_table()
 
+    @_writes
     def merge_impressions(self, rows: pa.Table) -> int:
         """See :class:`shopsense.store.base.ServingStore`."""
         with self._registered(incoming_impressions=rows), self.transaction():
             return self._count(f"INSERT INTO impressions {MISSING_IMPRESSIONS.format(ts='timestamp')}")
 
+    @_writes
     def erase_user(self, user_id: str) -> dict[str, int]:
         """See :class:`shopsense.store.base.ServingStore`.
 
@@ -569,6 +689,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         rows = self._con.execute("SELECT user_sha256, max(erased_at) FROM erasures GROUP BY ALL").fetchall()
         return {user: at.astimezone(UTC) for user, at in rows}
 
+    @_writes
     def add_tombstones(self, tombstones: Mapping[str, datetime]) -> int:
         """See :class:`shopsense.store.base.ServingStore`."""
         incoming = pa.table(
@@ -601,6 +722,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
 
     # -- marketing: profiles, campaigns, assignments ------------------------------------------
 
+    @_writes
     def save_profiles(self, profiles: pa.Table) -> int:
         """See :class:`shopsense.store.base.MarketingStore`."""
         with self._registered(incoming_profiles=profiles), self.transaction():
@@ -621,6 +743,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         ).fetchall()
         return [row[0] for row in rows]
 
+    @_writes
     def save_campaign(self, name: str, config_json: str) -> None:
         """See :class:`shopsense.store.base.MarketingStore`."""
         with self.transaction():
@@ -632,6 +755,20 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         rows = self._con.execute("SELECT name, config::VARCHAR FROM campaigns ORDER BY created_at").fetchall()
         return {name: config for name, config in rows}
 
+    @_writes
+    def save_segment(self, name: str, expression: str | None) -> None:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        with self.transaction():
+            self._con.execute("DELETE FROM segments WHERE name = ?", [name])
+            if expression is not None:
+                self._con.execute("INSERT INTO segments VALUES (?, ?, now())", [name, expression])
+
+    def saved_segments(self) -> dict[str, str]:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        rows = self._con.execute("SELECT name, expression FROM segments ORDER BY created_at, name").fetchall()
+        return {name: expression for name, expression in rows}
+
+    @_writes
     def add_assignments(self, campaign: str, rows: pa.Table) -> int:
         """See :class:`shopsense.store.base.MarketingStore`."""
         with self._registered(incoming_assignments=rows), self.transaction():
@@ -653,7 +790,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         """See :class:`shopsense.store.base.Store`; a file that still holds erased rows' bytes is rewritten
         (:func:`~shopsense.store.compaction.compact_file`) once closed."""
         try:
-            pending = self._compact_pending()
+            pending = not self.read_only and self._compact_pending()
         except duckdb.ConnectionException:  # closed already
             pending = False
         try:
@@ -670,7 +807,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         no keys: the server's writer alone writes events."""
         other = object.__new__(DuckDBStore)
         other.url, other.applied, other.journal_path, other._path = self.url, [], None, None
-        other._remember, other._memory = False, None
+        other._remember, other._memory, other.read_only = False, None, self.read_only
         other._con = self._con.cursor()
         other._con.execute("SET TimeZone = 'UTC'")  # a session setting: a cursor starts with the default
         return other
@@ -679,6 +816,7 @@ class DuckDBStore(NestedTransactions, jobsql.SqlJobs):
         """See :class:`shopsense.store.jobsql.SqlJobs`."""
         return self._con.execute(sql, params).fetchall()
 
+    @_writes
     def _job_change(self, sql: str, params: list[Any]) -> int:
         """See :class:`shopsense.store.jobsql.SqlJobs` (DuckDB answers a write with its row count)."""
         return self._count(sql, params)
@@ -701,18 +839,24 @@ def _pairs(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     return keys.view(np.dtype((np.void, 16))).ravel()
 
 
-def _connect(url: str, path: str, settings: Sequence[str]) -> duckdb.DuckDBPyConnection:
+def _connect(url: str, path: str, settings: Sequence[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the file (or ``:memory:``) with the session ``settings`` (``name = value``); a StoreError
-    when it cannot be opened (locked by another process, not a DuckDB file, no permission)."""
+    when it cannot be opened (locked by another process, not a DuckDB file, no permission), naming the
+    process that holds the file and why this one cannot share it."""
     try:
-        con = duckdb.connect(path)
+        try:
+            con = duckdb.connect(path, read_only=read_only)
+        except duckdb.ConnectionException as exc:
+            if not (read_only and "different configuration" in str(exc)):
+                raise
+            con = duckdb.connect(path)  # this process has the file open to write: a reader shares that instance
     except OSError as exc:
         raise StoreError(f"cannot open {url}: {exc}") from exc
     except duckdb.Error as exc:
-        hint = ""
-        if "lock" in str(exc).lower():
-            hint = " (another process — a running import or server — has it open; the embedded store takes one)"
-        raise StoreError(f"cannot open {url}{hint}: {str(exc).splitlines()[0]}") from exc
+        text = str(exc)
+        if "lock" in text.lower():
+            raise StoreError(_locked(url, text, read_only)) from exc
+        raise StoreError(f"cannot open {url}: {text.splitlines()[0]}") from exc
     try:
         for setting in settings:
             con.execute(f"SET {setting}")
@@ -720,6 +864,36 @@ def _connect(url: str, path: str, settings: Sequence[str]) -> duckdb.DuckDBPyCon
         con.close()
         raise
     return con
+
+
+def _locked(url: str, text: str, read_only: bool) -> str:
+    """Why the file is locked, from DuckDB's lock error: who holds it (its command line, from its PID) and
+    what this command wants that cannot be shared."""
+    pid = re.search(r"\(PID (\d+)\)", text)
+    holder = f"another process, {_command_of(int(pid.group(1)))}," if pid else "another process"
+    if read_only:
+        return (
+            f"cannot open {url} to read: {holder} has it open to write, and DuckDB lets no reader in beside a "
+            "writer (that command needs the store alone while it writes). Commands that only read (stats, export, "
+            "segment, recommend, evaluate) run side by side: run this one when that one ends"
+        )
+    return (
+        f"cannot open {url}: {holder} has it open (a running import or server, or a command reading it), and this "
+        "command may write the store, so it needs it alone: DuckDB admits one writer and no reader beside it. "
+        "Run it when that one ends"
+    )
+
+
+def _command_of(pid: int) -> str:
+    """``shopsense stats`` (PID 123): the holder's command line as far as this machine shows it."""
+    try:
+        argv = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+    except OSError:
+        return f"PID {pid}" + (" (this one)" if pid == os.getpid() else "")
+    at = next((i for i, a in enumerate(argv) if Path(a).name == "shopsense" or a == "shopsense"), None)
+    shown = re.sub(r"\s+", " ", " ".join(["shopsense", *argv[at + 1 :]] if at is not None else argv))
+    shown = shown if len(shown) <= 100 else shown[:97] + "..."
+    return f"`{shown}` (PID {pid})"
 
 
 def _sql_path(path: Path) -> str:
@@ -763,3 +937,15 @@ def _open(url: str, target: str, options: dict[str, Any]) -> DuckDBStore:
 
 
 register_backend("duckdb", _open)
+
+
+def _time_range(start: str | None, end: str | None, column: str = "ts") -> tuple[str, list[Any]]:
+    """A WHERE clause (or nothing) keeping ``column`` in ``[start, end)``, and its parameters."""
+    where, params = [], []
+    if start:
+        where.append(f"{column} >= CAST(? AS TIMESTAMPTZ)")
+        params.append(start)
+    if end:
+        where.append(f"{column} < CAST(? AS TIMESTAMPTZ)")
+        params.append(end)
+    return ("WHERE " + " AND ".join(where)) if where else "", params

@@ -147,6 +147,47 @@ _ITEMS_EXPORT_SCHEMA = pa.schema(
 )
 """The items table as ``export`` writes it (the embedded store's columns, without its internal ones)."""
 _USERS_EXPORT_SCHEMA = pa.schema([("user_id", pa.string()), ("attributes", pa.string()), ("first_seen", TS)])
+_ACTIVITY_SCHEMA = pa.schema(
+    [
+        ("day", pa.date32()),
+        ("type", pa.string()),
+        ("channel", pa.string()),
+        ("events", pa.int64()),
+        ("users", pa.int64()),
+        ("quantity", pa.float64()),
+        ("value", pa.float64()),
+    ]
+)
+_CATEGORY_ACTIVITY_SCHEMA = pa.schema(
+    [
+        ("category", pa.string()),
+        ("events", pa.int64()),
+        ("users", pa.int64()),
+        ("purchases", pa.int64()),
+        ("revenue", pa.float64()),
+    ]
+)
+_ITEM_ACTIVITY_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("type", pa.string()),
+        ("events", pa.int64()),
+        ("users", pa.int64()),
+        ("quantity", pa.float64()),
+        ("value", pa.float64()),
+    ]
+)
+_IMPORT_LOG_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.int64()),
+        ("kind", pa.string()),
+        ("source", pa.string()),
+        ("imported_at", pa.timestamp("us", tz="UTC")),
+        ("received", pa.int64()),
+        ("written", pa.int64()),
+        ("already_stored", pa.int64()),
+    ]
+)
 _REPORT_SCHEMA = pa.schema(
     [
         ("model_version", pa.string()),
@@ -593,6 +634,58 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
             imports=imports,
         )
 
+    def activity(self, start: str | None = None, end: str | None = None) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        where, params = _time_range(start, end)
+        return self._arrow(
+            f"""WITH e AS (
+                SELECT (ts AT TIME ZONE 'UTC')::DATE AS day, type, coalesce(channel, '(none)') AS channel,
+                       user_idx, quantity, value FROM events {where})
+            SELECT day, type, channel, count(*) AS events, count(DISTINCT user_idx) AS users,
+                   coalesce(sum(quantity), 0)::DOUBLE PRECISION AS quantity,
+                   coalesce(sum(value), 0)::DOUBLE PRECISION AS value
+            FROM e GROUP BY GROUPING SETS ((day, type, channel), (day))
+            ORDER BY day, type COLLATE "C" NULLS FIRST, channel COLLATE "C" NULLS FIRST""",
+            _ACTIVITY_SCHEMA,
+            params,
+        )
+
+    def category_activity(self, start: str | None = None, end: str | None = None, top: int = 10) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        where, params = _time_range(start, end, "e.ts")
+        return self._arrow(
+            f"""SELECT i.category[1] AS category, count(*) AS events, count(DISTINCT e.user_idx) AS users,
+                   count(*) FILTER (WHERE e.type = 'purchase') AS purchases,
+                   coalesce(sum(CASE e.type WHEN 'purchase' THEN e.value WHEN 'return' THEN -e.value END), 0)
+                       ::DOUBLE PRECISION AS revenue
+            FROM events e JOIN items i USING (item_idx)
+            {where + " AND" if where else "WHERE"} cardinality(i.category) > 0
+            GROUP BY 1 ORDER BY events DESC, i.category[1] COLLATE "C" LIMIT {int(top)}""",
+            _CATEGORY_ACTIVITY_SCHEMA,
+            params,
+        )
+
+    def item_activity(self, item_ids: list[str]) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        return self._arrow(
+            """SELECT i.item_id, e.type, count(*) AS events, count(DISTINCT e.user_idx) AS users,
+                   coalesce(sum(e.quantity), 0)::DOUBLE PRECISION AS quantity,
+                   coalesce(sum(e.value), 0)::DOUBLE PRECISION AS value
+            FROM events e JOIN items i USING (item_idx) WHERE i.item_id = ANY(%s::TEXT[])
+            GROUP BY 1, 2 ORDER BY i.item_id COLLATE "C", e.type COLLATE "C"
+            """,
+            _ITEM_ACTIVITY_SCHEMA,
+            [list(item_ids)],
+        )
+
+    def import_log(self, limit: int = 100) -> pa.Table:
+        """See :class:`shopsense.store.base.InsightStore`."""
+        return self._arrow(
+            f"""SELECT batch_id, kind, source, imported_at, received, written, already_stored
+            FROM imports ORDER BY batch_id DESC LIMIT {int(limit)}""",
+            _IMPORT_LOG_SCHEMA,
+        )
+
     def export(self, kind: RecordKind, path: Path) -> int:
         """See :class:`shopsense.store.base.Store`; the rows are written by :func:`shopsense.exports.copy_to_file`
         from an in-memory DuckDB over the Arrow result, so the files are those the embedded store writes."""
@@ -821,6 +914,23 @@ class PostgresStore(NestedTransactions, jobsql.SqlJobs):
         """See :class:`shopsense.store.base.MarketingStore`."""
         rows = self._rows("SELECT name, config::TEXT FROM campaigns ORDER BY created_at, name")
         return {name: config for name, config in rows}
+
+    def save_segment(self, name: str, expression: str | None) -> None:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        with self.transaction():
+            if expression is None:
+                self._conn.execute("DELETE FROM segments WHERE name = %s", [name])
+                return
+            self._conn.execute(
+                """INSERT INTO segments VALUES (%s, %s, clock_timestamp())
+                ON CONFLICT (name) DO UPDATE SET expression = excluded.expression, created_at = excluded.created_at""",
+                [name, expression],
+            )
+
+    def saved_segments(self) -> dict[str, str]:
+        """See :class:`shopsense.store.base.MarketingStore`."""
+        rows = self._rows("SELECT name, expression FROM segments ORDER BY created_at, name")
+        return {name: expression for name, expression in rows}
 
     def add_assignments(self, campaign: str, rows: pa.Table) -> int:
         """See :class:`shopsense.store.base.MarketingStore`."""
@@ -1112,10 +1222,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_EMBEDDED_ONLY = ("memory_limit", "threads", "checkpoint_mb")
-"""Tuning the services pass for the embedded store; a server is tuned on the server."""
+_EMBEDDED_ONLY = ("memory_limit", "threads", "checkpoint_mb", "read_only")
+"""Tuning the services pass for the embedded store; a server is tuned on the server (and admits readers
+beside a writer, so ``read_only`` has nothing to do here)."""
 
 
 def open_postgres(url: str, target: str, options: dict[str, Any]) -> PostgresStore:
     """The ``postgresql://`` opener registered with :func:`shopsense.store.base.register_backend`."""
     return PostgresStore(url, **{k: v for k, v in options.items() if k not in _EMBEDDED_ONLY})
+
+
+def _time_range(start: str | None, end: str | None, column: str = "ts") -> tuple[str, list[Any]]:
+    """A WHERE clause (or nothing) keeping ``column`` in ``[start, end)``, and its parameters."""
+    where, params = [], []
+    if start:
+        where.append(f"{column} >= %s::TIMESTAMPTZ")
+        params.append(start)
+    if end:
+        where.append(f"{column} < %s::TIMESTAMPTZ")
+        params.append(end)
+    return ("WHERE " + " AND ".join(where)) if where else "", params

@@ -336,6 +336,14 @@ def test_lookalike_finds_the_rest_of_a_planted_cluster() -> None:
         lookalike(profiles, seeds, 0)
 
 
+def test_lookalike_without_any_interest_tags_uses_the_numeric_profile() -> None:
+    planted = _planted_profiles()
+    empty = pa.array([[]] * planted.num_rows, planted.schema.field("interests").type)
+    profiles = planted.set_column(planted.column_names.index("interests"), "interests", empty)  # no categories
+    found = lookalike(profiles, [f"c{i:03d}" for i in range(10)], 20).column("user_id").to_pylist()
+    assert sum(int(i[1:]) < 30 for i in found) >= 18, "spend, frequency and recency still find the cluster"
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_export_round_trips_and_replaces_atomically(tmp_path: Path, suffix: str) -> None:
     table = pa.table({"user_id": ["u1", "u2"], "score": [0.9, 0.4], "rank": [1, 2], "main_reason": ["a", "b"]})

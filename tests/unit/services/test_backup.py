@@ -84,6 +84,8 @@ def _fill(service: DataService, files: Path) -> None:
     store.append_impressions(
         pa.table({n: pa.array(c, t) for n, c, t in zip(names, zip(*shown, strict=True), types, strict=True)})
     )
+    store.save_segment("loyal", "frequency >= 2")
+    store.save_segment("big", "monetary > 3")
     for name, variants in (("spring", ["a", "b"]), ("summer", ["x"])):
         store.save_campaign(name, json.dumps({"name": name, "variants": variants}))
         picked = users[:4] if name == "spring" else users[2:]
@@ -113,6 +115,7 @@ def _everything(service: DataService, scratch: Path) -> dict[str, Any]:
     rows["impressions"] = store.scan_impressions().to_pylist()
     rows["campaigns"] = {name: json.loads(config) for name, config in store.campaigns().items()}
     rows["assignments"] = {name: store.assignments(name).to_pylist() for name in rows["campaigns"]}
+    rows["segments"] = store.saved_segments()
     profiles = store.load_profiles()
     rows["profiles"] = None if profiles is None else plain(profiles.sort_by("user_id"))
     summary = store.summary(top=5).to_dict()
@@ -144,7 +147,7 @@ def test_a_backup_restored_into_a_new_store_holds_the_same_rows_and_keys_and_aga
     _fill(source, shop_files)
     done = source.backup(tmp_path / "backup")
     assert done.rows["events"] == 3_040 and done.rows["impressions"] == 13 and done.rows["profiles"] == 6
-    assert (done.rows["campaigns"], done.rows["assignments"]) == (2, 8)
+    assert (done.rows["campaigns"], done.rows["assignments"], done.rows["segments"]) == (2, 8, 2)
     manifest = json.loads((tmp_path / "backup" / MANIFEST).read_text())
     assert {t: e["rows"] for t, e in manifest["tables"].items()} == done.rows
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no partial folder left behind"

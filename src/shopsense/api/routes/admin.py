@@ -15,8 +15,8 @@ from shopsense.api.routes.common import errors
 from shopsense.api.routes.jobs import JobAccepted, Runner, accepted
 from shopsense.api.schemas import ModelsResponse, ReplicasResponse
 from shopsense.errors import ConfigError
-from shopsense.services.jobs import JobContext
 from shopsense.services.keys import Scope
+from shopsense.services.model_jobs import TRAIN_JOB, train_work
 from shopsense.services.recommendation import pipeline_config
 from shopsense.services.serving import ServingService
 
@@ -89,21 +89,7 @@ async def train(
     except ConfigError as exc:
         raise ApiError(400, "invalid_request", str(exc)) from exc
 
-    def work(job: JobContext) -> dict[str, Any]:
-        job.progress(0.0, f"training pipeline {name!r}")
-        trained = job.recommendations.train(name)
-        if name == svc.settings.serve.pipeline:
-            job.progress(0.95, "serving the new bundle")
-            svc.reload()
-        info = trained.bundle
-        return {
-            "pipeline": info.pipeline,
-            "version": info.version,
-            "seconds": round(trained.seconds, 1),
-            "heads": trained.head_scores(),
-        }
-
-    return accepted(await asyncio.to_thread(jobs.submit, "train", work), response)
+    return accepted(await asyncio.to_thread(jobs.submit, TRAIN_JOB, train_work(svc, name)), response)
 
 
 @replicas.get("", response_model=ReplicasResponse, responses=errors())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Response
@@ -19,6 +18,7 @@ from shopsense.domain import ID_PATTERN, Id, IsoTime, JsonBool, JsonFloat, JsonI
 from shopsense.errors import ConfigError, NotFound, ShopsenseError
 from shopsense.marketing.audiences import AudienceSpec, Target
 from shopsense.marketing.campaigns import CampaignConfig
+from shopsense.services import marketing_desk as desk
 from shopsense.services.jobs import JobContext
 from shopsense.services.keys import Scope
 from shopsense.services.marketing import MarketingService, SegmentReport
@@ -181,22 +181,12 @@ async def audiences(
     through ``GET /v1/jobs/{id}/rows``."""
     await _run(svc, lambda m: m.check_target(body.target))
 
-    def work(job: JobContext) -> dict[str, Any]:
-        result = job.marketing.audience(
-            body.target,
-            body.spec,
-            segment=body.segment,
-            contacted=body.contacted,
-            horizon_days=body.horizon_days,
-            progress=job.progress,
-        )
-        kept = result.table.select(["user_id", "score", "rank", "main_reason"]).slice(0, body.limit)
-        job.keep_rows(kept)
-        return {
-            "size": result.table.num_rows,
-            "funnel": result.funnel,
-            "model": asdict(result.scores.report),
-            "rows": kept.num_rows,
-        }
-
-    return accepted(await asyncio.to_thread(jobs.submit, "audience", work), response)
+    work = desk.audience_work(
+        body.target,
+        body.spec,
+        segment=body.segment,
+        contacted=body.contacted,
+        horizon_days=body.horizon_days,
+        limit=body.limit,
+    )
+    return accepted(await asyncio.to_thread(jobs.submit, desk.AUDIENCE_JOB, work), response)
