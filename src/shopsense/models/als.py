@@ -45,16 +45,22 @@ class ALS(FactorModel):
         self.config = config or ALSConfig()
 
     def _fit(self, data: Interactions) -> None:
-        cfg = self.config
-        als = AlternatingLeastSquares(
-            factors=cfg.factors,
-            regularization=cfg.regularization,
-            alpha=cfg.alpha,
-            iterations=cfg.iterations,
-            num_threads=cfg.threads,
-            random_state=cfg.seed,
-        )
+        als = _solver(self.config)
         als.fit(sp.csr_matrix(data.matrix, dtype=np.float32), show_progress=False)
+        self._keep(als)
+
+    @classmethod
+    def from_item_factors(cls, item_factors: np.ndarray, config: ALSConfig) -> ALS:
+        """An ALS whose item factors were fitted elsewhere (Spark's MLlib): scored exactly as one fitted
+        here, by implicit's solver re-solving each user from their history."""
+        solver = _solver(config)
+        solver.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        model = cls(config)
+        model._keep(solver)
+        model.n_items_ = item_factors.shape[0]
+        return model
+
+    def _keep(self, als: AlternatingLeastSquares) -> None:
         # Scoring re-solves users from their histories, so the training users' vectors are
         # never read again: drop them to keep saved models the size of the catalogue.
         als.user_factors = None
@@ -63,3 +69,14 @@ class ALS(FactorModel):
 
     def _user_factors(self, matrix: sp.csr_matrix) -> np.ndarray:
         return np.asarray(self.als_.recalculate_user(np.arange(matrix.shape[0]), sp.csr_matrix(matrix)))
+
+
+def _solver(cfg: ALSConfig) -> AlternatingLeastSquares:
+    return AlternatingLeastSquares(
+        factors=cfg.factors,
+        regularization=cfg.regularization,
+        alpha=cfg.alpha,
+        iterations=cfg.iterations,
+        num_threads=cfg.threads,
+        random_state=cfg.seed,
+    )

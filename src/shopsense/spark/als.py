@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from implicit.cpu.als import AlternatingLeastSquares
 
 from shopsense.domain import IdIndex
 from shopsense.models.als import ALS, ALSConfig
@@ -69,23 +68,4 @@ def fit_als(pairs: DataFrame, items: IdIndex, config: ALSConfig, *, blocks: int 
     if len(at):
         factors[at] = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
     ratings.unpersist()
-    return als_model(factors, config)
-
-
-def als_model(item_factors: np.ndarray, config: ALSConfig) -> ALS:
-    """An :class:`~shopsense.models.als.ALS` fitted with these item factors (no user factors, as in-process)."""
-    solver = AlternatingLeastSquares(
-        factors=config.factors,
-        regularization=config.regularization,
-        alpha=config.alpha,
-        iterations=config.iterations,
-        num_threads=config.threads,
-        random_state=config.seed,
-    )
-    solver.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
-    solver.user_factors = None
-    model = ALS(config)
-    model.als_ = solver
-    model.item_factors_ = np.asarray(solver.item_factors)
-    model.n_items_ = item_factors.shape[0]
-    return model
+    return ALS.from_item_factors(factors, config)
