@@ -35,9 +35,9 @@ async def items(
         if detail is not None:
             try:
                 neighbours = await asyncio.to_thread(serving(request).similar, item, NEIGHBOURS)
-            except (KeyError, LookupError) as exc:
-                neighbour_error = str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else None
-                neighbour_error = neighbour_error or "the served model does not know this item (too few events)"
+            except LookupError as exc:  # KeyError included
+                reason = str(exc.args[0]) if exc.args else ""
+                neighbour_error = reason or "the served model does not know this item (too few events)"
             plot = _activity_chart(detail)
     return render(
         request,
