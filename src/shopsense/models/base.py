@@ -21,6 +21,8 @@ from shopsense.errors import ShopsenseError
 from shopsense.features.interactions import Interactions, Sequences, as_history
 
 _FORMAT = b"shopsense-model-1\n"
+SCORED_CELLS = 1 << 24
+"""Users x items scores held at once by :meth:`Recommender.recommend` (128 MB of float64); more users go in blocks."""
 
 
 class NotFitted(ShopsenseError):
@@ -78,10 +80,32 @@ class Recommender(ABC):
         if data.matrix.shape[1] != self.n_items_:
             raise ValueError(f"history has {data.matrix.shape[1]} items, the model {self.n_items_}")
         self._require_sequences(data)
-        scores = np.asarray(self._score_for(data, exclude), dtype=float)
+        allowed = None
         if candidates is not None:
             allowed = np.zeros(self.n_items_, dtype=bool)
             allowed[candidates] = True
+        n_rows = data.matrix.shape[0]
+        chunk = max(1, SCORED_CELLS // max(self.n_items_, 1))
+        if n_rows <= chunk:
+            return self._top_k(data, k, exclude, allowed)
+        # Users x items scores are dense: a few thousand users of a 100k-item catalogue are gigabytes.
+        parts = [
+            self._top_k(
+                data.rows(np.arange(start, min(start + chunk, n_rows))),
+                k,
+                exclude[start : start + chunk] if exclude is not None else None,
+                allowed,
+            )
+            for start in range(0, n_rows, chunk)
+        ]
+        return np.vstack([items for items, _ in parts]), np.vstack([scores for _, scores in parts])
+
+    def _top_k(
+        self, data: Interactions, k: int, exclude: sp.csr_matrix | None, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score one block of users and keep each one's top k."""
+        scores = np.asarray(self._score_for(data, exclude), dtype=float)
+        if allowed is not None:
             scores[:, ~allowed] = -np.inf
         if exclude is not None:
             rows, cols = exclude.nonzero()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender, top_k
+from shopsense.models.neighbours import neighbour_similarity
 
 
 class ItemKNNConfig(BaseModel):
@@ -57,35 +58,3 @@ class ItemKNN(Recommender):
         sim[sim <= 0] = -np.inf
         sim[np.arange(len(items)), items] = -np.inf
         return top_k(sim, k)
-
-
-def neighbour_similarity(
-    vectors: sp.csr_matrix, neighbours: int, shrinkage: float, asymmetry: float = 0.5, binary: bool = False
-) -> sp.csr_matrix:
-    """Row x row asymmetric-cosine similarity of sparse vectors, top ``neighbours`` per row, no self.
-
-    Shared by item-kNN (rows are items) and user-kNN (rows are users).
-    """
-    x = vectors.tocsr().astype(np.float64)
-    if binary:
-        x.data[:] = 1.0
-    sq = np.asarray(x.multiply(x).sum(axis=1)).ravel()
-    co = (x @ x.T).tocsr()
-    co.setdiag(0)
-    co.eliminate_zeros()
-    co.sort_indices()  # ties at the top-n cut go to the lower index, as on Spark (shopsense.spark.cooccurrence)
-    rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
-    denom = np.power(sq[rows], asymmetry) * np.power(sq[co.indices], 1 - asymmetry) + shrinkage
-    sim = sp.csr_matrix((co.data / denom, co.indices, co.indptr), shape=co.shape)
-    return keep_top(sim, neighbours)
-
-
-def keep_top(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
-    """Keep the n largest entries of each row (vectorised over the CSR arrays)."""
-    sim = sim.tocsr()
-    counts = np.diff(sim.indptr)
-    row_of = np.repeat(np.arange(sim.shape[0]), counts)
-    order = np.lexsort((-sim.data, row_of))
-    rank = np.arange(len(order)) - np.repeat(sim.indptr[:-1], counts)
-    keep = order[rank < n]
-    return sp.csr_matrix((sim.data[keep], (row_of[keep], sim.indices[keep])), shape=sim.shape)

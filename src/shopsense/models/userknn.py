@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender
-from shopsense.models.itemknn import keep_top
+from shopsense.models.neighbours import top_k_product
 
 
 class UserIds(frozenset[str]):
@@ -78,14 +78,13 @@ class UserKNN(Recommender):
     def _score(self, history: Interactions) -> np.ndarray:
         h = self._prepare(history.matrix)
         h_norms = np.sqrt(np.asarray(h.multiply(h).sum(axis=1)).ravel())
-        overlap = (h @ self.train_.T).tocsr()
-        rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
-        sim = overlap.data / (h_norms[rows] * self.norms_[overlap.indices] + self.config.shrinkage)
         own = np.array(self.users_.index(history.users.values))
-        sim[overlap.indices == own[rows]] = 0.0
-        similarity = keep_top(
-            sp.csr_matrix((sim, overlap.indices, overlap.indptr), shape=overlap.shape), self.config.neighbours
-        )
+
+        def cosine(rows: np.ndarray, cols: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+            sim: np.ndarray = overlap / (h_norms[rows] * self.norms_[cols] + self.config.shrinkage)
+            return np.where(cols == own[rows], 0.0, sim)  # a training user is not their own neighbour
+
+        similarity = top_k_product(h, self.train_.T.tocsr(), self.config.neighbours, cosine, desc="similar users")
         return np.asarray((similarity @ self.train_).todense())
 
     def _prepare(self, matrix: sp.csr_matrix) -> sp.csr_matrix:

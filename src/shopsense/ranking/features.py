@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from shopsense.features.interactions import Catalog, Interactions, Sequences
 from shopsense.features.stats import DAY, item_stats, user_stats
+from shopsense.models.neighbours import top_k_product
 from shopsense.ranking.candidates import Candidates
 
 CATEGORICAL = ("item_category",)
@@ -47,10 +48,13 @@ class FeatureFrame:
 class PairFeatures:
     """Item statistics and co-occurrence learned at ``as_of``; per-pair features built from histories."""
 
-    def __init__(self, purchase_types: tuple[str, ...], recent: int = 5, max_user_items: int = 200) -> None:
+    def __init__(
+        self, purchase_types: tuple[str, ...], recent: int = 5, max_user_items: int = 200, neighbours: int = 500
+    ) -> None:
         self.purchase_types = purchase_types
         self.recent = recent
         self.max_user_items = max_user_items
+        self.neighbours = neighbours
 
     def fit(self, data: Interactions) -> PairFeatures:
         """Item popularity, conversion and age, and item-item co-occurrence, from every user's events."""
@@ -61,7 +65,7 @@ class PairFeatures:
         self.type_names_ = data.sequences.type_names
         self.catalog_ = data.catalog
         self.items_ = item_stats(data.sequences, n_items, data.as_of, self.purchase_types, data.catalog)
-        self.cooc_ = _cosine_cooccurrence(data.matrix, self.max_user_items)
+        self.cooc_ = _cosine_cooccurrence(data.matrix, self.max_user_items, self.neighbours)
         self.cooc_.sum_duplicates()  # canonical (sorted, unique) rows: sparse_values searches them
         return self
 
@@ -190,18 +194,23 @@ def _affinity(seq: Sequences, users: np.ndarray, items: np.ndarray, catalog: Cat
     return out
 
 
-def _cosine_cooccurrence(matrix: sp.csr_matrix, max_user_items: int) -> sp.csr_matrix:
-    """Item x item co-occurrence (users who had both), cosine-normalised.
+def _cosine_cooccurrence(matrix: sp.csr_matrix, max_user_items: int, neighbours: int) -> sp.csr_matrix:
+    """Item x item co-occurrence (users who had both), cosine-normalised, the ``neighbours`` strongest per item.
 
     Users with more than ``max_user_items`` distinct items (wholesalers, bots) are left out:
-    their pairs are nearly all of the cost and say little about what goes together.
+    their pairs are nearly all of the cost and say little about what goes together. Only the
+    strongest pairs are kept (built a block of items at a time): the whole product of a large
+    catalogue does not fit in memory, and a weak pair is as good as none as a feature.
     """
     binary = (matrix > 0).astype(np.float32).tocsr()
     sizes = np.diff(binary.indptr)
     binary = binary[np.flatnonzero(sizes <= max_user_items)]
     counts = np.asarray(binary.sum(axis=0)).ravel()
-    cooc = (binary.T @ binary).tocsr()
-    cooc.setdiag(0)
-    cooc.eliminate_zeros()
     norm = 1.0 / np.sqrt(np.maximum(counts, 1))
-    return sp.csr_matrix(sp.diags(norm) @ cooc @ sp.diags(norm))
+
+    def cosine(rows: np.ndarray, cols: np.ndarray, co: np.ndarray) -> np.ndarray:
+        out: np.ndarray = co * norm[rows] * norm[cols]
+        return out
+
+    by_item = binary.T.tocsr()
+    return top_k_product(by_item, binary, neighbours, cosine, skip_diagonal=True, desc="co-occurrence")

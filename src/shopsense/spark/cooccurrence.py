@@ -1,7 +1,7 @@
 """Item co-occurrence on Spark: item-kNN's asymmetric cosine with shrinkage, top-N neighbours per item.
 
 ``sim(i, j) = co(i, j) / (|i|^2a * |j|^2(1-a) + shrinkage)`` where ``co`` sums, over users, the product of
-their weights on both items (1 each with ``binary``), exactly ``models.itemknn.neighbour_similarity``; the
+their weights on both items (1 each with ``binary``), exactly ``models.neighbours.neighbour_similarity``; the
 self-join on users runs on the executors and only the kept neighbours reach the driver.
 """
 
