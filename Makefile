@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= .shopsense-demo
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint typecheck unit browser test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-serve-postgres bench-startup clean
+.PHONY: demo test lint typecheck unit system-packages test-postgres bench-ingest bench-quality bench-quality-quick bench-ranking bench-serve bench-serve-postgres bench-startup clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,15 +47,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-# The browser tests (tests/browser) drive Debian's Chromium; installed here when missing and running as root
-# (never `playwright install`, which downloads a browser). Without it they skip, and fail under CI=true.
+# The browser tests (tests/browser) drive Debian's Chromium, and the Spark-over-JDBC test (tests/unit/spark/test_jdbc.py)
+# needs Debian's PostgreSQL JDBC driver; both are installed here when missing and running as root (never
+# `playwright install`, which downloads a browser). Without them those tests skip, and fail under CI=true.
 CHROMIUM := /usr/bin/chromium
+JDBC_JAR := /usr/share/java/postgresql.jar
 
-browser:
-	@test -x $(CHROMIUM) || if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
-	else echo "*** the browser tests need $(CHROMIUM): run 'apt-get install -y chromium' as root ***"; fi
+system-packages:
+	@test -x $(CHROMIUM) -a -f $(JDBC_JAR) || if [ "$$(id -u)" = 0 ]; then apt-get update -q && \
+	apt-get install -y -q chromium libpostgresql-jdbc-java; else echo "*** the browser and JDBC tests need \
+	$(CHROMIUM) and $(JDBC_JAR): run 'apt-get install -y chromium libpostgresql-jdbc-java' as root ***"; fi
 
-unit: $(STAMP) browser
+unit: $(STAMP) system-packages
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -2,7 +2,8 @@
 
 A fenced ``bash`` block that follows a ``<!-- test: FIXTURE -->`` line runs in a fresh folder prepared by
 that fixture (``byod``: a shop's own ``products.csv`` and ``orders.csv``, ~50k events where the heads learn;
-``demo``: the bundled Online Retail sample imported and trained; ``postgres``: the demo and an empty
+``demo``: the bundled Online Retail sample imported and trained; ``spark``: the demo, where pyspark and Java
+are; ``postgres``: the demo and an empty
 PostgreSQL database in ``$DATABASE_URL``), with ``shopsense`` on the PATH and the
 default data directory ``.shopsense`` in that folder. ``shopsense serve &`` listens on a free port (``curl``
 calls to ``127.0.0.1:8000`` are sent there and fail on an HTTP error) and stops when the block ends; its log
@@ -24,7 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from shopsense.cli import app
+from shopsense.spark.session import spark_available
 from tests.conftest import DEMO_SAMPLE
+from tests.postgres import in_ci
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +109,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         done = subprocess.run([BIN / "shopsense", *args], cwd=root, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
     return root
+
+
+@pytest.fixture
+def spark(demo: Path) -> Path:
+    """The demo folder, for blocks that run ``--engine spark`` on ``local[2]``: skipped without pyspark or Java
+    (one line), failed under ``CI=true``."""
+    missing = spark_available()
+    if missing:
+        if in_ci():
+            pytest.fail(f"the Spark docs block cannot run under CI=true: {missing}")
+        pytest.skip(f"SPARK DOCS BLOCK SKIPPED: {missing}")
+    return demo
 
 
 ENV_FILE = ".docs-env"

@@ -19,8 +19,13 @@ from tests.postgres import in_ci
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-JDBC_JARS = sorted(Path.home().glob(".m2/repository/org/postgresql/postgresql/*/postgresql-*.jar"))
-"""The PostgreSQL JDBC driver where Maven keeps it, if this machine has it (it is not a Python package)."""
+DEBIAN_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+"""Where Debian's ``libpostgresql-jdbc-java`` (installed by ``make test`` when missing) puts the driver."""
+JDBC_JARS = [
+    *sorted(Path.home().glob(".m2/repository/org/postgresql/postgresql/*/postgresql-*.jar")),
+    *([DEBIAN_JDBC_JAR] if DEBIAN_JDBC_JAR.is_file() else []),
+]
+"""The PostgreSQL JDBC driver (not a Python package): Maven's copy, else Debian's; the last one found is used."""
 TEST_CONFIG = SparkConfig(
     master="local[2]",
     shuffle_partitions=2,
