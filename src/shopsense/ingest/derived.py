@@ -61,9 +61,25 @@ def derived_failure(con: duckdb.DuckDBPyConnection, mapping: Mapping, exc: duckd
     return f"a derived field failed: {_first(exc)}"
 
 
+def derived_hints(mapping: Mapping, counts: dict[str, int]) -> list[str]:
+    """For each derived field whose values failed the field's own checks, the expression that gave them: a problem
+    line shows only the field and the value, which is not in the file.
+
+    Args:
+        counts: failing rows per ``"field: reason"``, as the importer counts them.
+    """
+    failing = {key.partition(": ")[0] for key, n in counts.items() if n}
+    return [
+        f"{name}: the values shown are what derived field {name} = {expression!r} gives; correct the expression "
+        "(or the columns it reads) in the mapping"
+        for name, expression in mapping.derived.items()
+        if name in failing
+    ]
+
+
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["derived_failure", "derived_reads", "derived_type"]
+__all__ = ["derived_failure", "derived_hints", "derived_reads", "derived_type"]

@@ -24,7 +24,7 @@ from shopsense.domain import FIELDS, ID_FIELD, REQUIRED, RecordKind
 from shopsense.errors import InputError, Problem, ValidationFailed
 from shopsense.exports import copy_to_file
 from shopsense.ingest.adapters.base import Plan, Step
-from shopsense.ingest.derived import derived_failure, derived_reads, derived_type
+from shopsense.ingest.derived import derived_failure, derived_hints, derived_reads, derived_type
 from shopsense.ingest.hints import hints
 from shopsense.ingest.mapping import ExtraColumns, Mapping, ZeroQuantity
 from shopsense.ingest.source import (
@@ -226,7 +226,8 @@ class Importer:
         else:
             report.zero_quantity_kept = zeros
         counts = _rule_counts(con, plan) if bad_rows else {}
-        report.hints = hints(con, plan, counts, report.rows_read, mapping.timestamp_format) if bad_rows else []
+        advice = hints(con, plan, counts, report.rows_read, mapping.timestamp_format) if bad_rows else []
+        report.hints = [*derived_hints(mapping, counts), *advice]
         self._progress("checking duplicates")
         self._mark_duplicates(con, kind)
         conflicts = dict(

@@ -179,6 +179,24 @@ def test_expression_errors_name_the_field_the_expression_and_the_row(service: Da
     assert event_count(service) == 0
 
 
+def test_values_a_derived_field_gives_that_fail_its_checks_name_the_expression(
+    service: DataService, tmp_path: Path
+) -> None:
+    """A problem line shows the field and the value; the hint says which expression gave that value."""
+    path = write(tmp_path, "e.csv", "u,i,n\nu1,i1,1\nu2,i2,2\n")
+    base = {"columns": {"user_id": "u", "item_id": "i"}, "constants": {"type": "view"}}
+    wrong = "make_timestamp(CAST(n AS INTEGER), 1, 1, 0, 0, 0)"  # year 1 and 2: before 1970
+    with pytest.raises(ValidationFailed) as info:
+        load(service, path, **base, derived={"timestamp": wrong})
+    assert [(p.row, p.column) for p in info.value.problems] == [(1, "timestamp"), (2, "timestamp")]
+    assert any(f"derived field timestamp = {wrong!r}" in hint for hint in info.value.hints), info.value.hints
+    report = load(service, path, **base, derived={"timestamp": wrong}, on_error="skip")
+    assert any(f"derived field timestamp = {wrong!r}" in hint for hint in report.hints)
+    fine = load(service, path, columns={"user_id": "u", "item_id": "i"}, derived={"type": "if(n = '1', 'view', 'x')"},
+                constants={"timestamp": "2024-01-01T00:00:00Z"}, on_error="skip")  # fmt: skip
+    assert fine.rows_rejected == 1 and any("derived field type = " in hint for hint in fine.hints)
+
+
 ZEROS = "user_id,item_id,type,timestamp,quantity\n" + "".join(
     f"u{n},i1,purchase,2024-01-01T00:00:0{n}Z,{q}\n" for n, q in enumerate([1, 0, 2, 0])
 )
