@@ -12,7 +12,8 @@ import pytest
 from shopsense.errors import ConfigError
 from shopsense.features.interactions import Interactions, build_interactions
 from shopsense.pipeline import Pipeline, PipelineConfig, load_pipeline, repeat_share
-from shopsense.settings import DEFAULT_EVENT_TYPES
+from shopsense.services.recommendation import pipeline_config
+from shopsense.settings import DEFAULT_EVENT_TYPES, load_settings
 from tests.conftest import events_table
 
 FAST = {"ranker": {"boost": {"max_trees": 60}}}
@@ -101,10 +102,20 @@ def test_pipeline_files_are_validated(tmp_path: Path) -> None:
 
 
 def test_repository_pipelines_load() -> None:
-    folder = Path(__file__).resolve().parents[2] / "config" / "pipelines"
+    folder = Path(__file__).resolve().parents[2] / "src" / "shopsense" / "data" / "pipelines"
     names = {path.stem: load_pipeline(str(path), []) for path in folder.glob("*.toml")}
     assert {"default", "homepage", "checkout"} <= set(names)
-    assert names["default"] == PipelineConfig(), "config/pipelines/default.toml documents the built-in defaults"
+    assert names["default"] == PipelineConfig(), "the bundled default.toml documents the built-in defaults"
+
+
+def test_bundled_pipelines_load_from_any_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not the repository: an installed shopsense run from a shop's own folder
+    settings = load_settings(None, data_dir=tmp_path / "data")
+    assert pipeline_config(settings, "homepage").ranker.fusion.alpha == 0.7
+    assert pipeline_config(settings, "checkout").name == "checkout"
+    (tmp_path / "data" / "pipelines").mkdir(parents=True)
+    (tmp_path / "data" / "pipelines" / "homepage.toml").write_text('name = "homepage"\nk = 4\n')
+    assert pipeline_config(settings, "homepage").k == 4, "the data directory's own pipeline comes first"
 
 
 def test_repeat_share_counts_rebuys_at_a_later_time_only() -> None:

@@ -134,7 +134,7 @@ def _task(text: str) -> Any:
 def train(
     ctx: typer.Context,
     pipeline: Annotated[
-        str, typer.Option(help="pipeline name (config/pipelines/NAME.toml) or a .toml path")
+        str, typer.Option(help="pipeline name (DATA_DIR/pipelines/NAME.toml, or bundled: default, homepage, checkout) or a .toml path")
     ] = "default",
     as_json: JsonOpt = False,
     engine: EngineOpt = Engine.LOCAL,

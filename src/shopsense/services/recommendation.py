@@ -38,7 +38,8 @@ from shopsense.settings import Settings
 from shopsense.store.base import erasure_hash
 
 log = logging.getLogger(__name__)
-PIPELINE_DIRS = (Path("config/pipelines"),)
+PIPELINE_DIRS = (Path(__file__).resolve().parents[1] / "data" / "pipelines",)
+"""The pipelines shipped in the package (``default``, ``homepage``, ``checkout``): found from any working folder."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TrainResult:
 
 
 def pipeline_config(settings: Settings, pipeline: str) -> PipelineConfig:
-    """A pipeline's config (``<data_dir>/pipelines`` first, then the bundled ``config/pipelines``), without a
+    """A pipeline's config (``<data_dir>/pipelines`` first, then the package's bundled ones), without a
     store: a training request checks its pipeline before it starts a job."""
     return load_pipeline(pipeline, [settings.data_dir / "pipelines", *PIPELINE_DIRS])
 
@@ -73,7 +74,7 @@ class RecommendationService:
         self._loaded: dict[str, Pipeline] = {}
 
     def config(self, pipeline: str) -> PipelineConfig:
-        """A pipeline's config: ``<data_dir>/pipelines`` first, then the bundled ``config/pipelines``."""
+        """A pipeline's config: ``<data_dir>/pipelines`` first, then the package's bundled ones."""
         return pipeline_config(self.data.settings, pipeline)
 
     def train(self, pipeline: str = "default") -> TrainResult:
