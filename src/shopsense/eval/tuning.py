@@ -20,7 +20,14 @@ from shopsense.models.registry import build_model
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "popular": [{}, {"half_life_days": 7.0}, {"half_life_days": 30.0}],
-    "repeat_buy": [{"half_life_days": None}, {"half_life_days": 30.0}, {"half_life_days": 180.0}],
+    "repeat_buy": [
+        {"half_life_days": None},
+        {"half_life_days": 30.0},
+        {"half_life_days": 180.0},
+        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.9},  # TIFU-KNN's blend
+        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.7},
+        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.5},
+    ],
     "item_knn": [
         {"neighbours": 50, "asymmetry": 0.5},
         {"neighbours": 200, "asymmetry": 0.5},

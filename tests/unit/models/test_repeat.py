@@ -43,3 +43,25 @@ def test_without_fill_only_own_purchases() -> None:
     data = _data([("a", "milk", "purchase", 1), ("b", "bread", "purchase", 1)])
     items, scores = RepeatBuy(RepeatBuyConfig(fill_popular=False)).fit(data).recommend(data.rows(np.array([0])), 2)
     assert data.items.ids([int(items[0, 0])]) == ["milk"] and items[0, 1] == -1 and np.isneginf(scores[0, 1])
+
+
+def test_neighbours_bring_what_look_alikes_rebuy_before_popular_items() -> None:
+    rows = [("a", "milk", "purchase", 3), ("a", "bread", "purchase", 2)]
+    rows += [(u, i, "purchase", 1) for u in ("b", "c") for i in ("milk", "bread", "eggs")]
+    rows += [(u, "tent", "purchase", 1) for u in ("d", "e", "f", "g")]  # the most popular item, bought by others
+    data = _data(rows)
+    alone = RepeatBuy().fit(data).recommend(data.rows(np.array([0])), 3)[0]
+    blended = RepeatBuy(RepeatBuyConfig(neighbours=2)).fit(data).recommend(data.rows(np.array([0])), 3)[0]
+    assert data.items.ids([int(i) for i in alone[0]])[2] == "tent", "own purchases only: popularity fills"
+    names = data.items.ids([int(i) for i in blended[0]])
+    assert set(names[:2]) == {"milk", "bread"}, "the shopper's own repeat items stay first"
+    assert names[2] == "eggs", "what the two look-alikes re-buy comes before the popular tent"
+
+
+def test_a_shopper_is_not_their_own_neighbour() -> None:
+    data = _data([("a", "tea", "purchase", 1), ("b", "milk", "purchase", 1), ("c", "milk", "purchase", 1)])
+    model = RepeatBuy(RepeatBuyConfig(neighbours=1, own_share=0.9)).fit(data)
+    items, scores = model.recommend(data.rows(np.array([0])), 1)
+    assert data.items.ids([int(items[0, 0])]) == ["tea"]
+    # own unit vector x 0.9, and no neighbour shares tea: with its own row as neighbour it would be 1.0
+    assert abs(scores[0, 0] - 0.9) < 1e-4
