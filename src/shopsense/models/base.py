@@ -11,11 +11,11 @@ from __future__ import annotations
 import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shopsense.errors import ShopsenseError
 from shopsense.features.interactions import Interactions, Sequences, as_history
@@ -143,6 +143,13 @@ class Recommender(ABC):
         if self.needs_sequences and data.sequences is None:
             raise ValueError(f"{type(self).__name__} needs event sequences: build histories with build_interactions")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled model with its config re-validated (:func:`current_config`), so a bundle saved
+        before a setting existed loads with that setting's default instead of failing when it is read."""
+        self.__dict__.update(state)
+        if isinstance(state.get("config"), BaseModel):
+            self.config = current_config(state["config"])
+
     def save(self, path: Path) -> None:
         """Write the fitted model (config and learned state) to one file."""
         path.write_bytes(_FORMAT + pickle.dumps(self, protocol=5))
@@ -157,6 +164,28 @@ class Recommender(ABC):
         if not isinstance(model, cls):
             raise ShopsenseError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def current_config(config: BaseModel) -> BaseModel:
+    """``config`` validated again through its class: fields added since it was pickled get their defaults.
+
+    Pickle restores a pydantic model's fields as they were saved, so a newer setting is simply absent
+    and the first read of it raises. Nested configs are rebuilt too. A config the class no longer
+    accepts (a setting since removed) is returned as it was: it still serves what it was trained for.
+    """
+    try:
+        return type(config).model_validate(_plain(config))
+    except ValidationError:
+        return config
+
+
+def _plain(value: Any) -> Any:
+    """Pydantic models as dicts of their stored fields, recursively (through lists and tuples)."""
+    if isinstance(value, BaseModel):
+        return {name: _plain(field) for name, field in value.__dict__.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    return value
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -285,7 +285,7 @@ class SASRec(Recommender):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         weights = state.pop("net_", None)
-        self.__dict__.update(state)
+        super().__setstate__(state)
         if weights is not None:
             require_torch("SASRec")
             import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +66,15 @@ def test_a_shopper_is_not_their_own_neighbour() -> None:
     assert data.items.ids([int(items[0, 0])]) == ["tea"]
     # own unit vector x 0.9, and no neighbour shares tea: with its own row as neighbour it would be 1.0
     assert abs(scores[0, 0] - 0.9) < 1e-4
+
+
+def test_a_model_saved_before_a_setting_existed_loads_with_its_default(tmp_path: Path) -> None:
+    data = _data([("a", "milk", "purchase", 1), ("b", "bread", "purchase", 1)])
+    model = RepeatBuy().fit(data)
+    for name in ("neighbours", "own_share"):  # as a bundle pickled before these settings were added
+        model.config.__dict__.pop(name)
+    model.save(tmp_path / "old.model")
+    loaded = RepeatBuy.load(tmp_path / "old.model")
+    assert loaded.config.neighbours == 0 and loaded.config.own_share == 0.9
+    items, _ = loaded.recommend(data.rows(np.array([0])), 1)
+    assert data.items.ids([int(items[0, 0])]) == ["milk"]
