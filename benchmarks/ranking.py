@@ -18,6 +18,11 @@ Writes ``benchmarks/results/ranking.md``, ``ranking.json``, ``ranking.png`` (alp
     .venv/bin/python benchmarks/ranking.py                       # every dataset with a quality report
     .venv/bin/python benchmarks/ranking.py --datasets synthetic online-retail
     .venv/bin/python benchmarks/ranking.py --store shop=../myshop/.shopsense   # after quality.py --store the same
+    .venv/bin/python benchmarks/ranking.py --objectives binary lambdarank auto --datasets online-retail
+
+With ``--objectives`` it compares the LightGBM heads' objectives instead (issue 24, item 5): per dataset the
+two-stage ranker is fitted once per objective on the same split and scored on the same test users (no
+single model), and ``ranking-objective.md`` / ``ranking-objective.json`` are written, ``ranking.*`` left alone.
 """
 
 from __future__ import annotations
@@ -60,9 +65,13 @@ ATTENTION = ("view", "click", "cart", "favourite")
 def best_single(name: str) -> dict[str, Any]:
     """The best shopsense model of the quality benchmark on this dataset's primary task, with its tuning."""
     path = WORK / "reports" / f"{name}.json"
-    if not path.exists():
+    published = RESULTS / "quality.json"  # the committed results hold the same reports: use them without a cache
+    if path.exists():
+        report = json.loads(path.read_text())
+    elif published.exists() and name in (reports := json.loads(published.read_text())):
+        report = reports[name]
+    else:
         raise SystemExit(f"{path} missing: run benchmarks/quality.py --datasets {name} first")
-    report = json.loads(path.read_text())
     ours = {n: m for n, m in report["models"].items() if not m["peer"] and m["ndcg@10"] is not None}
     best = max(ours, key=lambda n: ours[n]["ndcg@10"])
     return {
@@ -74,7 +83,7 @@ def best_single(name: str) -> dict[str, Any]:
     }
 
 
-def ranker_config(split: SplitConfig, best: dict[str, Any], head: str) -> RankerConfig:
+def ranker_config(split: SplitConfig, best: dict[str, Any], head: str, objective: str | None = None) -> RankerConfig:
     """The default pipeline's sources, plus the dataset's best single model as one more source.
 
     The heads' labels are cut the way the split cuts the test (the last target events of each
@@ -91,6 +100,7 @@ def ranker_config(split: SplitConfig, best: dict[str, Any], head: str) -> Ranker
         fusion={"alpha": 0.0, "value": "none"},  # type: ignore[arg-type]
         tune_alpha=True,
         head=head,  # type: ignore[arg-type]
+        **({"boost": {"objective": objective}} if objective else {}),  # None: BoostConfig's default
         **LABELS[split.protocol](split),
     )
 
@@ -178,6 +188,152 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) 
         "diversity": diversity_sweep(model, prepared),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def compare_objectives(name: str, spec: Dataset, max_users: int | None, objectives: list[str]) -> dict[str, Any]:
+    """The two-stage ranker once per LightGBM objective on one dataset: same split, sources and test users."""
+    started = time.perf_counter()
+    best = best_single(name)
+    events, catalog = load(name, spec)
+    config = EvalConfig(
+        split=spec.split,
+        tasks=spec.tasks,
+        weights=best["weights"],
+        half_life_days=best["half_life_days"],
+        max_test_users=max_users or spec.max_test_users,
+    )
+    prepared = prepare(events, config, catalog)
+    results, fitted = [], {}
+    for objective in objectives:
+        print(f"[{name}] two-stage ranker, objective {objective}", file=sys.stderr)
+        model = TwoStage(ranker_config(spec.split, best, "lightgbm", objective))
+        results.append(evaluate_model(prepared, objective, model))
+        fitted[objective] = model
+    compare(results)
+    return {
+        "dataset": name,
+        "split": prepared.split.description,
+        "primary_task": str(spec.primary),
+        "objectives": {
+            r.name: {
+                **summarise(r),
+                "validation": fitted[r.name].heads_report_.get("objective", {}),
+                "heads_validation": fitted[r.name].heads_report_.get("lightgbm", {}),
+                "heads_test_window": test_window_heads(fitted[r.name], prepared),
+                "used": fitted[r.name].training_["objective"],
+                "trees": {
+                    head: booster.best_iteration or booster.num_trees()
+                    for head, booster in fitted[r.name].boosted_.boosters_.items()
+                },
+                "alpha": fitted[r.name].alpha_,
+                "rank_by": fitted[r.name].rank_by_,
+                "training": {k: v for k, v in fitted[r.name].training_.items() if k != "feature_names"},
+            }
+            for r in results
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def objective_markdown(reports: list[dict[str, Any]]) -> str:
+    """The tables of ranking-objective.md."""
+    commands = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in reports))
+    lines = [
+        "# LightGBM heads: binary classifiers vs lambdarank rankers (issue 24, item 5)\n",
+        f"Commands (each dataset's report is cached and kept until its next run):\n{commands}\n",
+        "Per dataset the two-stage ranker is fitted once per `boost.objective` on the same split, sources,",
+        "interaction weights and test users as `ranking.md` (alpha tuned on validation users, no value term).",
+        "`binary`: one classifier per head; `lambdarank`: one ranker per head over each user's candidates,",
+        "Platt-scaled on held-out users; `auto`: fits both and keeps lambdarank only if its blend ranks the",
+        "validation users' targets better than binary's by more than two standard errors of the per-user",
+        "difference (`SURE` in `shopsense/ranking/ranker.py`), else binary. p: paired t-test on per-user",
+        "NDCG@10 against the best objective of that task. fit s: the whole two-stage fit (candidate sources,",
+        "features, heads, refit) in seconds, on a 2-core machine shared with other jobs (load average 5-9",
+        "during these runs): compare them only roughly. `--objectives` does not run the synthetic funnel.\n",
+        "| dataset | task | objective | used | NDCG@10 [95% CI] | p vs best | Recall@20 | alpha | ranked by | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        for task in next(iter(r["objectives"].values()))["tasks"]:
+            for objective, o in r["objectives"].items():
+                t = o["tasks"][task]
+                lines.append(
+                    f"| {r['dataset']} | {task}{' (primary)' if task == r['primary_task'] else ''} | {objective} | "
+                    f"{o['used']} | {t['ndcg@10']:.4f} [{t['ci95_ndcg@10'][0]:.4f}, {t['ci95_ndcg@10'][1]:.4f}] | "
+                    f"{_p(t['p_vs_best'])} | {t['recall@20']:.4f} | "
+                    f"{o['alpha']} | {o['rank_by'] or 'heads'} | {o['fit_seconds']:,.0f} |"
+                )
+    same = [
+        r["dataset"]
+        for r in reports
+        if all(v["attention"] == v["purchase"] for v in (o["heads_validation"] for o in r["objectives"].values()))
+    ]
+    if same:
+        lines.append(
+            f"\nOn {', '.join(same)} every event is a target event, so the attention and purchase labels coincide"
+            " and the two heads are one model twice: these rows compare the objectives on one head.\n"
+        )
+    lines += [
+        "\n## Does validation predict the test?\n",
+        "Lambdarank minus binary, primary task: on the validation users (what `auto` decides on) and on the",
+        "test users (what it should have decided on).\n",
+        "| dataset | validation gain [2 SE] | test gain | test p | auto kept | best on test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        runs, task = r["objectives"], r["primary_task"]
+        both = next((o["validation"] for o in runs.values() if len(o["validation"]) > 2), None)
+        if both is None or not {"binary", "lambdarank"} <= set(runs):
+            continue
+        gain = both["lambdarank"]["ranked_ndcg@10"] - both["binary"]["ranked_ndcg@10"]
+        a, b = runs["binary"]["tasks"][task], runs["lambdarank"]["tasks"][task]
+        p = a["p_vs_best"] if b["p_vs_best"] is None else b["p_vs_best"]
+        lines.append(
+            f"| {r['dataset']} | {gain:+.4f} [{2 * both['lambdarank']['gain_se']:.4f}] | "
+            f"{b['ndcg@10'] - a['ndcg@10']:+.4f} | {_p(p)} | "
+            f"{both['chosen']} | {'lambdarank' if b['ndcg@10'] > a['ndcg@10'] else 'binary'} |"
+        )
+    lines += [
+        "\n## Validation (users held out of the label window): what `auto` chose on\n",
+        "| dataset | objective fitted | attention NDCG@10 | purchase NDCG@10 | ranked NDCG@10 (blend) | alpha |"
+        " gain vs binary (2 SE needed) | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        runs = list(r["objectives"].values())
+        auto = [o for o in runs if len(o["validation"]) > 2]  # fitted both: its report alone has both
+        for o in auto or runs:
+            for fitted, v in o["validation"].items():
+                if fitted == "chosen":
+                    continue
+                base = o["validation"].get("binary", {}).get("ranked_ndcg@10")
+                gain = f"{v['ranked_ndcg@10'] - base:+.4f} ({2 * v['gain_se']:.4f})" if "gain_se" in v and base else "-"
+                lines.append(
+                    f"| {r['dataset']} | {fitted} | {v['attention_ndcg@10']:.4f} | {v['purchase_ndcg@10']:.4f} | "
+                    f"{v['ranked_ndcg@10']:.4f} | {v.get('alpha', '-')} | {gain} | "
+                    f"{'✓' if auto and o['validation']['chosen'] == fitted else ''} |"
+                )
+    lines += [
+        "\n## Heads' probabilities on the test window (a lambdarank head's after its Platt map)\n",
+        "| dataset | objective | head | trees | validation AUC / log-loss | test-window AUC | test-window log-loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        for objective, o in r["objectives"].items():
+            for head in HEADS:
+                v, t = o["heads_validation"][head], o["heads_test_window"][head]
+                lines.append(
+                    f"| {r['dataset']} | {objective} | {head} | {o.get('trees', {}).get(head, '-')} | "
+                    f"{v['auc']:.3f} / {v['logloss']:.4f} | {t['auc']:.3f} | {t['logloss']:.4f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _p(value: float | None) -> str:
+    """A paired test's p-value as a table shows it: 'best' for the reference itself."""
+    if value is None:
+        return "best"
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
 def summarise(result: ModelResult) -> dict[str, Any]:
@@ -436,10 +592,19 @@ def main() -> None:
         default="lightgbm",
         help="auto: both, keep the better on validation",
     )
+    parser.add_argument(
+        "--objectives",
+        nargs="+",
+        choices=["binary", "lambdarank", "auto"],
+        help="compare these LightGBM objectives instead; writes ranking-objective.md/json (synthetic not run)",
+    )
     args = parser.parse_args()
     stores = dict(store_dataset(text, args.store_target) for text in args.store)
     public = args.datasets or ([] if stores else ["synthetic", *DATASETS])
     DATASETS.update(stores)
+    if args.objectives:
+        objectives_main(args, [n for n in public if n != "synthetic" and n not in stores] + list(stores))
+        return
     names = [] if args.report_only else [n for n in public if n not in stores] + list(stores)
     cache = WORK.parent / "ranking" / "reports"
     cache.mkdir(parents=True, exist_ok=True)
@@ -461,6 +626,24 @@ def main() -> None:
     for path in plots(reports, args.out):
         print(f"wrote {path}", file=sys.stderr)
     print((args.out / "ranking.md").read_text())
+
+
+def objectives_main(args: argparse.Namespace, datasets: list[str]) -> None:
+    """--objectives: one fit per objective per dataset (public and --store), cached per dataset, all written to
+    ranking-objective.*."""
+    names = [] if args.report_only else datasets
+    cache = WORK.parent / "ranking" / "objective-reports"
+    cache.mkdir(parents=True, exist_ok=True)
+    command = ".venv/bin/python benchmarks/ranking.py " + " ".join(sys.argv[1:])
+    for name in names:
+        report = compare_objectives(name, DATASETS[name], args.max_users, args.objectives)
+        report["command"] = command
+        (cache / f"{name}.json").write_text(json.dumps(report, default=str))
+    reports = [json.loads((cache / f"{n}.json").read_text()) for n in DATASETS if (cache / f"{n}.json").exists()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ranking-objective.json").write_text(json.dumps(reports, indent=2, default=str))
+    (args.out / "ranking-objective.md").write_text(objective_markdown(reports))
+    print((args.out / "ranking-objective.md").read_text())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """A named recommendation pipeline: candidates → attention/purchase ranker → business rules → diversity → reasons.
 
-Pipelines are TOML files (``<data_dir>/pipelines/<name>.toml``, or those bundled in ``shopsense/data/pipelines``; the built-in ``default`` needs no
-file). Everything a merchandiser tunes per page or campaign (alpha, value, rules, diversity)
-can also be overridden per request without refitting: the heads' probabilities are computed
-once per candidate and the blend, filters and re-ranking happen after.
+Pipelines are TOML files (``<data_dir>/pipelines/<name>.toml``, or those bundled in
+``shopsense/data/pipelines``; the built-in ``default`` needs no file). Everything a merchandiser tunes per
+page or campaign (alpha, value, rules, diversity) can also be overridden per request without refitting: the
+heads' probabilities are computed once per candidate and the blend, filters and re-ranking happen after.
 """
 
 from __future__ import annotations

@@ -134,7 +134,10 @@ def _task(text: str) -> Any:
 def train(
     ctx: typer.Context,
     pipeline: Annotated[
-        str, typer.Option(help="pipeline name (DATA_DIR/pipelines/NAME.toml, or bundled: default, homepage, checkout) or a .toml path")
+        str,
+        typer.Option(
+            help="pipeline name (DATA_DIR/pipelines/NAME.toml, or bundled: default, homepage, checkout) or a .toml path"
+        ),
     ] = "default",
     as_json: JsonOpt = False,
     engine: EngineOpt = Engine.LOCAL,
@@ -195,6 +198,10 @@ def _print_training(
         out.print(ranking)
     if training.get("alpha") is not None:
         console.print(f"fusion alpha {training['alpha']:.2f}", highlight=False)
+    fitted = report.get("objective") or {}
+    if len(fitted) > 2:  # boost.objective = "auto": both fitted, one kept
+        ndcg = ", ".join(f"{name} {v['ranked_ndcg@10']:.4f}" for name, v in fitted.items() if isinstance(v, dict))
+        console.print(f"LightGBM objective {fitted['chosen']} (validation NDCG@10: {ndcg})", highlight=False)
     for note in training.get("scaled_down") or []:
         console.print(f"scaled down: {note}", highlight=False, markup=False)
     share = training.get("repeat_share")

@@ -8,7 +8,10 @@ user's last purchase-type events and what followed them) or a random share of pa
 (``"random"``), the labels are cut the same way, so the heads learn the task they are judged on. The heads learn
 from a sample of the window's users and stop early on held-out users; when both the LightGBM
 and the DIN head are asked for (``head = "auto"``) the one with the lower validation log-loss
-ranks, and both results are kept in :attr:`TwoStage.heads_report_`. If on those held-out users
+ranks, and both results are kept in :attr:`TwoStage.heads_report_`. The LightGBM heads' objective is
+chosen the same way (``boost.objective = "auto"``: binary classifiers and lambdarank rankers fitted
+on the same users; lambdarank takes binary's place only if its blend ranks the held-out users'
+purchases measurably better; ``heads_report_["objective"]``). If on those held-out users
 one candidate source alone orders the candidates better than the heads do, the ranker ranks by
 that source and the heads only break its ties (``rank_by_``; reported), so a label window too thin
 to learn from cannot bury good candidates. Finally the candidate
@@ -36,7 +39,7 @@ from shopsense.ranking.candidates import CandidateConfig, CandidateGenerator, Ca
 from shopsense.ranking.din import DINConfig, DINHead
 from shopsense.ranking.features import FeatureFrame, PairFeatures
 from shopsense.ranking.fusion import FusionConfig, fuse, item_value
-from shopsense.ranking.heads import HEADS, BoostConfig, BoostedHeads, classification_metrics
+from shopsense.ranking.heads import HEADS, OBJECTIVES, RANK_AT, BoostConfig, BoostedHeads, classification_metrics
 
 log = logging.getLogger(__name__)
 HEAD_MODELS = ("lightgbm", "din")
@@ -137,8 +140,9 @@ class TwoStage(Recommender):
             held[rng.integers(len(users))] = True
         valid = held[frame.users]
         log.info("training the heads on %s pairs of %s users", f"{len(labels):,}", f"{len(users):,}")
-        self.boosted_ = BoostedHeads(cfg.boost).fit(frame.values, frame.names, labels, valid)
-        self.heads_report_: dict[str, Any] = {"lightgbm": self.boosted_.validation_}
+        self.heads_report_: dict[str, Any] = {}
+        self.boosted_ = self._fit_boosted(frame, labels, valid)
+        self.heads_report_["lightgbm"] = self.boosted_.validation_
         self.din_: DINHead | None = None
         if cfg.head in ("din", "auto"):
             recent, types = recent_events(history.sequences, cfg.history_length, seq.type_names)
@@ -178,6 +182,7 @@ class TwoStage(Recommender):
             "feature_names": list(frame.names),
             "alpha": self.alpha_,
             "rank_by": self.rank_by_,
+            "objective": self.boosted_.objective_,
         }
         log.info("refitting candidate sources on every event")
         full = data.window(None, end + 1)
@@ -239,6 +244,49 @@ class TwoStage(Recommender):
             raise ValueError("nobody viewed or bought anything in the label window")
         return users
 
+    def _fit_boosted(self, frame: FeatureFrame, labels: np.ndarray, valid: np.ndarray) -> BoostedHeads:
+        """The LightGBM heads with the configured objective, or with ``auto`` the better of both on validation.
+
+        Both objectives train on the same users and stop on the same held-out users, whose
+        candidates then decide: lambdarank replaces binary only if its blend ranks their purchases
+        better (NDCG@10 at the alpha the ranker will use, the best of the grid with ``tune_alpha``)
+        by more than :data:`SURE` standard errors of the per-user difference. A few hundred
+        held-out users measure NDCG@10 to about ±0.01, and a gain smaller than that is noise: on
+        Online Retail lambdarank won validation by 0.0007 and then lost the test by 0.011
+        (``benchmarks/results/ranking-objective.md``). Binary also stays on a tie or where nothing
+        could be measured. Each objective's scores (and the challenger's ``gain_se``) and the
+        choice are in ``heads_report_["objective"]``, beside the head comparison they mirror.
+        """
+        cfg = self.config
+        names = OBJECTIVES if cfg.boost.objective == "auto" else (cfg.boost.objective,)
+        fitted = {
+            name: BoostedHeads(cfg.boost.model_copy(update={"objective": name})).fit(
+                frame.values, frame.names, labels, valid, groups=frame.users
+            )
+            for name in names
+        }
+        report: dict[str, Any] = {}
+        per_user: dict[str, np.ndarray] = {}
+        if valid.any():
+            users, held_labels = frame.users[valid], labels[valid]
+            for name, heads in fitted.items():
+                held = heads.predict(frame.values[valid])
+                report[name] = ranking_scores(users, held, held_labels, self._alpha_grid())
+                blend = fuse(held, np.ones(len(held)), report[name]["alpha"])
+                per_user[name] = user_ndcg(users, blend, held_labels[:, 1], RANK_AT)
+        default, margins = names[0], {}
+        for name in [name for name in per_user if name != default]:
+            report[name]["gain_se"] = paired_se(per_user[name], per_user[default])
+            margins[name] = SURE * report[name]["gain_se"]
+        ranked = {name: scores["ranked_ndcg@10"] for name, scores in report.items()}
+        chosen = better(ranked, default=default, lower=False, margins=margins)
+        self.heads_report_["objective"] = {**report, "chosen": chosen}
+        return fitted[chosen]
+
+    def _alpha_grid(self) -> tuple[float, ...]:
+        """The alphas the ranker may rank with: the configured one, or the tuning grid."""
+        return ALPHA_GRID if self.config.tune_alpha else (self.config.fusion.alpha,)
+
     def _alpha(self) -> float:
         """fusion.alpha, or with tune_alpha the validation curve's best (ties: less attention)."""
         curve = self.heads_report_.get("purchase_ndcg_by_alpha")
@@ -267,11 +315,12 @@ class TwoStage(Recommender):
     def _better_head(self) -> str:
         """The head with the lower mean validation log-loss over attention and purchase."""
         report = self.heads_report_
-
-        def loss(name: str) -> float:
-            return float(np.mean([report[name][head]["logloss"] for head in HEADS]))
-
-        return "din" if "din" in report and loss("din") < loss("lightgbm") else "lightgbm"
+        losses = {
+            name: float(np.mean([report[name][head]["logloss"] for head in HEADS]))
+            for name in HEAD_MODELS
+            if name in report
+        }
+        return better(losses, default="lightgbm", lower=True)
 
     def score_candidates(self, history: Interactions, exclude: sp.csr_matrix | None = None) -> Scored:
         """Candidates of each user row of ``history`` with their features, probabilities and value."""
@@ -303,6 +352,57 @@ class TwoStage(Recommender):
 
 
 ALPHA_GRID = tuple(round(0.1 * step, 1) for step in range(11))
+SURE = 2.0
+"""Standard errors of the per-user difference by which a challenger must beat the default objective's NDCG@10."""
+
+
+def better(scores: dict[str, float], default: str, lower: bool, margins: dict[str, float] | None = None) -> str:
+    """The name whose validation score beats ``default``'s (by more than its margin) and every other's.
+
+    One rule for every "fit both, keep what validation prefers" choice (DIN vs LightGBM, binary vs
+    lambdarank; ``lower``: the score is a loss): the default keeps its place unless another is
+    measurably better, so a tie, a gain within the challenger's ``margins`` (noise), a NaN
+    (nothing held out to measure on) or a missing default keeps it. Only the best challenger is
+    weighed against the default.
+    """
+    sign = -1.0 if lower else 1.0
+
+    def key(name: str) -> float:
+        value = scores.get(name, float("nan"))
+        return -np.inf if np.isnan(value) else sign * value
+
+    best = max(scores, key=key, default=default)
+    margin = (margins or {}).get(best, 0.0)
+    return best if np.isfinite(key(default)) and key(best) - key(default) > margin else default
+
+
+def paired_se(challenger: np.ndarray, default: np.ndarray) -> float:
+    """Standard error of the mean per-user difference of two scorings of the same users (inf under two users)."""
+    if len(challenger) < 2:
+        return float("inf")
+    return float(np.std(challenger - default, ddof=1) / np.sqrt(len(challenger)))
+
+
+def ranking_scores(
+    users: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, alphas: tuple[float, ...]
+) -> dict[str, float]:
+    """How one pair of heads orders held-out users' candidates, NDCG@10 (no value term).
+
+    ``attention_ndcg@10`` and ``purchase_ndcg@10``: each head by its own label;
+    ``ranked_ndcg@10``: purchases ranked by the blend, at ``alpha``, the best of ``alphas`` (what
+    the ranker ranks by, and what an objective is chosen on; ties: the first). NaN where no
+    held-out user has a positive.
+    """
+    blends = [
+        grouped_ndcg(users, fuse(probabilities, np.ones(len(users)), alpha), labels[:, 1], RANK_AT) for alpha in alphas
+    ]
+    best = int(np.argmax(np.nan_to_num(blends, nan=-1.0)))
+    return {
+        "attention_ndcg@10": grouped_ndcg(users, probabilities[:, 0], labels[:, 0], RANK_AT),
+        "purchase_ndcg@10": grouped_ndcg(users, probabilities[:, 1], labels[:, 1], RANK_AT),
+        "ranked_ndcg@10": blends[best],
+        "alpha": float(alphas[best]),
+    }
 
 
 def alpha_curve(users: np.ndarray, probabilities: np.ndarray, bought: np.ndarray) -> dict[str, float]:
@@ -320,6 +420,12 @@ def alpha_curve(users: np.ndarray, probabilities: np.ndarray, bought: np.ndarray
 
 def grouped_ndcg(users: np.ndarray, scores: np.ndarray, relevant: np.ndarray, k: int = 10) -> float:
     """Mean binary NDCG@k over users with at least one relevant pair; pairs ranked by score within each user."""
+    per_user = user_ndcg(users, scores, relevant, k)
+    return float(per_user.mean()) if len(per_user) else float("nan")
+
+
+def user_ndcg(users: np.ndarray, scores: np.ndarray, relevant: np.ndarray, k: int = 10) -> np.ndarray:
+    """Binary NDCG@k of each user with at least one relevant pair, in user order (the same users for any scores)."""
     order = np.lexsort((-scores, users))
     users, relevant = users[order], relevant[order] > 0
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
@@ -330,7 +436,8 @@ def grouped_ndcg(users: np.ndarray, scores: np.ndarray, relevant: np.ndarray, k:
     best = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))]  # ideal DCG with n relevant, n <= k
     ideal = best[np.minimum(positives, k)]
     scored = positives > 0
-    return float((dcg[scored] / ideal[scored]).mean()) if scored.any() else float("nan")
+    per_user: np.ndarray = dcg[scored] / ideal[scored]
+    return per_user
 
 
 def pair_labels(window: Sequences | None, users: np.ndarray, items: np.ndarray, config: RankerConfig) -> np.ndarray:

@@ -1,13 +1,26 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from shopsense.features.interactions import Interactions, Sequences, build_interactions
-from shopsense.ranking.ranker import RankerConfig, Scored, TwoStage, grouped_ndcg, last_events, recent_events
+from shopsense.ranking.ranker import (
+    SURE,
+    RankerConfig,
+    Scored,
+    TwoStage,
+    better,
+    grouped_ndcg,
+    last_events,
+    paired_se,
+    recent_events,
+    user_ndcg,
+)
 from shopsense.settings import DEFAULT_EVENT_TYPES
 
 FAST = {"boost": {"max_trees": 60}}
@@ -83,7 +96,7 @@ def test_auto_head_compares_lightgbm_with_din(shop: Interactions) -> None:
     config = {**FAST, "head": "auto", "max_train_users": 150, "din": {"max_epochs": 2, "dim": 8, "hidden": [16]}}
     model = TwoStage(RankerConfig.model_validate(config)).fit(shop)
     report = model.heads_report_
-    assert {"lightgbm", "din", "chosen", "purchase_ndcg_by_alpha", "purchase_ndcg_by_order"} == set(report)
+    assert {"lightgbm", "din", "chosen", "objective", "purchase_ndcg_by_alpha", "purchase_ndcg_by_order"} == set(report)
     assert report["chosen"] in ("lightgbm", "din")
     losses = {
         name: np.mean([report[name][h]["logloss"] for h in ("attention", "purchase")]) for name in ("lightgbm", "din")
@@ -214,3 +227,79 @@ def test_rank_by_source_orders_by_that_source_and_heads_break_ties(shop: Interac
         unproposed = ranks == 1e9
         assert unproposed.any() and not unproposed.all()
         assert (np.diff(plain[mine][order][unproposed]) <= 0).all(), "the heads did not order the rest"
+
+
+def test_better_keeps_the_default_unless_another_is_strictly_better() -> None:
+    nan = float("nan")
+    assert better({"binary": 0.4, "lambdarank": 0.5}, default="binary", lower=False) == "lambdarank"
+    assert better({"binary": 0.5, "lambdarank": 0.5}, default="binary", lower=False) == "binary", "a tie"
+    assert better({"binary": 0.5, "lambdarank": 0.4}, default="binary", lower=False) == "binary"
+    assert better({"binary": 0.4, "lambdarank": nan}, default="binary", lower=False) == "binary"
+    assert better({"binary": nan, "lambdarank": 0.5}, default="binary", lower=False) == "binary", "nothing measured"
+    assert better({"lambdarank": 0.5}, default="binary", lower=False) == "binary", "the default was not measured"
+    assert better({}, default="binary", lower=False) == "binary"
+    assert better({"lightgbm": 0.30, "din": 0.29}, default="lightgbm", lower=True) == "din", "a loss: lower wins"
+    assert better({"lightgbm": 0.30, "din": 0.31}, default="lightgbm", lower=True) == "lightgbm"
+    assert better({"lightgbm": 0.30, "din": nan}, default="lightgbm", lower=True) == "lightgbm"
+    assert better({"a": 0.1, "b": 0.3, "c": 0.2}, default="a", lower=False) == "b", "the best of several"
+
+
+def test_auto_objective_fits_both_and_keeps_what_validation_prefers(shop: Interactions) -> None:
+    model = TwoStage(RankerConfig.model_validate({**FAST, "boost": {"max_trees": 60, "objective": "auto"}})).fit(shop)
+    report = model.heads_report_["objective"]
+    assert set(report) == {"binary", "lambdarank", "chosen"}
+    scores = {"attention_ndcg@10", "purchase_ndcg@10", "ranked_ndcg@10", "alpha"}
+    assert set(report["binary"]) == scores and set(report["lambdarank"]) == scores | {"gain_se"}
+    for name in ("binary", "lambdarank"):
+        assert 0 < report[name]["ranked_ndcg@10"] <= 1 and report[name]["alpha"] == model.config.fusion.alpha
+    gain = report["lambdarank"]["ranked_ndcg@10"] - report["binary"]["ranked_ndcg@10"]
+    assert 0 < report["lambdarank"]["gain_se"] < 0.1
+    expected = "lambdarank" if gain > SURE * report["lambdarank"]["gain_se"] else "binary"
+    assert report["chosen"] == expected == model.boosted_.objective_ == model.training_["objective"]
+    assert model.heads_report_["lightgbm"] == model.boosted_.validation_
+    json.dumps(model.heads_report_)  # the train report and the bundle manifest serialise it
+    # the same objective fitted alone gives the same heads: auto only adds the comparison
+    alone = TwoStage(RankerConfig.model_validate({**FAST, "boost": {"max_trees": 60, "objective": expected}})).fit(shop)
+    assert set(alone.heads_report_["objective"]) == {expected, "chosen"}
+    users = shop.rows(np.arange(20))
+    assert np.allclose(alone.score_candidates(users).probabilities, model.score_candidates(users).probabilities)
+
+
+def test_a_challenger_must_beat_the_default_by_its_margin() -> None:
+    scores = {"binary": 0.450, "lambdarank": 0.451}
+    assert better(scores, default="binary", lower=False) == "lambdarank"
+    assert better(scores, default="binary", lower=False, margins={"lambdarank": 0.02}) == "binary", "within noise"
+    assert better({"binary": 0.40, "lambdarank": 0.45}, "binary", False, {"lambdarank": 0.02}) == "lambdarank"
+    assert better({"lightgbm": 0.30, "din": 0.29}, "lightgbm", True, {"din": 0.02}) == "lightgbm"
+    # the paired standard error: per-user differences, not the two scores' spreads
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    assert paired_se(base + 0.01, base) == pytest.approx(0.0, abs=1e-12)
+    noisy = base + rng.normal(0, 0.1, 400)
+    assert paired_se(noisy, base) == pytest.approx(0.1 / np.sqrt(400), rel=0.15)
+    assert paired_se(base[:1], base[:1]) == float("inf")
+
+
+def test_user_ndcg_is_per_user_grouped_ndcg() -> None:
+    rng = np.random.default_rng(1)
+    users, scores, relevant = rng.integers(0, 50, 2_000), rng.random(2_000), rng.random(2_000) < 0.05
+    per_user = user_ndcg(users, scores, relevant)
+    assert len(per_user) == len(np.unique(users[relevant]))
+    assert per_user.mean() == pytest.approx(grouped_ndcg(users, scores, relevant))
+    assert len(user_ndcg(users, rng.random(2_000), relevant)) == len(per_user), "the same users for any scores"
+
+
+def test_lambdarank_ranker_trains_saves_loads_and_recommends(shop: Interactions, tmp_path: Path) -> None:
+    model = TwoStage(RankerConfig.model_validate({**FAST, "boost": {"max_trees": 60, "objective": "lambdarank"}}))
+    model.fit(shop)
+    assert model.boosted_.objective_ == "lambdarank" == model.heads_report_["objective"]["chosen"]
+    for head in ("attention", "purchase"):
+        assert model.heads_report_["lightgbm"][head]["auc"] > 0.65, "the ranker's probabilities order pairs"
+    users = shop.rows(np.arange(30))
+    probabilities = model.score_candidates(users).probabilities
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    model.save(tmp_path / "ranker.bin")
+    loaded = TwoStage.load(tmp_path / "ranker.bin")
+    items, scores = model.recommend(users, 10)
+    again, again_scores = loaded.recommend(users, 10)
+    assert (items[:, 0] >= 0).all() and np.array_equal(items, again) and np.allclose(scores, again_scores)
