@@ -4,6 +4,7 @@ and what was scaled down to fit the machine, in the report and on screen."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,16 @@ def test_the_store_is_let_go_before_the_models_are_fitted(
     code, _, err = _run(data, *args)
     assert code == 0, err
     assert events and events[0] > 0
+
+
+def test_train_with_both_objectives_says_which_it_kept(data: Path) -> None:
+    (data / "pipelines").mkdir(exist_ok=True)
+    (data / "pipelines" / "ltr.toml").write_text(
+        '[[ranker.candidates.sources]]\nname = "trending"\nmodel = "popular"\n'
+        '[[ranker.candidates.sources]]\nname = "co_bought"\nmodel = "item_knn"\n'
+        '[ranker.boost]\nobjective = "auto"\n'
+    )
+    code, _, err = _run(data, "train", "--pipeline", "ltr")
+    assert code == 0, err
+    said = r"LightGBM objective (binary|lambdarank) \(validation NDCG@10: binary [\d.]+, lambdarank [\d.]+\)"
+    assert re.search(said, err), err
