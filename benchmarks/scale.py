@@ -56,8 +56,10 @@ def _world(events: int) -> dict[str, int]:
 # -- data ---------------------------------------------------------------------------------------
 
 
-def prepare(label: str, events: int) -> Path:
-    """Synthetic data, its time split and the training events as a day-partitioned Parquet folder (cached)."""
+def prepare(label: str, events: int, world: dict[str, int] | None = None) -> Path:
+    """Synthetic data, its time split and the training events as a day-partitioned Parquet folder (cached).
+
+    ``world`` (users, items, days) defaults to :func:`_world`'s growth with the events."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -70,7 +72,7 @@ def prepare(label: str, events: int) -> Path:
     if (folder / "done").exists():
         return folder
     raw = folder / "raw"
-    generate(GeneratorConfig(events=events, seed=7, **_world(events)), raw)
+    generate(GeneratorConfig(events=events, seed=7, **(world or _world(events))), raw)
     dataset = ds.dataset(raw / "events.parquet")
     times = pc.cast(dataset.to_table(columns=["timestamp"]).column("timestamp"), pa.int64()).to_numpy()
     cut = int(np.quantile(times, 0.9))
@@ -154,11 +156,11 @@ def _tree_rss(root: int) -> int:
     return sum(rss.get(pid, 0) for pid in family)
 
 
-def run_child(args: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run a child, sampling its process tree's memory; wall time, peak bytes and how it ended."""
+def run_child(args: list[str], timeout_s: float, script: str = __file__) -> dict[str, Any]:
+    """Run ``script ARGS`` as a child, sampling its process tree's memory; wall time, peak bytes and how it ended."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, script, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     peak = 0
     lines: list[str] = []
@@ -299,7 +301,7 @@ def write_report(results: dict[str, Any], command: str) -> None:
     else:
         lines.append("Not computed: no Spark size completed.")
     for note in results.get("earlier_runs", []):
-        lines += ["", f"Earlier run, same code and data: {note}"]
+        lines += ["", f"Earlier run: {note}"]
     lines += ["", "Notes per size:", ""]
     for label, size in results["sizes"].items():
         lines.append(f"- {label}: {size.get('world')}; train events {size.get('train_events'):,}")
@@ -381,6 +383,9 @@ def main() -> None:
             print(f"{label} {engine}: training", flush=True)
             record = run_child(child, args.timeout_minutes * 60)
             record["command"] = command
+            print(
+                f"{label} {engine}: fitted: {json.dumps({k: v for k, v in record.items() if k != 'tail'})}", flush=True
+            )
             if record["status"] == "ok":
                 fitted = pickle.loads(out.read_bytes())
                 record["fit_seconds"] = round(fitted["seconds"], 1)
