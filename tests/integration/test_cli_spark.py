@@ -103,9 +103,9 @@ def test_spark_engine_from_import_to_served_answers(spark: SparkSession, tmp_pat
     local_stats = json.loads(_ok(in_process, "segment", *SEGMENTS, "--json", "--export", str(local)))
     print(stats)
     assert [row["segment"] for row in stats] == [row["segment"] for row in local_stats]
-    for row, local in zip(stats, local_stats, strict=True):  # sums in another order: equal to 1e-9
-        numbers = {key: value for key, value in local.items() if key != "segment"}
-        assert row.keys() == local.keys(), row["segment"]
+    for row, expected_row in zip(stats, local_stats, strict=True):  # sums in another order: equal to 1e-9
+        numbers = {key: value for key, value in expected_row.items() if key != "segment"}
+        assert row.keys() == expected_row.keys(), row["segment"]
         assert {key: row[key] for key in numbers} == pytest.approx(numbers, rel=1e-9), row["segment"]
     assert _members(tmp_path / "spark.parquet") == _members(local)
     assert spark.range(3).count() == 3
