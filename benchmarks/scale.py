@@ -219,6 +219,8 @@ def evaluate(folder: Path, pipeline: Any) -> dict[str, Any]:
     keep = cols >= 0
     truth = sp.csr_matrix((np.ones(keep.sum()), (rows[keep], cols[keep])), shape=(len(users), len(items)))
     truth.data[:] = 1
+    known = truth.getnnz(axis=1) > 0  # a user whose window holds only items the model never saw has no truth
+    recommended, truth, users = recommended[known], truth[known], users[known]
     per_user = ndcg(recommended, truth, 10)
     interval = bootstrap_ci(per_user)
     return {"ndcg10": round(float(per_user.mean()), 4), "ci95": [round(interval.low, 4), round(interval.high, 4)],
