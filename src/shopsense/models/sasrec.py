@@ -17,6 +17,12 @@ The loss is softmax cross-entropy over the whole catalogue by default, the objec
 matches ranking the full catalogue (BCE with one negative does not); ``loss="sampled"``
 compares each target with a batch of shared uniform or popularity negatives, logQ-corrected
 so the sampled softmax stays an unbiased stand-in for the full one on big catalogues.
+``loss="gbce"`` is gSASRec's generalised BCE (Petrov & Macdonald 2023): many uniform negatives
+(256 by default, shared by a batch) and the positive's probability raised to a power ``beta``
+set by the calibration ``gbce_t``, which removes the overconfidence of BCE with sampled
+negatives; its cost per step does not grow with the catalogue. Its item biases start at the
+loss's balance point, ``log(beta / k)``, so that training ranks from the first epochs instead
+of idling while every score is pushed down.
 
 Early stopping needs data the model has not learnt from: each epoch ranks the whole
 catalogue for a share of users whose last target event (and anything after it) is held out of
@@ -67,12 +73,17 @@ class SASRecConfig(BaseModel):
     layers: int = Field(2, ge=1, description="transformer blocks")
     heads: int = Field(1, ge=1, description="attention heads; must divide dim")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout on inputs, attention and feed-forward")
-    loss: Literal["softmax", "sampled"] = Field(
-        "softmax", description="full softmax over the catalogue, or sampled softmax for catalogues too big for it"
+    loss: Literal["softmax", "sampled", "gbce"] = Field(
+        "softmax",
+        description="full softmax over the catalogue; sampled softmax or gSASRec's gBCE for catalogues too big for it",
     )
-    negatives: int = Field(256, ge=1, description="sampled loss: negatives shared by a batch")
+    negatives: int = Field(256, ge=1, description="sampled and gbce losses: negatives shared by a batch")
     sampler: Literal["uniform", "popularity"] = Field(
-        "popularity", description="sampled loss: draw negatives uniformly or by training popularity (logQ-corrected)"
+        "popularity",
+        description="sampled loss: draw negatives uniformly or by training popularity (logQ-corrected); gbce: uniform",
+    )
+    gbce_t: float = Field(
+        0.75, ge=0, le=1, description="gbce loss: calibration, 0 plain BCE, 1 calibrated probabilities (0.75: paper)"
     )
     target_types: tuple[str, ...] | None = Field(
         None, min_length=1, description="event types worth predicting (e.g. purchase); None: every type"
@@ -95,6 +106,13 @@ class SASRecConfig(BaseModel):
     def _heads_divide_dim(self) -> SASRecConfig:
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
+
+    @model_validator(mode="after")
+    def _gbce_samples_uniformly(self) -> SASRecConfig:
+        """gBCE's beta assumes every other item is drawn at the same rate: a popularity sampler asked for is refused."""
+        if self.loss == "gbce" and "sampler" in self.model_fields_set and self.sampler != "uniform":
+            raise ValueError("loss 'gbce' draws its negatives uniformly: leave sampler out or set it to 'uniform'")
         return self
 
 
@@ -121,7 +139,7 @@ class SASRec(Recommender):
         require_torch("SASRec")
         import torch
 
-        from shopsense.models._sasrec_net import _Network
+        from shopsense.models._sasrec_net import _Network, gbce_beta, start_gbce_at_equilibrium
 
         seq = data.sequences
         assert seq is not None  # guaranteed by needs_sequences
@@ -145,6 +163,8 @@ class SASRec(Recommender):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.net_ = _Network(self.n_items_, len(self.type_names_), cfg)
+            if cfg.loss == "gbce":
+                start_gbce_at_equilibrium(self.net_, cfg.negatives, gbce_beta(cfg.negatives, self.n_items_, cfg.gbce_t))
             self._train(events, (starts, lengths), (held_from, held_at), rng)
         self.net_.eval()
 
@@ -169,8 +189,10 @@ class SASRec(Recommender):
         starts, lengths = windows
         optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         negatives = None
-        if cfg.loss == "sampled":
-            negatives = _Negatives(self.popularity_ + 1.0 if cfg.sampler == "popularity" else np.ones(self.n_items_))
+        if cfg.loss == "sampled" and cfg.sampler == "popularity":
+            negatives = _Negatives(self.popularity_ + 1.0)
+        elif cfg.loss != "softmax":
+            negatives = _Negatives(np.ones(self.n_items_))
         stopping = EarlyStopping(net, patience=cfg.patience, max_minutes=cfg.max_minutes, higher_is_better=True)
         self.history_: list[EpochLog] = []
         n_batches = -(-len(starts) // cfg.batch_size)
@@ -209,7 +231,7 @@ class SASRec(Recommender):
         """Mean loss of predicting every target event of some windows from the events before it."""
         import torch
 
-        from shopsense.models._sasrec_net import _full_softmax_loss, _sampled_softmax_loss
+        from shopsense.models._sasrec_net import _full_softmax_loss, _gbce_loss, _sampled_softmax_loss, gbce_beta
 
         slots, real = window_slots(starts, lengths)
         hidden = self.net_(*events.inputs(slots, real))
@@ -218,7 +240,11 @@ class SASRec(Recommender):
         states, targets = hidden[chosen], labels[chosen] - 1
         if negatives is None:
             return _full_softmax_loss(self.net_, states, targets)
-        return _sampled_softmax_loss(self.net_, states, targets, negatives, negatives.draw(self.config.negatives, rng))
+        drawn = negatives.draw(self.config.negatives, rng)
+        if self.config.loss == "gbce":
+            beta = gbce_beta(self.config.negatives, self.n_items_, self.config.gbce_t)
+            return _gbce_loss(self.net_, states, targets, drawn, beta)
+        return _sampled_softmax_loss(self.net_, states, targets, negatives, drawn)
 
     def _validate(self, events: _Events, starts: np.ndarray, held_at: np.ndarray) -> float:
         """Mean NDCG@10 of the held-out events (inputs from ``starts``), each ranked against the whole catalogue."""

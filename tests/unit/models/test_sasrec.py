@@ -1,13 +1,15 @@
-"""SASRec: the item-cycle oracle (full and sampled softmax), event types, early stopping and persistence."""
+"""SASRec: the item-cycle oracle (full and sampled softmax, gBCE), event types, early stopping and persistence."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from pydantic import ValidationError
 
 from shopsense.domain import IdIndex
 from shopsense.features.interactions import Interactions, Sequences, build_interactions
@@ -24,8 +26,8 @@ SMALL = SASRecConfig(dim=16, layers=1, max_len=10, dropout=0.1, lr=1e-2, batch_s
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def walks(users: int = 60, seed: int = 0, purchase_jumps: bool = False) -> Interactions:
-    """Every user walks the item cycle from a random item: after item i comes item i + 1 (mod ITEMS).
+def walks(users: int = 60, seed: int = 0, purchase_jumps: bool = False, n_items: int = ITEMS) -> Interactions:
+    """Every user walks the item cycle from a random item: after item i comes item i + 1 (mod n_items).
 
     With ``purchase_jumps`` a purchase of i is followed by i + 2 instead, so only a model that
     reads event types gets both right. Some events are returns (negative weight).
@@ -33,22 +35,22 @@ def walks(users: int = 60, seed: int = 0, purchase_jumps: bool = False) -> Inter
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(users):
-        item = int(rng.integers(ITEMS))
+        item = int(rng.integers(n_items))
         when = START + timedelta(days=int(rng.integers(30)))
         for _ in range(int(rng.integers(4, 16))):
             kind = str(rng.choice(["view", "purchase", "return"], p=[0.6, 0.3, 0.1]))
             rows.append((f"u{u:03d}", f"i{item:02d}", kind, when))
-            item = (item + (2 if purchase_jumps and kind == "purchase" else 1)) % ITEMS
+            item = (item + (2 if purchase_jumps and kind == "purchase" else 1)) % n_items
             when += timedelta(minutes=int(rng.integers(1, 60)))
-    return build_interactions(events_table(rows), WEIGHTS, items=IdIndex([f"i{i:02d}" for i in range(ITEMS)]))
+    return build_interactions(events_table(rows), WEIGHTS, items=IdIndex([f"i{i:02d}" for i in range(n_items)]))
 
 
-def next_in_cycle(data: Interactions) -> np.ndarray:
+def next_in_cycle(data: Interactions, n_items: int = ITEMS) -> np.ndarray:
     seq = data.sequences
     assert seq is not None
     last = seq.items[seq.indptr[1:] - 1]
     step = np.where(seq.types[seq.indptr[1:] - 1] == seq.type_code("purchase"), 2, 1)
-    expected: np.ndarray = (last + step) % ITEMS
+    expected: np.ndarray = (last + step) % n_items
     return expected
 
 
@@ -82,6 +84,74 @@ def test_sampled_softmax_learns_the_cycle_and_same_seed_same_model(data: Interac
     last = data.sequences.items[data.sequences.indptr[1:] - 1]  # type: ignore[union-attr]
     assert (items[:, 0] == (last + 1) % ITEMS).mean() >= 0.9
     assert np.array_equal(scores, two.recommend(data, 3)[1])
+
+
+def test_gbce_loss_is_the_hand_computed_value() -> None:
+    """Two targets, negatives [0, 2]; the second target is item 0, so that draw is no negative for it."""
+    import torch
+
+    from shopsense.models._sasrec_net import _gbce_loss, _Network
+
+    net = _Network(3, 1, SASRecConfig(dim=2, layers=1))
+    with torch.no_grad():
+        net.items.weight[1:] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        net.bias[:] = torch.tensor([0.0, 0.5, 0.0])
+    states = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    loss = _gbce_loss(net, states, torch.tensor([1, 0]), torch.tensor([0, 2]), beta=0.5)
+
+    def log_sigmoid(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+
+    # Scores: row 0: positive 0 + 0.5, negatives 1 and 1; row 1: positive 0, negative (item 2) 2.
+    first = 0.5 * log_sigmoid(0.5) + 2 * log_sigmoid(-1.0)
+    second = 0.5 * log_sigmoid(0.0) + log_sigmoid(-2.0)
+    assert loss.item() == pytest.approx(-(first / 3 + second / 3) / 2, rel=1e-6)
+
+
+def test_gbce_beta_runs_from_plain_bce_to_calibrated() -> None:
+    from shopsense.models._sasrec_net import gbce_beta
+
+    alpha = 256 / 3415  # the paper's ML-1M: 3,416 items, 256 negatives
+    assert gbce_beta(256, 3416, 0.0) == pytest.approx(1.0), "t = 0: plain BCE"
+    assert gbce_beta(256, 3416, 1.0) == pytest.approx(alpha), "t = 1: beta is the sampling rate"
+    assert gbce_beta(256, 3416, 0.75) == pytest.approx(1 + 0.75 * (alpha - 1))
+    assert gbce_beta(256, 100, 0.75) == 1.0, "negatives covering the catalogue: alpha capped at 1"
+
+
+def test_gbce_learns_the_cycle_and_beats_popularity_on_the_next_event() -> None:
+    n_items = 60  # 16 negatives of 59 other items: beta = 1 + 0.75 * (16 / 59 - 1), about 0.45
+    data = walks(users=150, seed=1, n_items=n_items)
+    model = SASRec(SMALL.model_copy(update={"loss": "gbce", "negatives": 16})).fit(data)
+    truth = next_in_cycle(data, n_items)  # each walk's next step: never seen in training
+
+    def ndcg(top: np.ndarray) -> float:
+        hit, rank = (top == truth[:, None]).nonzero()
+        return float(np.sum(1 / np.log2(rank + 2)) / len(truth)) if len(hit) else 0.0
+
+    by_popularity = np.tile(np.argsort(-model.popularity_, kind="stable")[:10], (len(truth), 1))
+    learnt = ndcg(model.recommend(data, 10)[0])
+    assert learnt >= 0.7 and learnt > 3 * ndcg(by_popularity), "every other model here reaches about 0.82"
+
+
+def test_gbce_starts_every_bias_at_its_equilibrium(data: Interactions) -> None:
+    """Started at log(beta / k), one step (of at most about lr) leaves the biases near it."""
+    from shopsense.models._sasrec_net import gbce_beta
+
+    config = SMALL.model_copy(update={"loss": "gbce", "negatives": 8, "max_minutes": 1e-9})
+    model = SASRec(config).fit(data)
+    start = math.log(gbce_beta(8, ITEMS, 0.75) / 8)
+    assert np.allclose(model.net_.bias.detach().numpy(), start, atol=2 * config.lr)
+
+
+def test_gbce_config_is_validated() -> None:
+    assert SASRecConfig(loss="gbce").gbce_t == 0.75
+    with pytest.raises(ValidationError, match="uniformly"):
+        SASRecConfig(loss="gbce", sampler="popularity")
+    for t in (-0.1, 1.5):
+        with pytest.raises(ValidationError, match="gbce_t"):
+            SASRecConfig(loss="gbce", gbce_t=t)
+    with pytest.raises(ValidationError, match="loss"):
+        SASRecConfig(loss="bce")  # type: ignore[arg-type]
 
 
 def test_early_stopping_keeps_the_best_epoch(model: SASRec) -> None:
