@@ -154,9 +154,9 @@ def diversity_sweep(model: TwoStage, prepared: Prepared) -> list[dict[str, float
     return out
 
 
-def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) -> dict[str, Any]:
-    """Best single model vs the two-stage ranker on one shared dataset."""
-    started = time.perf_counter()
+def split_for(name: str, spec: Dataset, max_users: int | None) -> tuple[dict[str, Any], Prepared]:
+    """The dataset's best single model (from the quality benchmark) and its split, prepared with that model's
+    interaction weights and decay: what every comparison here starts from."""
     best = best_single(name)
     events, catalog = load(name, spec)
     config = EvalConfig(
@@ -166,7 +166,13 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) 
         half_life_days=best["half_life_days"],
         max_test_users=max_users or spec.max_test_users,
     )
-    prepared = prepare(events, config, catalog)
+    return best, prepare(events, config, catalog)
+
+
+def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) -> dict[str, Any]:
+    """Best single model vs the two-stage ranker on one shared dataset."""
+    started = time.perf_counter()
+    best, prepared = split_for(name, spec, max_users)
     print(f"[{name}] best single model: {best['name']}", file=sys.stderr)
     single = evaluate_model(prepared, best["name"], build_model(best["name"], best["params"]))
     model = TwoStage(ranker_config(spec.split, best, head))
@@ -193,16 +199,7 @@ def compare_dataset(name: str, spec: Dataset, max_users: int | None, head: str) 
 def compare_objectives(name: str, spec: Dataset, max_users: int | None, objectives: list[str]) -> dict[str, Any]:
     """The two-stage ranker once per LightGBM objective on one dataset: same split, sources and test users."""
     started = time.perf_counter()
-    best = best_single(name)
-    events, catalog = load(name, spec)
-    config = EvalConfig(
-        split=spec.split,
-        tasks=spec.tasks,
-        weights=best["weights"],
-        half_life_days=best["half_life_days"],
-        max_test_users=max_users or spec.max_test_users,
-    )
-    prepared = prepare(events, config, catalog)
+    best, prepared = split_for(name, spec, max_users)
     results, fitted = [], {}
     for objective in objectives:
         print(f"[{name}] two-stage ranker, objective {objective}", file=sys.stderr)
