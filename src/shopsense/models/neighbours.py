@@ -62,6 +62,27 @@ def top_k_product(
     return sp.vstack(parts, format="csr")
 
 
+def nearest_users(
+    history: sp.csr_matrix,
+    own: np.ndarray,
+    train: sp.csr_matrix,
+    k: int,
+    weigh: Weigh | None = None,
+    *,
+    desc: str = "similar users",
+) -> sp.csr_matrix:
+    """The ``k`` training users (rows of ``train``) most alike each row of ``history``, by ``weigh`` of the
+    overlap, never the row's own training user: ``own[i]`` is history row i's row in ``train`` (-1 for
+    someone new). A shopper compared with their own training row would be their own best neighbour.
+    """
+
+    def not_own(rows: np.ndarray, cols: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+        weighed = overlap if weigh is None else weigh(rows, cols, overlap)
+        return np.where(cols == own[rows], 0.0, weighed)
+
+    return top_k_product(history, train.T.tocsr(), k, not_own, desc=desc)
+
+
 def _row_blocks(left: sp.csr_matrix, right: sp.csr_matrix, budget: int) -> np.ndarray:
     """Row boundaries such that each block's product has at most ``budget`` entries (or is one row).
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender
-from shopsense.models.neighbours import top_k_product
+from shopsense.models.neighbours import nearest_users
 
 
 class RepeatBuyConfig(BaseModel):
@@ -70,12 +70,8 @@ class RepeatBuy(Recommender):
         """``own_share`` x the unit own vector + the rest x the mean unit vector of the nearest shoppers."""
         own = _unit_rows(bought)
         rows = np.array(self.users_.index(history.users.values))
-
-        def not_self(at: np.ndarray, cols: np.ndarray, cosine: np.ndarray) -> np.ndarray:
-            return np.where(cols == rows[at], 0.0, cosine)  # a training shopper is not their own neighbour
-
         k = self.config.neighbours
-        similar = top_k_product(own, self.train_.T.tocsr(), k, not_self, desc="look-alike shoppers")
+        similar = nearest_users(own, rows, self.train_, k, desc="look-alike shoppers")  # cosine: unit rows
         similar.data[:] = 1.0 / k  # TIFU-KNN averages the neighbours' vectors
         share = self.config.own_share
         return np.asarray((share * own + (1 - share) * (similar @ self.train_)).todense())

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender
-from shopsense.models.neighbours import top_k_product
+from shopsense.models.neighbours import nearest_users
 
 
 class UserIds(frozenset[str]):
@@ -82,9 +82,9 @@ class UserKNN(Recommender):
 
         def cosine(rows: np.ndarray, cols: np.ndarray, overlap: np.ndarray) -> np.ndarray:
             sim: np.ndarray = overlap / (h_norms[rows] * self.norms_[cols] + self.config.shrinkage)
-            return np.where(cols == own[rows], 0.0, sim)  # a training user is not their own neighbour
+            return sim
 
-        similarity = top_k_product(h, self.train_.T.tocsr(), self.config.neighbours, cosine, desc="similar users")
+        similarity = nearest_users(h, own, self.train_, self.config.neighbours, cosine)
         return np.asarray((similarity @ self.train_).todense())
 
     def _prepare(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
