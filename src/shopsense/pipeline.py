@@ -41,6 +41,21 @@ class DiversityConfig(BaseModel):
     pool: int = Field(50, ge=1, description="best candidates MMR chooses the k from")
 
 
+class ChoiceConfig(BaseModel):
+    """What training tries on a validation split before the final fit (:mod:`shopsense.eval.choice`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="false: fit the ranker exactly as configured")
+    budget_seconds: float = Field(
+        600.0, gt=0, description="wall-clock for the trials on 2 cores; a trial that would not fit is skipped"
+    )
+    validation_share: float = Field(
+        0.1, gt=0, lt=1, description="train: the latest share of the events held out to validate on"
+    )
+    max_users: int = Field(5000, ge=10, description="validation users scored at most (a seeded sample)")
+
+
 class PipelineConfig(BaseModel):
     """One named pipeline."""
 
@@ -51,6 +66,7 @@ class PipelineConfig(BaseModel):
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     rules: RuleConfig = Field(default_factory=RuleConfig)
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+    choice: ChoiceConfig = Field(default_factory=ChoiceConfig)
 
 
 def load_pipeline(name_or_path: str, directories: list[Path]) -> PipelineConfig:

@@ -93,8 +93,17 @@ def test_train_learns_and_recommend_explains(shop: Shell, trained: dict[str, Any
     for head in ("attention", "purchase"):
         assert summary["heads"]["lightgbm"][head]["auc"] > 0.7, f"the {head} head learned: {summary['heads']}"
     assert summary["training"]["alpha"] == 0.5 and 0 < summary["training"]["repeat_share"] < 1
+    choice = summary["training"]["choice"]
+    scored = [t for t in choice["trials"] if t["error"] is None]
+    assert len(scored) >= 3 and choice["task"] in {"all", "new"}, "label cuts were tried on the validation split"
+    best = max(t["ndcg10"] for t in scored)
+    chosen = next(t for t in scored if t["name"] == choice["chosen"])
+    assert chosen["ndcg10"] == best, "the setting shipped is the best on validation"
+    sources = [t["ndcg10"] for t in choice["sources"].values() if t["error"] is None]
+    assert sources and (chosen["ndcg10"] >= max(sources) or choice["settings"]["rank_by"]), "the guard held"
     shown = shop("train").stdout
     assert "lightgbm" in shown and "NDCG@10" in shown, "the text summary prints heads and orderings"
+    assert "settings tried on validation" in shown and "chose " in shown, "and what it chose on validation"
     recs = shop.json("recommend", "user-1", "--k", "10")
     assert len(recs) == 10 and len({r["item_id"] for r in recs}) == 10
     reasons = {r["explanation"]["reason"] for r in recs}

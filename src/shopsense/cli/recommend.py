@@ -177,7 +177,8 @@ def train(
 def _print_training(
     pipeline: str, scores: dict[str, dict[str, dict[str, float]]], report: dict[str, Any], training: dict[str, Any]
 ) -> None:
-    """The heads' validation scores, then how each candidate order ranked held-out purchases."""
+    """What validation chose, the heads' validation scores, then how each candidate order ranked held-out purchases."""
+    _print_choice(training.get("choice"))
     table = Table(title=f"pipeline {pipeline}: heads on held-out users of the label window", highlight=False)
     for column in ("head", "target", "AUC", "log-loss", "positives"):
         table.add_column(column)
@@ -208,6 +209,28 @@ def _print_training(
     if share is not None:
         hidden = "hidden" if training.get("exclude_purchased") else "recommendable again"
         console.print(f"{share:.0%} of purchases re-buy an item: bought items are {hidden}", highlight=False)
+
+
+def _print_choice(choice: dict[str, Any] | None) -> None:
+    """The settings tried on the validation split, each source alone, what was skipped, and what was chosen."""
+    if not choice:
+        return
+    if not choice["trials"]:
+        out.print(f"settings: as configured ({choice['why']})", highlight=False, markup=False)
+        return
+    table = Table(title=f"settings tried on validation ({choice['validation']}; task {choice['task']})")
+    for column in ("setting", "what", "NDCG@10 [95% CI]", "seconds", "chosen"):
+        table.add_column(column)
+    rows = [*choice["trials"], *({**t, "name": f"{n} alone"} for n, t in choice["sources"].items())]
+    for trial in rows:
+        low, high = trial["ci95"]
+        score = trial["error"] or f"{_fixed(trial['ndcg10'], 4)} [{_fixed(low, 4)}, {_fixed(high, 4)}]"
+        mark = "✓" if trial["name"] == choice["chosen"] else ""
+        table.add_row(trial["name"], trial["why"], score, _fixed(trial["seconds"], 1), mark)
+    out.print(table)
+    for skipped in choice["skipped"]:
+        out.print(f"not tried: {skipped}", highlight=False, markup=False)
+    out.print(f"chose {choice['why']}", highlight=False, markup=False)
 
 
 def _fixed(value: float | None, digits: int) -> str:

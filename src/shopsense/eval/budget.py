@@ -88,9 +88,15 @@ def model_seconds(name: str, size: DataSize, params: dict[str, Any] | None = Non
     return seconds
 
 
-def pipeline_seconds(size: DataSize) -> float:
-    """One fit and one scoring of the two-stage pipeline."""
-    return PIPELINE_FIXED + PIPELINE_PER_MILLION * size.interactions / 1e6 + RANK_DEFAULT * size.scores / 1e9
+def pipeline_seconds(size: DataSize, choosing: bool = False) -> float:
+    """One fit and one scoring of the two-stage pipeline; ``choosing``: with its settings first chosen on a
+    validation split (:mod:`shopsense.eval.choice`: a few label cuts, its sources alone, maybe one more)."""
+    once = PIPELINE_FIXED + PIPELINE_PER_MILLION * size.interactions / 1e6 + RANK_DEFAULT * size.scores / 1e9
+    return once * (1 + VALIDATION_SHARE * CHOICE_TRIALS) if choosing else once
+
+
+CHOICE_TRIALS = 5
+"""Pipeline fits a choice makes on the validation split, typically (its sources alone cost about one more)."""
 
 
 def with_tuning(seconds: float, points: int) -> float:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopsense.features.interactions import Interactions, Sequences
 from shopsense.features.stats import DAY, type_mask
@@ -67,6 +67,12 @@ class RankerConfig(BaseModel):
         0.15, gt=0, lt=1, description="time: the window's share of the events; random: share of pairs held out"
     )
     label_last: int = Field(1, ge=1, description="last: purchase-type events held out per user")
+    rank_by: str | None = Field(
+        None,
+        min_length=1,
+        description="a candidate source whose order ranks (the heads break its ties); None: such a source is "
+        "chosen only when it orders the label window's held-out purchases better than the heads",
+    )
     max_train_users: int = Field(10_000, ge=10, description="window users sampled to train the heads")
     valid_fraction: float = Field(0.2, gt=0, lt=1, description="share of those users held out for early stopping")
     history_length: int = Field(50, ge=1, description="recent events the DIN head attends over")
@@ -77,6 +83,13 @@ class RankerConfig(BaseModel):
     boost: BoostConfig = Field(default_factory=BoostConfig)
     din: DINConfig = Field(default_factory=DINConfig)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_rank_by(self) -> RankerConfig:
+        names = [source.name for source in self.candidates.sources]
+        if self.rank_by is not None and self.rank_by not in names:
+            raise ValueError(f"rank_by {self.rank_by!r} is not a candidate source (sources: {', '.join(names)})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -297,7 +310,11 @@ class TwoStage(Recommender):
     def _rank_by(
         self, frame: FeatureFrame, labels: np.ndarray, valid: np.ndarray, held: np.ndarray | None
     ) -> str | None:
-        """A candidate source that alone orders held-out users' purchases better than the heads, else None."""
+        """A candidate source that alone orders held-out users' purchases better than the heads, else None.
+
+        ``rank_by`` in the config (set by :mod:`shopsense.eval.choice` when a source beat the pipeline on
+        its validation split) decides instead; the comparison is still reported.
+        """
         if held is None:
             return None
         users, bought = frame.users[valid], labels[valid, 1]
@@ -307,6 +324,8 @@ class TwoStage(Recommender):
             rank = frame.source_rank(name)[valid]
             report[name] = grouped_ndcg(users, np.where(np.isnan(rank), -np.inf, -rank), bought)
         self.heads_report_["purchase_ndcg_by_order"] = report
+        if self.config.rank_by is not None:
+            return self.config.rank_by
         best = max(frame.sources, key=lambda name: np.nan_to_num(report[name], nan=-1.0), default=None)
         if best is None or not np.nan_to_num(report[best], nan=-1.0) > np.nan_to_num(heads, nan=-1.0):
             return None

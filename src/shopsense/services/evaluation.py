@@ -38,7 +38,9 @@ from shopsense.eval.tuning import GRIDS, INTERACTION_TRIALS, Trial, tune_interac
 from shopsense.models.registry import build_model, config_class, model_class
 
 if TYPE_CHECKING:
-    from shopsense.pipeline import PipelineConfig
+    from shopsense.eval.choice import Choice
+    from shopsense.pipeline import ChoiceConfig, PipelineConfig
+    from shopsense.ranking.ranker import RankerConfig
     from shopsense.store import Store
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,7 @@ class EvaluationRun:
             points = 2 ** (len(hybrid) - 1) if self.tune else 1
             plan["hybrid"] = costs.with_tuning(costs.model_seconds("hybrid", size), points)
         for name in pipelines:
-            plan[f"pipeline:{name}"] = costs.pipeline_seconds(size)
+            plan[f"pipeline:{name}"] = costs.pipeline_seconds(size, choosing=True)
         for name in peers:
             plan[name] = costs.model_seconds("als", size) + costs.model_seconds("bpr", size)
         return plan
@@ -232,13 +234,30 @@ class EvaluationRun:
             self.add_failure(row, refusal, peer=False, params=params, skipped=True)
             return self.results[-1]
         try:
+            choice = self._choose(ranker, config.choice)
+            ranker = choice.ranker
             result = evaluate_model(self.prepared, row, TwoStage(ranker))
         except (ShopsenseError, ValueError, MemoryError) as error:
             log.warning("%s failed on %s: %s", row, self.dataset, error)
             self.add_failure(row, str(error), peer=False, params=params)
             return self.results[-1]
+        result.params = {**result.params, "choice": choice.as_dict()}
         self.results.append(result)
         return result
+
+    def _choose(self, ranker: RankerConfig, config: ChoiceConfig) -> Choice:
+        """The pipeline's own choice (:mod:`shopsense.eval.choice`) on this run's validation split and primary
+        task, as ``train`` makes it on the latest events: the test is never looked at."""
+        from shopsense.eval.choice import choose, unchosen
+
+        if not config.enabled:
+            return unchosen(ranker, "choice.enabled is false: the ranker as configured")
+        seconds = min(config.budget_seconds, self.budget.left() * BUDGET_SHARE)
+        try:
+            valid = self.valid
+        except ShopsenseError as error:
+            return unchosen(ranker, f"no validation split: {error}")
+        return choose(valid, ranker, self.primary, config.model_copy(update={"budget_seconds": max(seconds, 1.0)}))
 
     def add_peer(self, peer: str) -> list[ModelResult]:
         """Every model of a peer library run in-process (see :mod:`shopsense.eval.peers`), or its skip."""

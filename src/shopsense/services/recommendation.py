@@ -14,15 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopsense.errors import ConfigError, ShopsenseError
-from shopsense.features.interactions import build_interactions
+from shopsense.features.interactions import Interactions, build_interactions
 from shopsense.ingest.source import export_format
-from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline
+from shopsense.pipeline import Pipeline, PipelineConfig, Recommendation, load_pipeline, repeat_share
 from shopsense.ranking.ranker import HEAD_MODELS
 from shopsense.services.answers import (
     RECOMMENDATIONS_SCHEMA,
@@ -36,6 +36,9 @@ from shopsense.services.bundles import BundleInfo, Bundles
 from shopsense.services.data import DataService
 from shopsense.settings import Settings
 from shopsense.store.base import erasure_hash
+
+if TYPE_CHECKING:
+    from shopsense.eval.choice import Choice
 
 log = logging.getLogger(__name__)
 PIPELINE_DIRS = (Path(__file__).resolve().parents[1] / "data" / "pipelines",)
@@ -90,7 +93,10 @@ class RecommendationService:
         if events.num_rows == 0:
             raise ShopsenseError("the store has no events: import some before training")
         started = time.perf_counter()
-        data = build_interactions(events, self.data.settings.event_types.weights, catalog=store.scan_items())
+        weights, catalog = self.data.settings.event_types.weights, store.scan_items()
+        data = build_interactions(events, weights, catalog=catalog)
+        choice = self._choose(events, catalog, data, config)
+        config = config.model_copy(update={"ranker": choice.ranker})
         try:
             fitted = Pipeline(config).fit(data)
         except ValueError as exc:
@@ -98,10 +104,11 @@ class RecommendationService:
         seconds = time.perf_counter() - started
         ranker = fitted.ranker
         times = events.column("timestamp")
-        training = {k: v for k, v in ranker.training_.items() if k != "feature_names"}
+        training: dict[str, Any] = {k: v for k, v in ranker.training_.items() if k != "feature_names"}
         training["repeat_share"] = fitted.repeat_share_
         training["exclude_purchased"] = fitted.rules.exclude_purchased
         training["scaled_down"] = scaled_down(ranker)  # what a source sized down to fit this machine, and why
+        training["choice"] = choice.as_dict()
         serve = self.data.settings.serve
         log.info("precomputing answers")
         precomputing = time.perf_counter()
@@ -133,6 +140,18 @@ class RecommendationService:
         self._loaded[config.name] = fitted
         path = self.bundles.root / info.pipeline / info.version
         return TrainResult(info, path, seconds, ranker.heads_report_, training)
+
+    def _choose(self, events: pa.Table, catalog: pa.Table, data: Interactions, config: PipelineConfig) -> Choice:
+        """The ranker settings validation prefers (:mod:`shopsense.eval.choice`), judged on the task the served
+        lists face: new items only where the pipeline's rules hide what a user bought."""
+        from shopsense.eval.choice import training_choice
+        from shopsense.eval.harness import Task
+
+        assert data.sequences is not None  # build_interactions keeps them
+        rules = config.rules.resolved(repeat_share(data.sequences, config.ranker.purchase_types))
+        task = Task.NEW if rules.exclude_purchased else Task.ALL
+        log.info("choosing the ranker's settings on a validation split")
+        return training_choice(events, catalog, self.data.settings.event_types.weights, config, task)
 
     def pipeline(self, name: str = "default") -> Pipeline:
         """The served bundle of a pipeline (pinned or newest), loaded once."""

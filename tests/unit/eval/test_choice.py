@@ -1,0 +1,123 @@
+"""The pipeline's choice on validation: each label cut once, the best kept, an extra source, the guard, the budget."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from shopsense.eval import choice as choice_module
+from shopsense.eval.choice import choose, label_variants, training_choice
+from shopsense.eval.harness import EvalConfig, ModelResult, Task, TaskResult, prepare
+from shopsense.eval.splits import Protocol, SplitConfig
+from shopsense.models.base import Recommender
+from shopsense.pipeline import ChoiceConfig, PipelineConfig
+from shopsense.ranking.ranker import RankerConfig, TwoStage
+from shopsense.settings import DEFAULT_EVENT_TYPES
+
+
+def test_label_variants_try_each_cut_once() -> None:
+    ranker = RankerConfig()  # time window, 15% of the events
+    temporal = label_variants(ranker, SplitConfig(protocol=Protocol.TEMPORAL, test_quantile=0.85))
+    assert [name for name, _, _ in temporal] == ["configured", "last purchase", "random pairs"], "0.15 == mirror"
+    last10 = label_variants(ranker, SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=10))
+    assert [u for _, _, u in last10][1] == {"label_mode": "last", "label_last": 10}
+    last1 = label_variants(ranker, SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=1))
+    assert [name for name, _, _ in last1] == ["configured", "labels like validation", "random pairs"]
+
+
+def test_rank_by_must_name_a_source() -> None:
+    with pytest.raises(ValueError, match="'nope' is not a candidate source"):
+        RankerConfig(rank_by="nope")
+    assert RankerConfig(rank_by="co_bought").rank_by == "co_bought"
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, scores: dict[str, float]) -> list[Any]:
+    """evaluate_model replaced by fixed validation scores per model (the pipeline by its label mode and sources)."""
+    fitted: list[Any] = []
+
+    def fake(prepared: Any, name: str, model: Recommender, **_: Any) -> ModelResult:
+        fitted.append(model)
+        if isinstance(model, TwoStage):
+            cfg = model.config
+            mode = f"last{cfg.label_last}" if cfg.label_mode == "last" else cfg.label_mode
+            key = f"rank:{cfg.rank_by}" if cfg.rank_by else f"{mode}+{len(cfg.candidates.sources)}"
+        else:
+            key = name
+        value = scores[key]
+        task = TaskResult(10, {"ndcg@10": value}, (value - 0.01, value + 0.01), np.full(10, value))
+        return ModelResult(name, False, 0.1, 1.0, {}, {Task.NEW: task})
+
+    monkeypatch.setattr(choice_module, "evaluate_model", fake)
+    return fitted
+
+
+class _Valid:
+    """What choose() reads of a prepared split: the split's protocol and description, and its size."""
+
+    def __init__(self) -> None:
+        self.config = EvalConfig(split=SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=3))
+        self.split = type("S", (), {"description": "leave-last-3"})()
+        self.data = type("D", (), {"matrix": type("M", (), {"nnz": 1000, "shape": (50, 40)})()})()
+        self.users = np.arange(50)
+
+
+BASE = {"trending": 0.05, "repeat": 0.01, "co_bought": 0.12, "taste": 0.10, "ease": 0.08}
+
+
+def test_the_best_label_cut_ships(monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted(monkeypatch, {**BASE, "time+4": 0.10, "last3+4": 0.20, "last1+4": 0.12, "random+4": 0.15})
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.chosen == "labels like validation" and result.ranker.label_mode == "last"
+    assert result.ranker.label_last == 3 and result.ranker.rank_by is None
+    assert "0.2000" in result.why and "next best random pairs 0.1500" in result.why
+    assert json.loads(json.dumps(result.as_dict()))["settings"]["label_last"] == 3
+
+
+def test_a_model_better_than_every_source_joins_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {**BASE, "ease": 0.30, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2, "random+4": 0.15, "time+5": 0.32}
+    _scripted(monkeypatch, scores)
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.chosen == "+ease"
+    assert [s.model for s in result.ranker.candidates.sources][-1] == "ease"
+
+
+def test_the_guard_ranks_by_a_source_that_beats_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {
+        **BASE,
+        "co_bought": 0.40,
+        "time+4": 0.25,
+        "last3+4": 0.2,
+        "last1+4": 0.2,
+        "random+4": 0.15,
+        "rank:co_bought": 0.39,
+    }
+    _scripted(monkeypatch, scores)
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.chosen == "rank by co_bought" and result.ranker.rank_by == "co_bought"
+    assert result.ranker.label_mode == "time", "on top of the best label cut"
+
+
+def test_a_spent_budget_skips_trials_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    fitted = _scripted(monkeypatch, {**BASE, "time+4": 0.25})
+    clock = iter(np.arange(0.0, 1000.0, 3.0))
+    monkeypatch.setattr(choice_module.time, "perf_counter", lambda: float(next(clock)))
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig(budget_seconds=4))  # type: ignore[arg-type]
+    assert len(fitted) == 1 and result.chosen == "configured"
+    assert result.skipped and all("left" in why for why in result.skipped)
+
+
+def test_train_validates_on_the_latest_events(shop_tables: tuple[pa.Table, pa.Table]) -> None:
+    events, items = shop_tables
+    config = PipelineConfig(choice=ChoiceConfig(validation_share=0.2))
+    result = training_choice(events, items, dict(DEFAULT_EVENT_TYPES), config, Task.ALL)
+    assert result.validation.startswith("temporal") and "q=0.8" in result.validation
+    scored = [t for t in result.trials if t.error is None]
+    assert len(scored) >= 3 and result.sources
+    held = prepare(events, EvalConfig(split=SplitConfig(test_quantile=0.8), tasks=(Task.ALL,)), items)
+    assert held.split.train.num_rows < events.num_rows, "the validation test is cut from the training events"
+    off = training_choice(events, items, {}, PipelineConfig(choice=ChoiceConfig(enabled=False)), Task.ALL)
+    assert off.chosen == "configured" and not off.trials and off.ranker == config.ranker
