@@ -21,12 +21,14 @@ from shopsense.settings import DEFAULT_EVENT_TYPES
 
 def test_label_variants_try_each_cut_once() -> None:
     ranker = RankerConfig()  # time window, 15% of the events
-    temporal = label_variants(ranker, SplitConfig(protocol=Protocol.TEMPORAL, test_quantile=0.85))
-    assert [name for name, _, _ in temporal] == ["configured", "last purchase", "random pairs"], "0.15 == mirror"
+    temporal = label_variants(ranker, SplitConfig(protocol=Protocol.TEMPORAL, test_quantile=0.9))
+    assert [name for name, _, _ in temporal] == ["configured", "last purchase"], "a time window is a time window"
     last10 = label_variants(ranker, SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=10))
     assert [u for _, _, u in last10][1] == {"label_mode": "last", "label_last": 10}
     last1 = label_variants(ranker, SplitConfig(protocol=Protocol.LEAVE_LAST, last_k=1))
-    assert [name for name, _, _ in last1] == ["configured", "labels like validation", "random pairs"]
+    assert [name for name, _, _ in last1] == ["configured", "labels like validation"]
+    random = label_variants(ranker, SplitConfig(protocol=Protocol.RANDOM, test_fraction=0.2))
+    assert random[1][2] == {"label_mode": "random", "label_fraction": 0.2}
 
 
 def test_rank_by_must_name_a_source() -> None:
@@ -69,16 +71,16 @@ BASE = {"trending": 0.05, "repeat": 0.01, "co_bought": 0.12, "taste": 0.10, "eas
 
 
 def test_the_best_label_cut_ships(monkeypatch: pytest.MonkeyPatch) -> None:
-    _scripted(monkeypatch, {**BASE, "time+4": 0.10, "last3+4": 0.20, "last1+4": 0.12, "random+4": 0.15})
+    _scripted(monkeypatch, {**BASE, "time+4": 0.10, "last3+4": 0.20, "last1+4": 0.12})
     result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
     assert result.chosen == "labels like validation" and result.ranker.label_mode == "last"
     assert result.ranker.label_last == 3 and result.ranker.rank_by is None
-    assert "0.2000" in result.why and "next best random pairs 0.1500" in result.why
+    assert "0.2000" in result.why and "next best last purchase 0.1200" in result.why
     assert json.loads(json.dumps(result.as_dict()))["settings"]["label_last"] == 3
 
 
 def test_a_model_better_than_every_source_joins_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    scores = {**BASE, "ease": 0.30, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2, "random+4": 0.15, "time+5": 0.32}
+    scores = {**BASE, "ease": 0.30, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2, "time+5": 0.32}
     _scripted(monkeypatch, scores)
     result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
     assert result.chosen == "+ease"
@@ -92,7 +94,6 @@ def test_the_guard_ranks_by_a_source_that_beats_every_setting(monkeypatch: pytes
         "time+4": 0.25,
         "last3+4": 0.2,
         "last1+4": 0.2,
-        "random+4": 0.15,
         "rank:co_bought": 0.39,
     }
     _scripted(monkeypatch, scores)
