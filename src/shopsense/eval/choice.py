@@ -161,7 +161,7 @@ def choose(valid: Prepared, ranker: RankerConfig, task: Task, config: ChoiceConf
         run.pipeline(guard, f"{top.name} alone beats every setting tried: the heads only break its ties", update)
         best = run.best() or best
         if not run.measured(guard):  # the budget is spent; ranking by the source is the safe side
-            best = Trial(guard, "the guard (not measured: no budget left)", update, top.ndcg10)
+            best = Trial(guard, "the guard (not measured: no budget left)", update)
     chosen = ranker.model_copy(update=best.update)
     why = _why(best, run.trials, run.sources)
     seconds = time.perf_counter() - started
@@ -220,13 +220,14 @@ def _source_names(ranker: RankerConfig, update: dict[str, Any]) -> set[str]:
 def _why(best: Trial, trials: list[Trial], sources: dict[str, Trial]) -> str:
     """One sentence: the chosen trial's score against the runner-up and the best single source."""
     scored = [t for t in trials if t.error is None and t is not best and t.name != best.name]
-    parts = [f"{best.name}: NDCG@10 {best.ndcg10:.4f} on validation"]
+    measured = "not measured, no budget left" if best.ndcg10 != best.ndcg10 else f"{best.ndcg10:.4f}"
+    parts = [f"{best.name}: NDCG@10 {measured} on validation"]
     if scored:
         runner = max(scored, key=lambda t: t.ndcg10)
         parts.append(f"next best {runner.name} {runner.ndcg10:.4f}")
-    measured = [t for t in sources.values() if t.error is None]
-    if measured:
-        top = max(measured, key=lambda t: t.ndcg10)
+    alone = [t for t in sources.values() if t.error is None]
+    if alone:
+        top = max(alone, key=lambda t: t.ndcg10)
         parts.append(f"best single source {top.name} {top.ndcg10:.4f}")
     return "; ".join(parts)
 

@@ -122,3 +122,20 @@ def test_train_validates_on_the_latest_events(shop_tables: tuple[pa.Table, pa.Ta
     assert held.split.train.num_rows < events.num_rows, "the validation test is cut from the training events"
     off = training_choice(events, items, {}, PipelineConfig(choice=ChoiceConfig(enabled=False)), Task.ALL)
     assert off.chosen == "configured" and not off.trials and off.ranker == config.ranker
+
+
+def test_the_guard_holds_even_when_no_budget_is_left_to_measure_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {**BASE, "co_bought": 0.40, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2}
+    _scripted(monkeypatch, scores)
+    measure = choice_module._Trials.pipeline
+
+    def spent(self: Any, name: str, why: str, update: dict[str, Any], extra: str | None = None) -> None:
+        if name.startswith("rank by"):
+            self.skipped.append(f"{name}: needs ~1s, 0.0s of 10m left")
+            return
+        measure(self, name, why, update, extra)
+
+    monkeypatch.setattr(choice_module._Trials, "pipeline", spent)
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.ranker.rank_by == "co_bought" and "not measured" in result.why
+    assert json.loads(json.dumps(result.as_dict()))["trials"][0]["ndcg10"] == 0.25
