@@ -21,8 +21,10 @@ nothing else could be measured):
 4. **the guard**: if a source alone still beats every variant, the pipeline ranks by that source (the
    heads only break its ties), so what ships is never worse on validation than its best single source.
 
-Choosing by the best of a few validation scores is slightly optimistic about the chosen one's score;
-the test, where there is one, is untouched by it.
+A setting replaces the configured one only when it beats it by more than two standard errors of the
+per-user difference (the rule the ranker applies to its own choices): a change within noise is not worth
+making. Choosing the best of a few validation scores is still slightly optimistic about the chosen one's
+score; the test, where there is one, is untouched by it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from shopsense.errors import ShopsenseError
@@ -41,7 +44,7 @@ from shopsense.eval.splits import Protocol, SplitConfig
 from shopsense.models.registry import build_model
 from shopsense.pipeline import ChoiceConfig, PipelineConfig
 from shopsense.ranking.candidates import CandidateConfig, Source
-from shopsense.ranking.ranker import RankerConfig, TwoStage
+from shopsense.ranking.ranker import SURE, RankerConfig, TwoStage, better, paired_se
 
 log = logging.getLogger(__name__)
 EXTRA_SOURCES = (Source(name="ease", model="ease", n=50),)
@@ -59,6 +62,8 @@ class Trial:
     ci95: tuple[float, float] = (float("nan"), float("nan"))
     seconds: float = float("nan")
     error: str | None = None
+    per_user: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    """NDCG@10 of each validation user (the same users for every trial), for the paired comparison."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class Choice:
 def _plain(trial: Trial) -> dict[str, Any]:
     """A trial as JSON values: NaN (not measured) becomes None, which JSON can carry."""
     values = asdict(trial)
+    del values["per_user"]
     values["update"] = {
         k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for k, v in trial.update.items()
     }
@@ -224,7 +230,8 @@ def _why(best: Trial, trials: list[Trial], sources: dict[str, Trial]) -> str:
     parts = [f"{best.name}: NDCG@10 {measured} on validation"]
     if scored:
         runner = max(scored, key=lambda t: t.ndcg10)
-        parts.append(f"next best {runner.name} {runner.ndcg10:.4f}")
+        noise = " (higher, but within two standard errors: no measurable gain)" if runner.ndcg10 > best.ndcg10 else ""
+        parts.append(f"next best {runner.name} {runner.ndcg10:.4f}{noise}")
     alone = [t for t in sources.values() if t.error is None]
     if alone:
         top = max(alone, key=lambda t: t.ndcg10)
@@ -283,12 +290,22 @@ class _Trials:
             log.warning("choice: %s failed on validation: %s", name, error)
             return Trial(name, why, update, seconds=time.perf_counter() - began, error=str(error))
         scores = result.tasks[self.task]
-        return Trial(name, why, update, scores.metrics["ndcg@10"], scores.ci95_ndcg10, time.perf_counter() - began)
+        took = time.perf_counter() - began
+        return Trial(
+            name, why, update, scores.metrics["ndcg@10"], scores.ci95_ndcg10, took, per_user=scores.per_user_ndcg10
+        )
 
     def best(self) -> Trial | None:
-        """The best scored pipeline trial (ties: the earlier, so the configuration keeps its place)."""
+        """The pipeline trial to ship: the first scored (the configuration as written) unless another beats it
+        by more than ``SURE`` standard errors of the per-user difference (the ranker's rule for every such
+        choice, :func:`~shopsense.ranking.ranker.better`): a change within noise is not worth making."""
         scored = [t for t in self.trials if t.error is None]
-        return max(scored, key=lambda t: t.ndcg10) if scored else None
+        if not scored:
+            return None
+        default = scored[0]
+        margins = {t.name: SURE * paired_se(t.per_user, default.per_user) for t in scored[1:]}
+        name = better({t.name: t.ndcg10 for t in scored}, default=default.name, lower=False, margins=margins)
+        return next(t for t in scored if t.name == name)
 
     def best_source(self, within: set[str] | None = None) -> Trial | None:
         """The best scored single source (among ``within`` when given)."""

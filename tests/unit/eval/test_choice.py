@@ -37,7 +37,7 @@ def test_rank_by_must_name_a_source() -> None:
     assert RankerConfig(rank_by="co_bought").rank_by == "co_bought"
 
 
-def _scripted(monkeypatch: pytest.MonkeyPatch, scores: dict[str, float]) -> list[Any]:
+def _scripted(monkeypatch: pytest.MonkeyPatch, scores: dict[str, float], noise: float = 0.0) -> list[Any]:
     """evaluate_model replaced by fixed validation scores per model (the pipeline by its label mode and sources)."""
     fitted: list[Any] = []
 
@@ -50,7 +50,8 @@ def _scripted(monkeypatch: pytest.MonkeyPatch, scores: dict[str, float]) -> list
         else:
             key = name
         value = scores[key]
-        task = TaskResult(10, {"ndcg@10": value}, (value - 0.01, value + 0.01), np.full(10, value))
+        spread = np.random.default_rng(len(fitted)).normal(0, noise, 10)
+        task = TaskResult(10, {"ndcg@10": value}, (value - 0.01, value + 0.01), value + spread - spread.mean())
         return ModelResult(name, False, 0.1, 1.0, {}, {Task.NEW: task})
 
     monkeypatch.setattr(choice_module, "evaluate_model", fake)
@@ -77,6 +78,13 @@ def test_the_best_label_cut_ships(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.ranker.label_last == 3 and result.ranker.rank_by is None
     assert "0.2000" in result.why and "next best last purchase 0.1200" in result.why
     assert json.loads(json.dumps(result.as_dict()))["settings"]["label_last"] == 3
+
+
+def test_a_gain_within_noise_keeps_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted(monkeypatch, {**BASE, "time+4": 0.20, "last3+4": 0.22, "last1+4": 0.12}, noise=0.3)
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.chosen == "configured" and result.ranker == RankerConfig()
+    assert "next best labels like validation 0.2200" in result.why
 
 
 def test_a_model_better_than_every_source_joins_them(monkeypatch: pytest.MonkeyPatch) -> None:
