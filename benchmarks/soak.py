@@ -92,27 +92,34 @@ class Traffic:
         self.counter = 0
         self.rng = random.Random(seed)
 
-    def user(self, rng: random.Random, writing: bool = False) -> str:
-        """A known user (Zipf-like: a few are very active), or one this run created (with an event: a new one)."""
+    def user(self, rng: random.Random, new: list[str] | None = None) -> str:
+        """A known user (Zipf-like: a few are very active), or one this run created; given ``new`` (an event
+        being written), sometimes a new one, added to ``new``: it may be erased only once its event is sent."""
         if rng.random() < 0.2:
             with self.lock:
-                if writing:
+                if new is not None:
                     self.counter += 1
-                    self.created.append(f"soak-{self.counter}")
-                    return self.created[-1]
+                    new.append(f"soak-{self.counter}")
+                    return new[-1]
                 if self.created:
                     return rng.choice(self.created)
         return self.users[min(int(rng.paretovariate(1.2)) - 1, len(self.users) - 1) * 7 % len(self.users)]
 
-    def event(self, rng: random.Random) -> dict[str, Any]:
-        return {"user_id": self.user(rng, writing=True), "item_id": rng.choice(self.items), "type": rng.choice(TYPES)}
+    def send(self, client: Client, rng: random.Random, count: int) -> None:
+        """``count`` events in one request; the users they create become erasable once it is acknowledged."""
+        new: list[str] = []
+        events = [
+            {"user_id": self.user(rng, new), "item_id": rng.choice(self.items), "type": rng.choice(TYPES)}
+            for _ in range(count)
+        ]
+        client.send_events(events, batch_size=max(count, 1))
+        with self.lock:
+            self.created.extend(new)
 
     def request(self, client: Client, rng: random.Random) -> str:
         kind = rng.choices(list(MIX), list(MIX.values()))[0]
-        if kind == "event":
-            client.send_events([self.event(rng)])
-        elif kind == "batch":
-            client.send_events([self.event(rng) for _ in range(BATCH)], batch_size=BATCH)
+        if kind in ("event", "batch"):
+            self.send(client, rng, 1 if kind == "event" else BATCH)
         elif kind == "recommend":
             params: dict[str, Any] = {"min_price": round(float(rng.choice(self.prices)), 2)}
             if rng.random() < 0.3:
