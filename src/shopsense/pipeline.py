@@ -102,10 +102,6 @@ class Recommendation:
     explanation: Explanation
 
 
-SIMILARITY_PREFERENCE = {"item_knn": 0, "ease": 1, "als": 2, "bpr": 3, "content": 4, "sasrec": 5}
-"""Models whose item-to-item relation answers "similar items", best first."""
-
-
 class Pipeline:
     """Fits the two-stage ranker on interactions and answers requests with rules, diversity and reasons."""
 
@@ -244,30 +240,26 @@ class Pipeline:
         index = self.items_.index([item_id])[0]
         if index < 0:
             raise KeyError(item_id)
-        generator = self.ranker.generator_
-        ranked = sorted(
-            zip(generator.sources_, generator.models_, strict=True),
-            key=lambda pair: SIMILARITY_PREFERENCE.get(pair[0].model, len(SIMILARITY_PREFERENCE)),
+        # Each source model's class says whether and how early it answers (``similar_items_rank``).
+        answering = [model for model in self.ranker.generator_.models_ if model.similar_items_rank is not None]
+        best = min(answering, key=lambda model: model.similar_items_rank or 0, default=None)  # first of equals
+        if best is None:
+            return []
+        related = best.similar_items(np.array([index]), 4 * k + 10)
+        rules = self.rules.model_copy(update={"exclude_purchased": False, "boosts": (), "pins": ()})
+        valid = related.items >= 0
+        kept = apply_rules(
+            np.where(valid, related.items, PAD),
+            np.where(valid, related.scores, 0.0),
+            k,
+            config=rules,
+            catalog=self.catalog_,
+            item_ids=self.items_,
         )
-        for source, model in ranked:
-            if source.model in SIMILARITY_PREFERENCE:
-                items, scores = model.similar_items(np.array([index]), 4 * k + 10)
-                rules = self.rules.model_copy(update={"exclude_purchased": False, "boosts": (), "pins": ()})
-                valid = items >= 0
-                kept = apply_rules(
-                    np.where(valid, items, PAD),
-                    np.where(valid, scores, 0.0),
-                    k,
-                    config=rules,
-                    catalog=self.catalog_,
-                    item_ids=self.items_,
-                )
-                keep = kept.items[0] >= 0
-                return [
-                    (self.items_.values[i], float(v))
-                    for i, v in zip(kept.items[0][keep], kept.scores[0][keep], strict=True)
-                ]
-        return []
+        keep = kept.items[0] >= 0
+        return [
+            (self.items_.values[i], float(v)) for i, v in zip(kept.items[0][keep], kept.scores[0][keep], strict=True)
+        ]
 
     def recommend(
         self,

@@ -12,9 +12,9 @@ import scipy.sparse as sp
 
 from shopsense.domain import IdIndex
 from shopsense.errors import ShopsenseError
-from shopsense.features.interactions import Interactions, build_interactions
+from shopsense.features.interactions import Interactions, as_history, build_interactions
 from shopsense.models import MODELS, Recommender, build_model
-from shopsense.models.base import NotFitted
+from shopsense.models.base import NotFitted, RecQuery
 from shopsense.models.ease import EASE, EASEConfig
 from shopsense.ranking.ranker import TwoStage
 from tests.conftest import events_table
@@ -57,30 +57,33 @@ def model(request: pytest.FixtureRequest) -> Recommender:
 
 def test_unfitted_model_refuses(model: Recommender) -> None:
     with pytest.raises(NotFitted, match="call fit"):
-        model.recommend(sp.csr_matrix((1, 20)), 5)
+        model.recommend(RecQuery(as_history(sp.csr_matrix((1, 20))), 5))
 
 
 def test_single_and_batch_agree_and_runs_repeat(model: Recommender) -> None:
     data = checkerboard()
     model.fit(data)
-    batch_items, batch_scores = model.recommend(data, 5)
+    ranked = model.recommend(RecQuery(data, 5))
+    batch_items, batch_scores = ranked.items, ranked.scores
     for u in (0, 7, 39):
-        items, scores = model.recommend(data.rows(np.array([u])), 5)
+        ranked = model.recommend(RecQuery(data.rows(np.array([u])), 5))
+        items, scores = ranked.items, ranked.scores
         assert (items[0] == batch_items[u]).all()
         # float32 networks sum in a batch-shape-dependent order: equal to float32 precision.
         assert scores[0] == pytest.approx(batch_scores[u], rel=1e-5)
-    again = type(model)(model.config).fit(data).recommend(data, 5)[0]
+    again = type(model)(model.config).fit(data).recommend(RecQuery(data, 5)).items
     assert (again == batch_items).all()
 
 
 def test_exclusions_and_candidates_are_obeyed(model: Recommender) -> None:
     data = checkerboard()
     model.fit(data)
-    items, _ = model.recommend(data, 8, exclude=data.matrix)
+    items = model.recommend(RecQuery(data, 8, exclude=data.matrix)).items
     seen = data.matrix.toarray() > 0
     assert not seen[np.arange(40)[:, None], np.where(items >= 0, items, 0)][items >= 0].any()
     allowed = np.array([1, 3, 4])
-    only, scores = model.recommend(data, 5, candidates=allowed)
+    ranked = model.recommend(RecQuery(data, 5, candidates=allowed))
+    only, scores = ranked.items, ranked.scores
     assert set(only[only >= 0].ravel()) <= set(allowed)
     assert (only[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
 
@@ -90,7 +93,7 @@ def test_save_and_load_round_trip(model: Recommender, tmp_path: Path) -> None:
     model.fit(data)
     model.save(tmp_path / "m.bin")
     loaded = type(model).load(tmp_path / "m.bin")
-    assert (loaded.recommend(data, 5)[0] == model.recommend(data, 5)[0]).all()
+    assert (loaded.recommend(RecQuery(data, 5)).items == model.recommend(RecQuery(data, 5)).items).all()
     (tmp_path / "junk.bin").write_bytes(b"nope")
     with pytest.raises(ShopsenseError, match="not a shopsense model"):
         type(model).load(tmp_path / "junk.bin")
@@ -111,7 +114,8 @@ def test_save_and_load_round_trip(model: Recommender, tmp_path: Path) -> None:
 def test_oracle_personal_models_recommend_the_users_parity(name: str, params: dict[str, object], strict: bool) -> None:
     data = checkerboard()
     model = build_model(name, params).fit(data)
-    items, scores = model.recommend(data, 5, exclude=data.matrix)
+    ranked = model.recommend(RecQuery(data, 5, exclude=data.matrix))
+    items, scores = ranked.items, ranked.scores
     right = (items % 2) == (np.arange(40)[:, None] % 2)
     assert right[:, 0].all(), "the best unseen item has the user's parity"
     if strict:  # neighbourhood models give no weight at all to items no one like you touched
@@ -120,13 +124,13 @@ def test_oracle_personal_models_recommend_the_users_parity(name: str, params: di
 
 def test_oracle_hybrid_puts_the_users_parity_first() -> None:
     data = checkerboard()
-    items, _ = MODELS["hybrid"]().fit(data).recommend(data, 3, exclude=data.matrix)
+    items = MODELS["hybrid"]().fit(data).recommend(RecQuery(data, 3, exclude=data.matrix)).items
     assert ((items[:, 0] % 2) == (np.arange(40) % 2)).all()
 
 
 def test_oracle_two_stage_learns_the_users_parity() -> None:
     data = checkerboard()
-    items, _ = TwoStage().fit(data).recommend(data, 3, exclude=data.matrix)
+    items = TwoStage().fit(data).recommend(RecQuery(data, 3, exclude=data.matrix)).items
     right = (items[:, 0] % 2) == (np.arange(40) % 2)
     # Its heads learn from ~20 users' label window here, so one miss is allowed; chance is 50%.
     assert right.mean() >= 0.9
@@ -135,7 +139,7 @@ def test_oracle_two_stage_learns_the_users_parity() -> None:
 def test_oracle_popular_ranks_by_count() -> None:
     matrix = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 0], [1, 1, 0]], dtype=float))
     data = Interactions(matrix, IdIndex(["a", "b", "c"]), IdIndex(["x", "y", "z"]))
-    items, _ = MODELS["popular"]().fit(data).recommend(matrix[:1], 3)
+    items = MODELS["popular"]().fit(data).recommend(RecQuery(as_history(matrix[:1]), 3)).items
     assert items[0].tolist() == [0, 1, 2]  # x (3 users), then y and z tied at 1: lower index first
 
 
@@ -144,14 +148,15 @@ def test_ease_guards_its_memory() -> None:
     with pytest.raises(ShopsenseError, match="raise max_items"):
         EASE(EASEConfig(max_items=10, over_limit="refuse")).fit(data)
     capped = EASE(EASEConfig(max_items=10)).fit(data)
-    items, _ = capped.recommend(data, 20)
+    items = capped.recommend(RecQuery(data, 20)).items
     assert len(set(items[items >= 0].ravel())) <= 10
 
 
 def test_similar_items_never_return_the_item_itself(model: Recommender) -> None:
     data = checkerboard()
     model.fit(data)
-    items, scores = model.similar_items(np.array([0, 5]), 4)
+    related = model.similar_items(np.array([0, 5]), 4)
+    items, scores = related.items, related.scores
     assert items.shape == (2, 4)
     assert 0 not in items[0] and 5 not in items[1]
     assert (np.diff(scores, axis=1)[np.isfinite(scores[:, 1:])] <= 1e-12).all(), "best first"

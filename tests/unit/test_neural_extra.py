@@ -83,11 +83,12 @@ def test_content_minilm_says_which_extra_tfidf_needs_none() -> None:
 import pytest
 from shopsense.errors import ConfigError
 from shopsense.eval.tuning import GRIDS
+from shopsense.models.base import RecQuery
 from shopsense.models.registry import build_model
 from tests.contracts.test_models import checkerboard
 
 data = checkerboard()
-build_model("content").fit(data).recommend(data, 3)  # TF-IDF, the default encoder
+build_model("content").fit(data).recommend(RecQuery(data, 3))  # TF-IDF, the default encoder
 assert GRIDS["content"] == [{"encoder": "tfidf"}], "tuning tries MiniLM only where it is installed"
 with pytest.raises(ConfigError) as error:
     build_model("content", {"encoder": "minilm"}).fit(data)

@@ -2,9 +2,11 @@
 
 Estimates are rough on purpose (within a factor of a few): per model, seconds per million
 training interactions for the fit, plus seconds per billion (user, item) scores for ranking
-the whole catalogue, times the tuning grid. The constants were measured with
-``shopsense generate`` data on 2 cores (500k events, 8k users, 4k items); EASE adds the cube
-of its item count at this machine's measured speed (:func:`shopsense.models.ease.inverse_seconds_per_cube`).
+the whole catalogue, times the tuning grid. Each model's constants are on its class
+(:class:`~shopsense.models.base.Recommender`'s ``fit_per_million`` and ``rank_per_billion``), measured with
+``shopsense generate`` data on 2 cores (500k events, 8k users, 4k items); its ``adjust_estimate`` adds
+what they miss (EASE the cube of its item count at this machine's measured speed,
+:func:`shopsense.models.ease.inverse_seconds_per_cube`).
 A model whose estimate does not fit what is left of the budget is skipped with that reason;
 EASE and SASRec are also given the time left (``max_minutes``) so that a started fit ends in it.
 Other steps are not stopped once started: a run ends past its budget by as much as the estimate of
@@ -19,23 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from shopsense.eval.harness import Prepared
+from shopsense.models.base import Recommender
+from shopsense.models.registry import MODELS
 
-FIT_PER_MILLION: dict[str, float] = {
-    "popular": 0.5,
-    "repeat_buy": 1.0,
-    "item_knn": 15.0,
-    "user_knn": 1.0,
-    "ease": 2.0,
-    "als": 35.0,
-    "bpr": 15.0,
-    "content": 2.0,
-    "sasrec": 300.0,
-    "hybrid": 20.0,
-}
-"""Fit seconds per million training interactions (nnz of the users x items matrix)."""
-RANK_PER_BILLION: dict[str, float] = {"user_knn": 250.0, "als": 70.0, "content": 50.0, "ease": 20.0}
-"""Seconds per billion (test user, item) scores; models not listed: ``RANK_DEFAULT``."""
-RANK_DEFAULT = 15.0
+RANK_DEFAULT = Recommender.rank_per_billion
+"""Seconds per billion (test user, item) scores of the pipeline's final ranking: a typical model's."""
 PIPELINE_PER_MILLION = 900.0
 """The two-stage pipeline: its sources fitted twice, pair features and the LightGBM heads."""
 PIPELINE_FIXED = 2.0
@@ -72,20 +62,13 @@ class DataSize:
 
 
 def model_seconds(name: str, size: DataSize, params: dict[str, Any] | None = None) -> float:
-    """One fit and one scoring of ``name`` on data of ``size``."""
-    seconds = MODEL_FIXED + FIT_PER_MILLION.get(name, 20.0) * size.interactions / 1e6
-    seconds += RANK_PER_BILLION.get(name, RANK_DEFAULT) * size.scores / 1e9
-    if name == "ease":
-        from shopsense.models.ease import EASE, EASEConfig, inverse_seconds_per_cube
-
-        try:
-            limit, _ = EASE(EASEConfig.model_validate(params or {})).item_limit()
-        except ValueError:  # parameters the fit itself will refuse, with its own message
-            limit = size.items
-        seconds += min(size.items, limit) ** 3 * inverse_seconds_per_cube()
-    if name == "sasrec":
-        seconds = min(seconds, 60.0 * float((params or {}).get("max_minutes", 30.0)) + 10.0)
-    return seconds
+    """One fit and one scoring of model ``name`` on data of ``size``, from its class's cost constants
+    (``fit_per_million``, ``rank_per_billion``, ``adjust_estimate``; the class is imported). A name not
+    registered, which its fit will refuse with its own message, costs what a typical model does."""
+    model = MODELS.get(name, Recommender)
+    seconds = MODEL_FIXED + model.fit_per_million * size.interactions / 1e6
+    seconds += model.rank_per_billion * size.scores / 1e9
+    return model.adjust_estimate(seconds, size.items, params or {})
 
 
 def pipeline_seconds(size: DataSize, choosing: bool = False) -> float:

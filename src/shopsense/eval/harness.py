@@ -37,7 +37,7 @@ from shopsense.errors import ShopsenseError
 from shopsense.eval import metrics
 from shopsense.eval.splits import Split, SplitConfig, split
 from shopsense.features.interactions import Interactions, Sequences, build_interactions
-from shopsense.models.base import Recommender
+from shopsense.models.base import Recommender, RecQuery
 from shopsense.settings import DEFAULT_EVENT_TYPES
 
 
@@ -268,14 +268,14 @@ def _rank(model: Recommender, prepared: Prepared, task: Task) -> np.ndarray:
         part = rows[start : start + config.chunk_users]
         history = prepared.data.rows(part)
         exclude = history.matrix if task is Task.NEW else None
-        out[start : start + len(part)] = model.recommend(history, k, exclude=exclude)[0]
+        out[start : start + len(part)] = model.recommend(RecQuery(history, k, exclude=exclude)).items
     return out
 
 
 def _rank_cold(model: Recommender, prepared: Prepared) -> np.ndarray | None:
     if prepared.cold.matrix.shape[0] == 0:
         return None
-    return model.recommend(prepared.cold, max(prepared.config.ks))[0]
+    return model.recommend(RecQuery(prepared.cold, max(prepared.config.ks))).items
 
 
 def _vocabulary(train: pa.Table, catalog: pa.Table | None) -> IdIndex:

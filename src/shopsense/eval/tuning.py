@@ -8,6 +8,7 @@ model): enough to adapt to a dataset, cheap enough to run for every model and ev
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,37 +16,28 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from shopsense.eval.harness import EvalConfig, Prepared, Task, evaluate_model, prepare
-from shopsense.extras import MINILM_MODULES, installed
-from shopsense.models.registry import build_model
+from shopsense.models.registry import MODELS, build_model
 
-GRIDS: dict[str, list[dict[str, Any]]] = {
-    "popular": [{}, {"half_life_days": 7.0}, {"half_life_days": 30.0}],
-    "repeat_buy": [
-        {"half_life_days": None},
-        {"half_life_days": 30.0},
-        {"half_life_days": 180.0},
-        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.9},  # TIFU-KNN's blend
-        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.7},
-        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.5},
-    ],
-    "item_knn": [
-        {"neighbours": 50, "asymmetry": 0.5},
-        {"neighbours": 200, "asymmetry": 0.5},
-        {"neighbours": 200, "asymmetry": 0.8},
-        {"neighbours": 200, "asymmetry": 0.5, "binary": True},
-    ],
-    "user_knn": [{"neighbours": 20}, {"neighbours": 100}, {"neighbours": 100, "binary": True}],
-    "ease": [{"l2": 50.0}, {"l2": 250.0}, {"l2": 1000.0}],
-    "als": [
-        {"factors": 64, "regularization": 1.0, "alpha": 1.0},
-        {"factors": 128, "regularization": 5.0, "alpha": 1.0},
-        {"factors": 64, "regularization": 1.0, "alpha": 10.0},
-    ],
-    "bpr": [{"factors": 64, "learning_rate": 0.01}, {"factors": 128, "learning_rate": 0.05}],
-    # MiniLM only where the 'neural' extra is installed; without it content is tuned with TF-IDF alone.
-    "content": [{"encoder": "tfidf"}, *([{"encoder": "minilm"}] if installed(*MINILM_MODULES) else [])],
-}
-"""Candidate parameters per model; a model not listed is run with its defaults."""
+
+class _Grids(Mapping[str, list[dict[str, Any]]]):
+    """Each registered model's ``tuning_grid``, read from its class (imported when looked up)."""
+
+    def __getitem__(self, name: str) -> list[dict[str, Any]]:
+        return [dict(point) for point in MODELS[name].tuning_grid]
+
+    def __contains__(self, name: object) -> bool:  # Mapping's own would import the class
+        return name in MODELS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODELS)
+
+    def __len__(self) -> int:
+        return len(MODELS)
+
+
+GRIDS: Mapping[str, list[dict[str, Any]]] = _Grids()
+"""Candidate parameters per model name (each a fresh copy); a name not registered gets nothing, so
+``GRIDS.get(name, [{}])`` runs it with its defaults."""
 
 WEIGHT_SCHEMES: dict[str, dict[str, float]] = {
     "graded": {},  # the settings' event-type weights

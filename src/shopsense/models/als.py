@@ -40,6 +40,14 @@ class ALS(FactorModel):
     """Weighted matrix factorisation; user vectors are re-solved from each history when scoring."""
 
     config: ALSConfig
+    similar_items_rank = 2
+    tuning_grid = (
+        {"factors": 64, "regularization": 1.0, "alpha": 1.0},
+        {"factors": 128, "regularization": 5.0, "alpha": 1.0},
+        {"factors": 64, "regularization": 1.0, "alpha": 10.0},
+    )
+    fit_per_million = 35.0
+    rank_per_billion = 70.0
 
     def __init__(self, config: ALSConfig | None = None) -> None:
         self.config = config or ALSConfig()

@@ -1,4 +1,4 @@
-"""The contract every candidate model keeps: fit on interactions, recommend top-k per user.
+"""The contract every candidate model keeps: fit on interactions, answer a :class:`RecQuery` with :class:`ScoredItems`.
 
 Top-k selection, exclusions, candidate restriction, item-to-item similarity and persistence
 live here once; a model only says how it learns (``_fit``) and how it scores all items for
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +25,40 @@ from shopsense.features.interactions import Interactions, Sequences, as_history
 _FORMAT = b"shopsense-model-1\n"
 SCORED_CELLS = 1 << 24
 """Users x items scores held at once by :meth:`Recommender.recommend` (128 MB of float64); more users go in blocks."""
+
+Evidence = Literal["bought_before", "goes_with", "trending", "popular", "taste", "similar", "browsing"]
+"""What a candidate source can stand for in an explanation; :mod:`shopsense.ranking.reasons` words each."""
+
+
+@dataclass(frozen=True)
+class RecQuery:
+    """What a model is asked: the top ``k`` items for every user row of ``history``.
+
+    Attributes:
+        history: what each user did: training interactions (``data.rows(users)``) or a live history; a bare
+            users x items matrix, for models that need only weights, becomes one with :func:`as_history`.
+        k: items per list.
+        exclude: items not to recommend per row (e.g. already bought); same shape as ``history.matrix``.
+        candidates: restrict every list to these item indices.
+    """
+
+    history: Interactions
+    k: int
+    exclude: sp.csr_matrix | None = None
+    candidates: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ScoredItems:
+    """Top-k lists, best first: one row per user of a :class:`RecQuery` (or per item, for similar items).
+
+    Attributes:
+        items: ``(rows, k)`` item indices; -1 pads a short list.
+        scores: ``(rows, k)`` the model's scores of those items; -inf pads.
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
 
 
 class NotFitted(ShopsenseError):
@@ -38,6 +74,37 @@ class Recommender(ABC):
     serves_cold_users = False
     """True for models whose list means something for a user with no history (popularity does;
     a personal model's scores for an empty history are ties, not a ranking)."""
+
+    # What the rest of shopsense needs to know about a model lives on its class, so that adding a model is
+    # its module and one registry line: no table elsewhere lists model names.
+    evidence: ClassVar[Evidence] = "taste"
+    """The evidence group a candidate source of this model stands for in explanations
+    (:mod:`shopsense.ranking.reasons`): ``goes_with`` for item-to-item models, ``trending``,
+    ``bought_before``, ``browsing``, ``similar``; ``taste`` (the default) for models of a user's taste."""
+    similar_items_rank: ClassVar[int | None] = None
+    """Place of this model's item-to-item relation when a pipeline answers "similar items" (lower first,
+    e.g. co-occurrence before factors); None: its ``similar_items`` is no answer (popularity, a user's
+    own history), so a pipeline never asks it."""
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    """The parameters tried on the validation split when tuning (:mod:`shopsense.eval.tuning`), a few
+    points at most; the default is the defaults alone."""
+    fit_per_million: ClassVar[float] = 20.0
+    """Budget estimate (:mod:`shopsense.eval.budget`): fit seconds per million training interactions
+    (nnz of the users x items matrix), measured on 2 cores."""
+    rank_per_billion: ClassVar[float] = 15.0
+    """Budget estimate: seconds per billion (user, item) scores when ranking the whole catalogue."""
+
+    @classmethod
+    def adjust_estimate(cls, seconds: float, n_items: int, params: Mapping[str, Any]) -> float:
+        """The budget's estimate of one fit and scoring (``seconds``, from the constants above) corrected
+        for what they miss, e.g. a cost cubic in the items or a fit that stops at a time limit.
+
+        Args:
+            seconds: the estimate from ``fit_per_million`` and ``rank_per_billion``.
+            n_items: items in the catalogue.
+            params: the model's parameters as given (not yet validated).
+        """
+        return seconds
 
     def fit(self, interactions: Interactions) -> Self:
         """Learn from interactions (the training period only); returns self."""
@@ -55,28 +122,18 @@ class Recommender(ABC):
     def _score(self, history: Interactions) -> np.ndarray:
         """Scores ``(users, n_items)`` for the users whose histories are given."""
 
-    def recommend(
-        self,
-        history: Interactions | sp.csr_matrix,
-        k: int,
-        *,
-        exclude: sp.csr_matrix | None = None,
-        candidates: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items and scores for each user of ``history``.
+    def recommend(self, query: RecQuery) -> ScoredItems:
+        """The top ``query.k`` items and their scores for each user row of ``query.history``.
 
         Args:
-            history: what each user did: training interactions (``data.rows(users)``), a live
-                history, or a bare users x items matrix for models that need only weights.
-            exclude: items not to recommend per row (e.g. already bought); same shape as the matrix.
-            candidates: restrict every list to these item indices.
+            query: the users' histories, the list length, items to exclude per user and the candidates allowed.
 
         Returns:
-            ``(items, scores)``, both ``(rows, k)``; item -1 and score -inf pad short lists.
+            One row per user, best first; item -1 and score -inf pad a short list.
         """
         if not hasattr(self, "n_items_"):
             raise NotFitted(f"{type(self).__name__} is not fitted: call fit() before recommend()")
-        data = as_history(history)
+        data, k, exclude, candidates = query.history, query.k, query.exclude, query.candidates
         if data.matrix.shape[1] != self.n_items_:
             raise ValueError(f"history has {data.matrix.shape[1]} items, the model {self.n_items_}")
         self._require_sequences(data)
@@ -98,11 +155,11 @@ class Recommender(ABC):
             )
             for start in range(0, n_rows, chunk)
         ]
-        return np.vstack([items for items, _ in parts]), np.vstack([scores for _, scores in parts])
+        return ScoredItems(np.vstack([part.items for part in parts]), np.vstack([part.scores for part in parts]))
 
     def _top_k(
         self, data: Interactions, k: int, exclude: sp.csr_matrix | None, allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> ScoredItems:
         """Score one block of users and keep each one's top k."""
         scores = np.asarray(self._score_for(data, exclude), dtype=float)
         if allowed is not None:
@@ -116,7 +173,7 @@ class Recommender(ABC):
         """Scores knowing what will be excluded; two-stage models override it to pick other candidates."""
         return self._score(history)
 
-    def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, items: np.ndarray, k: int) -> ScoredItems:
         """Top-k items most related to each given item, never the item itself.
 
         The default asks the model what it would recommend to someone whose whole history is
@@ -137,7 +194,7 @@ class Recommender(ABC):
         )
         ids = as_history(one_hot)
         history = Interactions(one_hot, ids.users, ids.items, sequences)
-        return self.recommend(history, k, exclude=one_hot)
+        return self.recommend(RecQuery(history, k, exclude=one_hot))
 
     def _require_sequences(self, data: Interactions) -> None:
         if self.needs_sequences and data.sequences is None:
@@ -188,7 +245,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, k: int) -> ScoredItems:
     """Highest k per row, best first; ties broken by the lower item index for determinism."""
     k_eff = min(k, scores.shape[1])
     part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
@@ -201,4 +258,4 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         pad = k - k_eff
         items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
         top = np.pad(top, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return items, top
+    return ScoredItems(items, top)

@@ -45,6 +45,9 @@ class BPR(FactorModel):
     """Pairwise-ranking matrix factorisation; users are folded in from their histories."""
 
     config: BPRConfig
+    similar_items_rank = 3
+    tuning_grid = ({"factors": 64, "learning_rate": 0.01}, {"factors": 128, "learning_rate": 0.05})
+    fit_per_million = 15.0
 
     def __init__(self, config: BPRConfig | None = None) -> None:
         self.config = config or BPRConfig()

@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from shopsense.extras import missing_extra
+from shopsense.extras import MINILM_MODULES, installed, missing_extra
 from shopsense.features.interactions import Interactions
-from shopsense.models.base import NotFitted, Recommender
+from shopsense.models.base import NotFitted, Recommender, ScoredItems
 from shopsense.models.factors import cosine_neighbours
 
 
@@ -47,6 +47,12 @@ class Content(Recommender):
     """Cosine of text vectors: profile (weighted mean of the history's items) against every item."""
 
     config: ContentConfig
+    evidence = "similar"
+    similar_items_rank = 4
+    # MiniLM only where the 'neural' extra is installed; without it content is tuned with TF-IDF alone.
+    tuning_grid = ({"encoder": "tfidf"}, *([{"encoder": "minilm"}] if installed(*MINILM_MODULES) else []))
+    fit_per_million = 2.0
+    rank_per_billion = 50.0
 
     def __init__(self, config: ContentConfig | None = None) -> None:
         self.config = config or ContentConfig()
@@ -70,7 +76,7 @@ class Content(Recommender):
         scores = profiles @ self.vectors_.T
         return scores.toarray() if sp.issparse(scores) else np.asarray(scores)
 
-    def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, items: np.ndarray, k: int) -> ScoredItems:
         """Items whose text is closest (cosine), interactions or not; textless items have none."""
         if not hasattr(self, "n_items_"):
             raise NotFitted(f"{type(self).__name__} is not fitted: call fit() before similar_items()")

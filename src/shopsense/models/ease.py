@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,9 +48,24 @@ class EASE(Recommender):
     """Scores = history @ B, with B the ridge solution that may not use an item to predict itself."""
 
     config: EASEConfig
+    evidence = "goes_with"
+    similar_items_rank = 1
+    tuning_grid = ({"l2": 50.0}, {"l2": 250.0}, {"l2": 1000.0})
+    fit_per_million = 2.0
+    rank_per_billion = 20.0
 
     def __init__(self, config: EASEConfig | None = None) -> None:
         self.config = config or EASEConfig()
+
+    @classmethod
+    def adjust_estimate(cls, seconds: float, n_items: int, params: Mapping[str, Any]) -> float:
+        """Add the inverse: the cube of the items modelled (at most ``max_items``, or as sized at fit) at this
+        machine's measured speed."""
+        try:
+            limit, _ = cls(EASEConfig.model_validate(params)).item_limit()
+        except ValueError:  # parameters the fit itself will refuse, with its own message
+            limit = n_items
+        return seconds + min(n_items, limit) ** 3 * inverse_seconds_per_cube()
 
     def _fit(self, data: Interactions) -> None:
         matrix = data.matrix

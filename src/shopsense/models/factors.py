@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from shopsense.features.interactions import Interactions
-from shopsense.models.base import NotFitted, Recommender, top_k
+from shopsense.models.base import NotFitted, Recommender, ScoredItems, top_k
 
 
 class FactorModel(Recommender):
@@ -40,14 +40,14 @@ class FactorModel(Recommender):
             scores += self.item_bias_
         return scores
 
-    def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, items: np.ndarray, k: int) -> ScoredItems:
         """Cosine neighbours in the factor space; items the model knows nothing about have none."""
         if not hasattr(self, "n_items_"):
             raise NotFitted(f"{type(self).__name__} is not fitted: call fit() before similar_items()")
         return cosine_neighbours(self.item_factors_, items, k)
 
 
-def cosine_neighbours(vectors: np.ndarray | sp.csr_matrix, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def cosine_neighbours(vectors: np.ndarray | sp.csr_matrix, items: np.ndarray, k: int) -> ScoredItems:
     """Top-k items by cosine of their vectors (dense or sparse rows), best first, never the item itself.
 
     Only positive similarities count: zero means nothing in common (or an all-zero vector, i.e.

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.features.interactions import Interactions
 from shopsense.models.base import Recommender
+from shopsense.models.registry import build_model
 
 
 class HybridPart(BaseModel):
@@ -46,10 +47,9 @@ class Hybrid(Recommender):
     """Sum of per-user min-max normalised scores of its parts, each times its weight."""
 
     config: HybridConfig
+    fit_per_million = 20.0
 
     def __init__(self, config: HybridConfig | None = None) -> None:
-        from shopsense.models.registry import build_model  # the registry imports this module
-
         self.config = config or HybridConfig()
         if any(part.model == "hybrid" for part in self.config.parts):
             raise ValueError("a hybrid cannot contain a hybrid")

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopsense.features.interactions import Interactions
-from shopsense.models.base import Recommender, top_k
+from shopsense.models.base import Recommender, ScoredItems, top_k
 from shopsense.models.neighbours import neighbour_similarity
 
 
@@ -32,6 +32,15 @@ class ItemKNN(Recommender):
     """Scores an item by the user's interest in its nearest neighbours."""
 
     config: ItemKNNConfig
+    evidence = "goes_with"
+    similar_items_rank = 0
+    tuning_grid = (
+        {"neighbours": 50, "asymmetry": 0.5},
+        {"neighbours": 200, "asymmetry": 0.5},
+        {"neighbours": 200, "asymmetry": 0.8},
+        {"neighbours": 200, "asymmetry": 0.5, "binary": True},
+    )
+    fit_per_million = 15.0
 
     def __init__(self, config: ItemKNNConfig | None = None) -> None:
         self.config = config or ItemKNNConfig()
@@ -52,7 +61,7 @@ class ItemKNN(Recommender):
             self._similarity_t = self.similarity_.T.tocsr()
         return np.asarray((history.matrix @ self._similarity_t).todense())
 
-    def similar_items(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, items: np.ndarray, k: int) -> ScoredItems:
         """The learned neighbours themselves, best first."""
         sim = self.similarity_[np.asarray(items)].toarray()
         sim[sim <= 0] = -np.inf

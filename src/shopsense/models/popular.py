@@ -29,6 +29,9 @@ class Popular(Recommender):
 
     config: PopularConfig
     serves_cold_users = True
+    evidence = "trending"
+    tuning_grid = ({}, {"half_life_days": 7.0}, {"half_life_days": 30.0})
+    fit_per_million = 0.5
 
     def __init__(self, config: PopularConfig | None = None) -> None:
         self.config = config or PopularConfig()

@@ -41,6 +41,16 @@ class RepeatBuy(Recommender):
 
     config: RepeatBuyConfig
     needs_sequences = True
+    evidence = "bought_before"
+    tuning_grid = (
+        {"half_life_days": None},
+        {"half_life_days": 30.0},
+        {"half_life_days": 180.0},
+        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.9},  # TIFU-KNN's blend
+        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.7},
+        {"half_life_days": 30.0, "neighbours": 300, "own_share": 0.5},
+    )
+    fit_per_million = 1.0
 
     def __init__(self, config: RepeatBuyConfig | None = None) -> None:
         self.config = config or RepeatBuyConfig()

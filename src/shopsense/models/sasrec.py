@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -131,9 +132,17 @@ class SASRec(Recommender):
 
     config: SASRecConfig
     needs_sequences = True
+    evidence = "browsing"
+    similar_items_rank = 5
+    fit_per_million = 300.0
 
     def __init__(self, config: SASRecConfig | None = None) -> None:
         self.config = config or SASRecConfig()
+
+    @classmethod
+    def adjust_estimate(cls, seconds: float, n_items: int, params: Mapping[str, Any]) -> float:
+        """At most ``max_minutes`` (and a little to score): the fit stops there, keeping its best state."""
+        return min(seconds, 60.0 * float(params.get("max_minutes", 30.0)) + 10.0)
 
     def _fit(self, data: Interactions) -> None:
         require_torch("SASRec")

@@ -41,6 +41,9 @@ class UserKNN(Recommender):
     """Scores = sum over the k most similar training users of similarity x their interest."""
 
     config: UserKNNConfig
+    tuning_grid = ({"neighbours": 20}, {"neighbours": 100}, {"neighbours": 100, "binary": True})
+    fit_per_million = 1.0
+    rank_per_billion = 250.0
 
     def __init__(self, config: UserKNNConfig | None = None) -> None:
         self.config = config or UserKNNConfig()

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopsense.features.interactions import Interactions
-from shopsense.models.base import Recommender
+from shopsense.models.base import Recommender, RecQuery
 from shopsense.models.registry import build_model
 
 
@@ -106,7 +106,8 @@ class CandidateGenerator:
         blocks_items, blocks_scores, blocks_src, blocks_rank = [], [], [], []
         cold = history.matrix.getnnz(axis=1) == 0
         for index, (source, model) in enumerate(zip(self.sources_, self.models_, strict=True)):
-            items, scores = model.recommend(history, source.n, exclude=exclude)
+            ranked = model.recommend(RecQuery(history, source.n, exclude=exclude))
+            items, scores = ranked.items, ranked.scores
             if not model.serves_cold_users:  # an empty history gets ties from a personal model, not candidates
                 items[cold] = -1
             blocks_items.append(items)

@@ -17,21 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from shopsense.features.interactions import Catalog
+from shopsense.models.base import Recommender
+from shopsense.models.registry import MODELS
 from shopsense.ranking.features import FeatureFrame
-
-SOURCE_EVIDENCE = {
-    "repeat_buy": "bought_before",
-    "item_knn": "goes_with",
-    "ease": "goes_with",
-    "popular": "trending",
-    "als": "taste",
-    "bpr": "taste",
-    "user_knn": "taste",
-    "content": "similar",
-    "sasrec": "browsing",
-    "hybrid": "taste",
-}
-"""Which evidence each candidate model's score and rank stand for."""
 
 FEATURE_EVIDENCE = {
     "user_item_purchases": "bought_before",
@@ -53,7 +41,8 @@ FEATURE_EVIDENCE = {
     "user_brand_share": "brand",
     "price_vs_user": "price",
 }
-"""Evidence of the remaining features; anything not listed is the user's or item's profile."""
+"""Evidence of the features other than candidate sources' scores and ranks; anything not listed is the user's or
+item's profile."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +56,13 @@ class Explanation:
 
 
 def evidence_groups(names: tuple[str, ...], source_models: dict[str, str]) -> list[str]:
-    """The evidence group of every feature column (candidate sources through their model)."""
-    groups = []
+    """The evidence group of every feature column; a candidate source's score and rank stand for what its model
+    does (the model class's ``evidence``; a name not registered counts as taste)."""
+    groups: list[str] = []
     for name in names:
         kind, _, source = name.partition("_")
         if kind in ("score", "rank") and source in source_models:
-            groups.append(SOURCE_EVIDENCE.get(source_models[source], "taste"))
+            groups.append(MODELS.get(source_models[source], Recommender).evidence)
         else:
             groups.append(FEATURE_EVIDENCE.get(name, "profile"))
     return groups

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from shopsense.domain import IdIndex
-from shopsense.features.interactions import Catalog, Interactions
-from shopsense.models.base import NotFitted
+from shopsense.features.interactions import Catalog, Interactions, as_history
+from shopsense.models.base import NotFitted, RecQuery
 from shopsense.models.content import Content, ContentConfig
 from tests.contracts.test_models import checkerboard
 
@@ -37,39 +37,41 @@ def shop(texts: tuple[str, ...] = SHOP) -> Interactions:
 
 def test_shoe_buyer_gets_shoes_kettle_buyer_kettles() -> None:
     data = shop()
-    items, _ = Content().fit(data).recommend(data, 2, exclude=data.matrix)
+    items = Content().fit(data).recommend(RecQuery(data, 2, exclude=data.matrix)).items
     assert set(items[0]) == {2, NEW}
     assert items[1, 0] == 5
 
 
 def test_profile_weighs_interest() -> None:
     bought_shoe_viewed_kettle = sp.csr_matrix(([10.0, 1.0], ([0, 0], [0, 3])), shape=(1, len(SHOP)))
-    items, _ = Content().fit(shop()).recommend(bought_shoe_viewed_kettle, 2, exclude=bought_shoe_viewed_kettle)
+    query = RecQuery(as_history(bought_shoe_viewed_kettle), 2, exclude=bought_shoe_viewed_kettle)
+    items = Content().fit(shop()).recommend(query).items
     assert set(items[0]) <= {1, 2, NEW}
 
 
 def test_item_without_interactions_is_similar_and_recommendable_by_text() -> None:
     model = Content().fit(shop())
-    similar, _ = model.similar_items(np.array([1]), 3)
+    similar = model.similar_items(np.array([1]), 3).items
     assert NEW in similar[0]
     assert set(similar[0]) <= {0, 2, NEW}, "no kettle is like a shoe"
     new_shopper = sp.csr_matrix(([1.0], ([0], [NEW])), shape=(1, len(SHOP)))
-    items, _ = model.recommend(new_shopper, 3, exclude=new_shopper)
+    items = model.recommend(RecQuery(as_history(new_shopper), 3, exclude=new_shopper)).items
     assert set(items[0]) == {0, 1, 2}
 
 
 def test_textless_item_scores_zero_and_has_no_neighbours() -> None:
     data = shop()
     model = Content().fit(data)
-    _, scores = model.recommend(data, len(SHOP), candidates=np.array([TEXTLESS]))
+    scores = model.recommend(RecQuery(data, len(SHOP), candidates=np.array([TEXTLESS]))).scores
     assert (scores[:, 0] == 0).all()
-    similar, sims = model.similar_items(np.array([TEXTLESS]), 3)
+    related = model.similar_items(np.array([TEXTLESS]), 3)
+    similar, sims = related.items, related.scores
     assert (similar == -1).all() and np.isneginf(sims).all()
 
 
 def test_oracle_checkerboard_titles_give_the_users_parity() -> None:
     data = checkerboard()  # titles "even thing 4", "odd thing 7"
-    items, _ = Content().fit(data).recommend(data, 20, exclude=data.matrix)
+    items = Content().fit(data).recommend(RecQuery(data, 20, exclude=data.matrix)).items
     right = ((items % 2) == (np.arange(40)[:, None] % 2)) & (items >= 0)
     assert right[:, 0].all()
     assert (np.diff(right.astype(int), axis=1) <= 0).all(), "every unseen item of the user's parity comes first"
@@ -96,7 +98,7 @@ def test_saved_model_scores_like_the_original(tmp_path: Path) -> None:
     model = Content(ContentConfig(char_ngrams=False)).fit(data)
     model.save(tmp_path / "content.bin")
     loaded = Content.load(tmp_path / "content.bin")
-    assert np.array_equal(loaded.recommend(data, 4)[0], model.recommend(data, 4)[0])
+    assert np.array_equal(loaded.recommend(RecQuery(data, 4)).items, model.recommend(RecQuery(data, 4)).items)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def minilm() -> Content:
 
 
 def test_minilm_knows_a_couch_is_a_sofa(minilm: Content) -> None:
-    similar, _ = minilm.similar_items(np.array([0, 4]), 3)
+    similar = minilm.similar_items(np.array([0, 4]), 3).items
     assert similar[0, 0] == 1, "words with no letters in common, one meaning"
     assert (similar[1] == -1).all(), "an item without text has no neighbours"
 
@@ -116,4 +118,4 @@ def test_minilm_model_is_saved_without_the_network(minilm: Content, tmp_path: Pa
     minilm.save(tmp_path / "minilm.bin")
     assert (tmp_path / "minilm.bin").stat().st_size < 64_000, "only the 8 x 384 item vectors"
     loaded = Content.load(tmp_path / "minilm.bin")
-    assert np.array_equal(loaded.similar_items(np.array([0]), 3)[0], minilm.similar_items(np.array([0]), 3)[0])
+    assert np.array_equal(loaded.similar_items(np.array([0]), 3).items, minilm.similar_items(np.array([0]), 3).items)

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from shopsense.features.interactions import as_history
+from shopsense.models.base import RecQuery
 from shopsense.models.itemknn import ItemKNN, ItemKNNConfig
 from shopsense.models.neighbours import _row_blocks, keep_top, neighbour_similarity, top_k_product
 
@@ -89,9 +90,11 @@ def test_recommend_in_blocks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) ->
     """Scores are dense users x items, so ``recommend`` takes many users a block at a time."""
     matrix = _interest(6, users=250, items=90, density=0.08)
     model = ItemKNN(ItemKNNConfig(neighbours=20)).fit(as_history(matrix))
-    whole_items, whole_scores = model.recommend(matrix, 10, exclude=matrix)
+    ranked = model.recommend(RecQuery(as_history(matrix), 10, exclude=matrix))
+    whole_items, whole_scores = ranked.items, ranked.scores
     monkeypatch.setattr("shopsense.models.base.SCORED_CELLS", 90 * 7)  # 7 users per block
-    items, scores = model.recommend(matrix, 10, exclude=matrix)
+    ranked = model.recommend(RecQuery(as_history(matrix), 10, exclude=matrix))
+    items, scores = ranked.items, ranked.scores
     np.testing.assert_array_equal(items, whole_items)
     np.testing.assert_array_equal(scores, whole_scores)
     assert not np.any((matrix[np.arange(250)[:, None], np.maximum(items, 0)].toarray() > 0) & (items >= 0))

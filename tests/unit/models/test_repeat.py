@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from shopsense.features.interactions import build_interactions
+from shopsense.models.base import RecQuery
 from shopsense.models.repeat import RepeatBuy, RepeatBuyConfig
 from tests.conftest import events_table
 
@@ -34,7 +35,7 @@ def test_often_and_recently_bought_first_then_popular() -> None:
         ]
     )
     model = RepeatBuy().fit(data)
-    items, _ = model.recommend(data.rows(np.array([0])), 4)
+    items = model.recommend(RecQuery(data.rows(np.array([0])), 4)).items
     names = data.items.ids([int(i) for i in items[0]])
     assert names[:2] == ["milk", "tent"]
     assert names[2] == "bread", "never-bought items follow by popularity"
@@ -42,7 +43,8 @@ def test_often_and_recently_bought_first_then_popular() -> None:
 
 def test_without_fill_only_own_purchases() -> None:
     data = _data([("a", "milk", "purchase", 1), ("b", "bread", "purchase", 1)])
-    items, scores = RepeatBuy(RepeatBuyConfig(fill_popular=False)).fit(data).recommend(data.rows(np.array([0])), 2)
+    ranked = RepeatBuy(RepeatBuyConfig(fill_popular=False)).fit(data).recommend(RecQuery(data.rows(np.array([0])), 2))
+    items, scores = ranked.items, ranked.scores
     assert data.items.ids([int(items[0, 0])]) == ["milk"] and items[0, 1] == -1 and np.isneginf(scores[0, 1])
 
 
@@ -51,8 +53,8 @@ def test_neighbours_bring_what_look_alikes_rebuy_before_popular_items() -> None:
     rows += [(u, i, "purchase", 1) for u in ("b", "c") for i in ("milk", "bread", "eggs")]
     rows += [(u, "tent", "purchase", 1) for u in ("d", "e", "f", "g")]  # the most popular item, bought by others
     data = _data(rows)
-    alone = RepeatBuy().fit(data).recommend(data.rows(np.array([0])), 3)[0]
-    blended = RepeatBuy(RepeatBuyConfig(neighbours=2)).fit(data).recommend(data.rows(np.array([0])), 3)[0]
+    alone = RepeatBuy().fit(data).recommend(RecQuery(data.rows(np.array([0])), 3)).items
+    blended = RepeatBuy(RepeatBuyConfig(neighbours=2)).fit(data).recommend(RecQuery(data.rows(np.array([0])), 3)).items
     assert data.items.ids([int(i) for i in alone[0]])[2] == "tent", "own purchases only: popularity fills"
     names = data.items.ids([int(i) for i in blended[0]])
     assert set(names[:2]) == {"milk", "bread"}, "the shopper's own repeat items stay first"
@@ -62,7 +64,8 @@ def test_neighbours_bring_what_look_alikes_rebuy_before_popular_items() -> None:
 def test_a_shopper_is_not_their_own_neighbour() -> None:
     data = _data([("a", "tea", "purchase", 1), ("b", "milk", "purchase", 1), ("c", "milk", "purchase", 1)])
     model = RepeatBuy(RepeatBuyConfig(neighbours=1, own_share=0.9)).fit(data)
-    items, scores = model.recommend(data.rows(np.array([0])), 1)
+    ranked = model.recommend(RecQuery(data.rows(np.array([0])), 1))
+    items, scores = ranked.items, ranked.scores
     assert data.items.ids([int(items[0, 0])]) == ["tea"]
     # own unit vector x 0.9, and no neighbour shares tea: with its own row as neighbour it would be 1.0
     assert abs(scores[0, 0] - 0.9) < 1e-4
@@ -76,5 +79,5 @@ def test_a_model_saved_before_a_setting_existed_loads_with_its_default(tmp_path:
     model.save(tmp_path / "old.model")
     loaded = RepeatBuy.load(tmp_path / "old.model")
     assert loaded.config.neighbours == 0 and loaded.config.own_share == 0.9
-    items, _ = loaded.recommend(data.rows(np.array([0])), 1)
+    items = loaded.recommend(RecQuery(data.rows(np.array([0])), 1)).items
     assert data.items.ids([int(items[0, 0])]) == ["milk"]

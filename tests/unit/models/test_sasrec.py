@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from pydantic import ValidationError
 
 from shopsense.domain import IdIndex
-from shopsense.features.interactions import Interactions, Sequences, build_interactions
+from shopsense.features.interactions import Interactions, Sequences, as_history, build_interactions
+from shopsense.models.base import RecQuery
 from shopsense.models.sasrec import SASRec, SASRecConfig, gap_codes, hold_out, training_windows
 from tests.conftest import events_table
 
@@ -65,7 +66,8 @@ def model(data: Interactions) -> SASRec:
 
 
 def test_oracle_recommends_the_next_item_of_the_cycle(data: Interactions, model: SASRec) -> None:
-    items, scores = model.recommend(data, 3)
+    ranked = model.recommend(RecQuery(data, 3))
+    items, scores = ranked.items, ranked.scores
     last = data.sequences.items[data.sequences.indptr[1:] - 1]  # type: ignore[union-attr]
     assert (items[:, 0] == (last + 1) % ITEMS).mean() >= 0.9
     assert np.isfinite(scores).all()
@@ -73,17 +75,18 @@ def test_oracle_recommends_the_next_item_of_the_cycle(data: Interactions, model:
 
 def test_event_types_change_the_prediction() -> None:
     data = walks(purchase_jumps=True)
-    items, _ = SASRec(SMALL).fit(data).recommend(data, 1)
+    items = SASRec(SMALL).fit(data).recommend(RecQuery(data, 1)).items
     assert (items[:, 0] == next_in_cycle(data)).mean() >= 0.9, "after a purchase the walk jumps two items"
 
 
 def test_sampled_softmax_learns_the_cycle_and_same_seed_same_model(data: Interactions) -> None:
     config = SMALL.model_copy(update={"loss": "sampled", "negatives": 5})
     one, two = SASRec(config).fit(data), SASRec(config).fit(data)
-    items, scores = one.recommend(data, 3)
+    ranked = one.recommend(RecQuery(data, 3))
+    items, scores = ranked.items, ranked.scores
     last = data.sequences.items[data.sequences.indptr[1:] - 1]  # type: ignore[union-attr]
     assert (items[:, 0] == (last + 1) % ITEMS).mean() >= 0.9
-    assert np.array_equal(scores, two.recommend(data, 3)[1])
+    assert np.array_equal(scores, two.recommend(RecQuery(data, 3)).scores)
 
 
 def test_gbce_loss_is_the_hand_computed_value() -> None:
@@ -129,7 +132,7 @@ def test_gbce_learns_the_cycle_and_beats_popularity_on_the_next_event() -> None:
         return float(np.sum(1 / np.log2(rank + 2)) / len(truth)) if len(hit) else 0.0
 
     by_popularity = np.tile(np.argsort(-model.popularity_, kind="stable")[:10], (len(truth), 1))
-    learnt = ndcg(model.recommend(data, 10)[0])
+    learnt = ndcg(model.recommend(RecQuery(data, 10)).items)
     assert learnt >= 0.7 and learnt > 3 * ndcg(by_popularity), "every other model here reaches about 0.82"
 
 
@@ -214,14 +217,15 @@ def test_empty_history_gets_popularity_and_unknown_types_are_read(data: Interact
     )
     matrix = sp.csr_matrix(([1.0, 1.0], ([1, 1], [3, 4])), shape=(2, ITEMS))
     history = Interactions(matrix, IdIndex(["new", "other"]), data.items, sequences)
-    items, scores = model.recommend(history, ITEMS)
+    ranked = model.recommend(RecQuery(history, ITEMS))
+    items, scores = ranked.items, ranked.scores
     assert np.isfinite(scores).all() and sorted(items[0]) == list(range(ITEMS))
     assert items[0, 0] == np.argmax(model.popularity_)
     assert items[1, 0] == 5
 
 
 def test_similar_items_follow_the_cycle(model: SASRec) -> None:
-    items, _ = model.similar_items(np.array([0, 7]), 2)
+    items = model.similar_items(np.array([0, 7]), 2).items
     assert items[:, 0].tolist() == [1, 8]
 
 
@@ -229,12 +233,12 @@ def test_save_and_load_give_identical_scores(data: Interactions, model: SASRec, 
     model.save(tmp_path / "sasrec.bin")
     assert (tmp_path / "sasrec.bin").stat().st_size < 100_000
     loaded = SASRec.load(tmp_path / "sasrec.bin")
-    assert np.array_equal(loaded.recommend(data, 5)[1], model.recommend(data, 5)[1])
+    assert np.array_equal(loaded.recommend(RecQuery(data, 5)).scores, model.recommend(RecQuery(data, 5)).scores)
 
 
 def test_a_bare_matrix_is_refused(model: SASRec) -> None:
     with pytest.raises(ValueError, match="needs event sequences"):
-        model.recommend(sp.csr_matrix((1, ITEMS)), 5)
+        model.recommend(RecQuery(as_history(sp.csr_matrix((1, ITEMS))), 5))
 
 
 def test_heads_must_divide_the_width() -> None:

@@ -6,7 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from shopsense.domain import IdIndex
-from shopsense.features.interactions import Interactions
+from shopsense.features.interactions import Interactions, as_history
+from shopsense.models.base import RecQuery
 from shopsense.models.userknn import UserIds, UserKNN, UserKNNConfig
 
 
@@ -14,11 +15,12 @@ def test_twin_users_recommend_each_others_items_but_not_from_themselves() -> Non
     matrix = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=float))
     data = Interactions(matrix, IdIndex(["a", "b", "c"]), IdIndex(["w", "x", "y", "z"]))
     model = UserKNN(UserKNNConfig(neighbours=1, shrinkage=0)).fit(data)
-    items, scores = model.recommend(data, 1, exclude=matrix)
+    ranked = model.recommend(RecQuery(data, 1, exclude=matrix))
+    items, scores = ranked.items, ranked.scores
     assert items[0, 0] == 2, "a's twin b bought y"
     assert items[2, 0] in (0, 1, 2) and scores[2, 0] == 0, "c has no neighbour sharing an item"
     live = sp.csr_matrix(np.array([[0, 0, 0, 1.0]]))
-    assert np.isneginf(model.recommend(live, 4, exclude=live)[1]).sum() == 1
+    assert np.isneginf(model.recommend(RecQuery(as_history(live), 4, exclude=live)).scores).sum() == 1
 
 
 def test_an_erased_training_user_is_nobodys_neighbour_any_more() -> None:
@@ -28,7 +30,8 @@ def test_an_erased_training_user_is_nobodys_neighbour_any_more() -> None:
     shopper = sp.csr_matrix(np.array([[1.0, 1.0, 0, 0]]))  # a new history like a's and b's
 
     def suggests_y() -> bool:
-        items, scores = model.recommend(shopper, 2, exclude=shopper)
+        ranked = model.recommend(RecQuery(as_history(shopper), 2, exclude=shopper))
+        items, scores = ranked.items, ranked.scores
         return any(i == 2 and s > 0 for i, s in zip(items[0], scores[0], strict=True))
 
     assert suggests_y(), "only b bought y"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from shopsense.features.interactions import Interactions
+from shopsense.models.base import RecQuery
 from shopsense.models.registry import build_model
 from shopsense.ranking.candidates import CandidateConfig, CandidateGenerator, Source
 
@@ -17,7 +18,7 @@ def test_union_keeps_every_source_list_with_its_rank(shop: Interactions) -> None
     got = generator.generate(history)
     assert got.sources == ("pop", "knn")
     for index, (name, n) in enumerate((("popular", 5), ("item_knn", 8))):
-        expected, _ = build_model(name).fit(shop).recommend(history, n)
+        expected = build_model(name).fit(shop).recommend(RecQuery(history, n)).items
         for row in range(12):
             present = got.items[row] >= 0
             items = got.items[row][present]

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from shopsense.features.interactions import Interactions, Sequences, build_interactions
+from shopsense.models.base import RecQuery
 from shopsense.ranking.ranker import (
     SURE,
     RankerConfig,
@@ -60,10 +61,10 @@ def test_training_features_never_read_the_label_window(shop_tables: tuple[pa.Tab
 
 def test_same_input_same_ranking(shop: Interactions) -> None:
     users = np.arange(30)
-    first = TwoStage(RankerConfig.model_validate(FAST)).fit(shop).recommend(shop.rows(users), 10)
-    second = TwoStage(RankerConfig.model_validate(FAST)).fit(shop).recommend(shop.rows(users), 10)
-    assert np.array_equal(first[0], second[0])
-    assert np.allclose(first[1], second[1])
+    first = TwoStage(RankerConfig.model_validate(FAST)).fit(shop).recommend(RecQuery(shop.rows(users), 10))
+    second = TwoStage(RankerConfig.model_validate(FAST)).fit(shop).recommend(RecQuery(shop.rows(users), 10))
+    assert np.array_equal(first.items, second.items)
+    assert np.allclose(first.scores, second.scores)
 
 
 def test_alpha_extremes_reproduce_the_single_heads(shop: Interactions) -> None:
@@ -102,7 +103,7 @@ def test_auto_head_compares_lightgbm_with_din(shop: Interactions) -> None:
         name: np.mean([report[name][h]["logloss"] for h in ("attention", "purchase")]) for name in ("lightgbm", "din")
     }
     assert report["chosen"] == min(losses, key=lambda name: losses[name])
-    items, _ = model.recommend(shop.rows(np.arange(3)), 5)
+    items = model.recommend(RecQuery(shop.rows(np.arange(3)), 5)).items
     assert (items[:, 0] >= 0).all()
 
 
@@ -122,7 +123,8 @@ def test_cold_user_gets_trending_candidates(shop: Interactions) -> None:
         catalog=shop.catalog,
         users=shop.users.__class__(["never-seen"]),
     )
-    items, scores = model.recommend(empty, 5)
+    ranked = model.recommend(RecQuery(empty, 5))
+    items, scores = ranked.items, ranked.scores
     assert (items[0] >= 0).all() and np.isfinite(scores[0]).all()
 
 
@@ -300,6 +302,8 @@ def test_lambdarank_ranker_trains_saves_loads_and_recommends(shop: Interactions,
     assert ((probabilities > 0) & (probabilities < 1)).all()
     model.save(tmp_path / "ranker.bin")
     loaded = TwoStage.load(tmp_path / "ranker.bin")
-    items, scores = model.recommend(users, 10)
-    again, again_scores = loaded.recommend(users, 10)
+    ranked = model.recommend(RecQuery(users, 10))
+    items, scores = ranked.items, ranked.scores
+    ranked = loaded.recommend(RecQuery(users, 10))
+    again, again_scores = ranked.items, ranked.scores
     assert (items[:, 0] >= 0).all() and np.array_equal(items, again) and np.allclose(scores, again_scores)

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from shopsense.eval.metrics import ndcg
 from shopsense.features.interactions import Interactions, build_interactions
 from shopsense.models.als import ALS, ALSConfig
-from shopsense.models.base import Recommender
+from shopsense.models.base import Recommender, RecQuery
 from shopsense.models.popular import Popular
 from shopsense.settings import DEFAULT_EVENT_TYPES
 from shopsense.spark.als import fit_als
@@ -25,7 +25,7 @@ WEIGHTS = dict(DEFAULT_EVENT_TYPES)
 
 
 def _ndcg(model: Recommender, history: Interactions, truth: object) -> float:
-    items, _ = model.recommend(history, 10, exclude=history.matrix)
+    items = model.recommend(RecQuery(history, 10, exclude=history.matrix)).items
     return float(ndcg(items, truth, 10).mean())  # type: ignore[arg-type]
 
 
