@@ -88,6 +88,9 @@ class Recommender(ABC):
     tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
     """The parameters tried on the validation split when tuning (:mod:`shopsense.eval.tuning`), a few
     points at most; the default is the defaults alone."""
+    sizes_itself: ClassVar[bool] = False
+    """True when a ``max_minutes`` parameter only sizes the model (EASE keeps fewer items to end in time) and
+    the model reports what it scaled down itself; False: the evaluation reports a cut ``max_minutes``."""
     fit_per_million: ClassVar[float] = 20.0
     """Budget estimate (:mod:`shopsense.eval.budget`): fit seconds per million training interactions
     (nnz of the users x items matrix), measured on 2 cores."""

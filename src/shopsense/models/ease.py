@@ -51,6 +51,7 @@ class EASE(Recommender):
     evidence = "goes_with"
     similar_items_rank = 1
     tuning_grid = ({"l2": 50.0}, {"l2": 250.0}, {"l2": 1000.0})
+    sizes_itself = True
     fit_per_million = 2.0
     rank_per_billion = 20.0
 

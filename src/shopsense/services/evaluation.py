@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BUDGET_SHARE = 0.5
 """Share of the time left a time-limited model (``max_minutes``) may take when a budget is set."""
-SELF_SIZING = frozenset({"ease"})
-"""Models whose ``max_minutes`` only sizes them, and which report what they scaled down themselves."""
 
 
 def check_models(names: list[str]) -> None:
@@ -211,7 +209,7 @@ class EvaluationRun:
         if not isinstance(field.default, float | int) or minutes >= field.default:
             return {}, None
         note = f"{name}: max_minutes {field.default:g} -> {minutes:g} (half the {duration(left)} left of the budget)"
-        return {"max_minutes": minutes}, None if name in SELF_SIZING else note
+        return {"max_minutes": minutes}, None if model_class(name).sizes_itself else note
 
     def add_pipeline(self, name: str, config: PipelineConfig) -> ModelResult:
         """A named pipeline's two-stage ranker (candidates, heads, fusion) fitted on train and scored like a model.
