@@ -12,7 +12,9 @@ Peers, labelled as such in every table:
 - ``implicit`` ALS and BPR used directly with their documented defaults (in-process);
 - Cornac 3.0.1 models, tuned on the same validation split, run in their own virtualenv
   (``benchmarks/.work/cornac-venv``, created on first use) so their dependencies never touch
-  shopsense's; see ``benchmarks/peers/README.md``.
+  shopsense's; see ``benchmarks/peers/README.md``;
+- RecBole 1.2.1 models (EASE, LightGCN, SASRec, BERT4Rec) with their documented defaults, in their own
+  virtualenv (``benchmarks/.work/recbole-venv``, created on first use).
 
 Reads ``../shared/datasets/`` (online_retail, instacart, movielens_1m, movielens_100k,
 yoochoose_100k, diginetica_sample). Writes ``benchmarks/results/quality.md``, ``quality.json``
@@ -69,6 +71,7 @@ class Dataset:
     primary: Task
     max_test_users: int | None = None
     cornac: tuple[str, ...] = ("EASE", "RecVAE", "BPR")
+    recbole: tuple[str, ...] = ("EASE", "LightGCN", "SASRec", "BERT4Rec")
     skip: tuple[str, ...] = field(default_factory=tuple)
     store: str | None = None
     """An imported store (data directory or URL) instead of a public dataset read by ``adapter``."""
@@ -87,6 +90,7 @@ DATASETS: dict[str, Dataset] = {
         Task.NEW,
         max_test_users=3000,
         skip=("repeat_buy", "sasrec"),  # no timestamps: no order for a sequence model to read
+        recbole=("EASE", "LightGCN"),
     ),
     "movielens-100k": Dataset(
         "movielens-100k",
@@ -187,6 +191,12 @@ def run_dataset(name: str, spec: Dataset, args: argparse.Namespace) -> dict[str,
         cornac = QUICK_CORNAC if args.quick else spec.cornac
         for peer, lists, cost in run_cornac_peers(run, cornac, WORK.parent, quick=args.quick):
             run.add_lists(peer, lists, **cost)
+    if not args.no_recbole and not args.no_peers:
+        from benchmarks.peers.recbole_runner import QUICK_MODELS, run_recbole_peers
+
+        recbole = QUICK_MODELS if args.quick else spec.recbole
+        for peer, lists, cost in run_recbole_peers(run, recbole, WORK.parent, quick=args.quick):
+            run.add_lists(peer, lists, **cost)
     report = run.report()
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["command"] = ".venv/bin/python benchmarks/quality.py " + " ".join(sys.argv[1:])
@@ -283,6 +293,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-pipeline", action="store_true", help="leave out the default pipeline's row")
     parser.add_argument("--no-cornac", action="store_true", help="skip the Cornac peers (no venv needed)")
+    parser.add_argument("--no-recbole", action="store_true", help="skip the RecBole peers (no venv needed)")
     parser.add_argument(
         "--keep-others",
         action="store_true",

@@ -81,6 +81,25 @@ def write_job(run: EvaluationRun, job: Path, models: tuple[str, ...], *, tune: b
     (job / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+def read_results(
+    run: EvaluationRun, job: Path, models: tuple[str, ...], stats: dict[str, Any], library: str
+) -> Iterator[tuple[str, dict[Task, np.ndarray], dict[str, Any]]]:
+    """Yield ``(peer name, top-K lists per task, cost)`` for each model of a worker's ``stats`` that finished, named
+    ``<library>-<model>``; a model that failed, ran past its budget or has no entry is added to ``run`` as a failure,
+    with the reason. Shared by the Cornac and RecBole runners (same job directory, same stats.json)."""
+    for model in models:
+        entry = stats.get(model, {})
+        name = f"{library}-{model.lower()}"
+        if entry.get("error") or not entry:
+            error = entry.get("error") or "no result from the worker"
+            print(f"[{run.dataset}] {name} failed: {error}", file=sys.stderr)
+            run.add_failure(name, error, peer=True, params=entry.get("params"))
+            continue
+        lists = {task: np.load(job / f"recs_{model}_{task.value}.npy") for task in run.prepared.config.tasks}
+        cost = {"fit_seconds": entry["fit_seconds"], "peak_mb": entry["peak_mb"], "params": entry["params"]}
+        yield name, lists, cost
+
+
 def run_cornac_peers(
     run: EvaluationRun, models: tuple[str, ...], work: Path, *, quick: bool = False
 ) -> Iterator[tuple[str, dict[Task, np.ndarray], dict[str, Any]]]:
@@ -94,14 +113,4 @@ def run_cornac_peers(
     job = work / "jobs" / run.dataset
     write_job(run, job, models, tune=run.tune and not quick, budget_s=QUICK_BUDGET_S if quick else BUDGET_S)
     stats = run_cornac(python, job)
-    for model in models:
-        entry = stats.get(model, {})
-        name = f"cornac-{model.lower()}"
-        if entry.get("error") or not entry:
-            error = entry.get("error") or "no result from the worker"
-            print(f"[{run.dataset}] {name} failed: {error}", file=sys.stderr)
-            run.add_failure(name, error, peer=True, params=entry.get("params"))
-            continue
-        lists = {task: np.load(job / f"recs_{model}_{task.value}.npy") for task in run.prepared.config.tasks}
-        cost = {"fit_seconds": entry["fit_seconds"], "peak_mb": entry["peak_mb"], "params": entry["params"]}
-        yield name, lists, cost
+    yield from read_results(run, job, models, stats, "cornac")

@@ -2,33 +2,24 @@
 
 It runs inside the isolated cornac virtualenv made by ``cornac_peer.ensure_env``, so it cannot import shopsense and
 the job directory is its whole interface (see README.md beside it). ``python cornac_worker.py JOB`` runs every model
-named in ``JOB/meta.json``, each in a child process of its own (``--model NAME``), because a crash, a memory blow-up
-or a time-budget overrun must end that model only, and because a fresh process is the only way to read one model's
-RSS peak without the previous model's high-water mark hiding it.
+named in ``JOB/meta.json``, each in a child process of its own (``--model NAME``); the job reader and that loop are
+``peer_worker``'s, shared with ``recbole_worker.py`` (found beside this script, which Python puts on the path).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
-import json
-import os
-import random
-import resource
-import subprocess
 import sys
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-import scipy.sparse as sp
+from peer_worker import Events, Job, main, peak_rss_mb, rss_mb, seed_everything, top_k
 
 GENERAL, SEQUENTIAL, BASKET = "general", "sequential", "basket"
 
@@ -48,84 +39,12 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         {"k": 128, "learning_rate": 0.01, "max_iter": 200},
     ],
 }
-BASKET_SECONDS = 86_400  # a basket for next-basket models is one user's events on one UTC day, unless meta says
 SCORE_CHUNK = 512  # users scored at once: bounds the dense (users, items) score block
 
 
 def log(message: str) -> None:
     """Progress goes to stderr, flushed, so that ``run_cornac`` can stream it while a long fit runs."""
     print(f"[cornac] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class Events:
-    """Interaction rows sorted by (user, timestamp), ties in file order: the order sequential models train on."""
-
-    user: np.ndarray
-    item: np.ndarray
-    weight: np.ndarray
-    timestamp: np.ndarray
-
-    @classmethod
-    def read(cls, path: Path) -> Events:
-        table = pq.read_table(path, columns=["user", "item", "weight", "timestamp"])
-        user = table["user"].to_numpy().astype(np.int64)
-        timestamp = table["timestamp"].to_numpy().astype(np.int64)
-        order = np.lexsort((timestamp, user))
-        return cls(
-            user=user[order],
-            item=table["item"].to_numpy().astype(np.int64)[order],
-            weight=table["weight"].to_numpy().astype(np.float64)[order],
-            timestamp=timestamp[order],
-        )
-
-    def span(self, user: int) -> slice:
-        """The rows of one user (the rows are sorted by user)."""
-        lo, hi = np.searchsorted(self.user, [user, user + 1])
-        return slice(int(lo), int(hi))
-
-    def seen(self, n_users: int, n_items: int) -> sp.csr_matrix:
-        """Users x items, nonzero where the user interacted: what exclude_seen blocks."""
-        ones = np.ones(len(self.user), dtype=np.float32)
-        return sp.csr_matrix((ones, (self.user, self.item)), shape=(n_users, n_items))
-
-
-@dataclass(frozen=True)
-class Job:
-    """The job directory and its meta.json, read once."""
-
-    path: Path
-    n_users: int
-    n_items: int
-    k: int
-    outputs: dict[str, bool]
-    """Lists to write: name -> exclude the user's training items? (users_<name>.npy -> recs_<model>_<name>.npy)."""
-    valid_exclude_seen: bool
-    models: list[str]
-    seed: int
-    time_budget_s: float | None
-    tune: bool
-    basket_seconds: int
-    threads: int | None
-
-    @classmethod
-    def read(cls, path: Path) -> Job:
-        meta = json.loads((path / "meta.json").read_text())
-        budget = meta.get("time_budget_s")
-        return cls(
-            path=path,
-            n_users=int(meta["n_users"]),
-            n_items=int(meta["n_items"]),
-            k=int(meta["k"]),
-            outputs={name: bool(exclude) for name, exclude in meta["outputs"].items()},
-            valid_exclude_seen=bool(meta.get("valid_exclude_seen", False)),
-            models=list(meta["models"]),
-            seed=int(meta.get("seed", 0)),
-            time_budget_s=None if budget is None else float(budget),
-            tune=bool(meta.get("tune", False)),
-            basket_seconds=int(meta.get("basket_seconds", BASKET_SECONDS)),
-            threads=None if meta.get("threads") is None else int(meta["threads"]),
-        )
 
 
 def resolve(name: str) -> tuple[type, str]:
@@ -169,16 +88,6 @@ def build_train_set(kind: str, events: Events, job: Job) -> Any:
     days = (events.timestamp // job.basket_seconds).tolist()
     rows = zip(users, zip(users, days, strict=True), items, stamps, strict=True)
     return BasketDataset.build(list(rows), fmt="UBIT", global_uid_map=uid_map, global_iid_map=iid_map, seed=job.seed)
-
-
-def seed_everything(seed: int) -> None:
-    """Cornac seeds some models itself (SASRec, RecVAE) but not others (GRU4Rec's torch init), so seed all RNGs."""
-    random.seed(seed)
-    np.random.seed(seed)
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.manual_seed(seed)
 
 
 def make_model(cls: type, params: dict[str, Any], seed: int) -> Any:
@@ -248,19 +157,6 @@ def user_scores(
         yield chunk, block
 
 
-def top_k(scores: np.ndarray, blocked: np.ndarray, k: int) -> np.ndarray:
-    """Best-first item indices per row; blocked and non-finite scores never appear, -1 pads short lists."""
-    scores = np.where(blocked | np.isnan(scores), -np.inf, scores)
-    kk = min(k, scores.shape[1])
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    best[np.take_along_axis(scores, best, axis=1) == -np.inf] = -1
-    out = np.full((scores.shape[0], k), -1, dtype=np.int32)
-    out[:, :kk] = best
-    return out
-
-
 def recommend(model: Any, kind: str, events: Events, users: np.ndarray, job: Job, exclude_seen: bool) -> np.ndarray:
     """Top-k for each user over the full catalogue: items unseen in training are never ranked (-inf), and the user's
     own training items are excluded iff ``exclude_seen``."""
@@ -291,17 +187,6 @@ def ndcg_at(recs: np.ndarray, users: np.ndarray, truth_users: np.ndarray, truth_
         if wanted
     ]
     return float(np.mean(gains)) if gains else 0.0
-
-
-def rss_mb() -> float:
-    """Current resident set size from /proc (no psutil in the venv)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """High-water RSS of this process; Linux reports ru_maxrss in KiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_model(job: Job, name: str) -> dict[str, Any]:
@@ -355,75 +240,5 @@ def run_model(job: Job, name: str) -> dict[str, Any]:
     }
 
 
-def failure(error: str) -> dict[str, Any]:
-    """The stats entry of a model that produced no recommendations."""
-    return {"fit_seconds": None, "peak_mb": None, "params": {}, "valid_ndcg@10": None, "error": error}
-
-
-def recs_paths(job: Job, name: str) -> list[Path]:
-    return [job.path / f"recs_{name}_{output}.npy" for output in job.outputs]
-
-
-def part_path(job: Job, name: str) -> Path:
-    return job.path / f"part_{name}.json"
-
-
-def child(job: Job, name: str) -> None:
-    """Run one model and leave its stats entry in part_<name>.json for the parent; errors are recorded, not raised."""
-    try:
-        stats = run_model(job, name)
-    except Exception as exc:
-        traceback.print_exc()
-        stats = failure(f"{type(exc).__name__}: {exc}")
-    part_path(job, name).write_text(json.dumps(stats))
-
-
-def parent(job: Job) -> None:
-    """Run each model in its own process under its time budget and merge the results into stats.json.
-
-    stats.json is rewritten after every model so that an interrupted run keeps what finished.
-    """
-    stats: dict[str, Any] = {}
-    env = dict(os.environ, TQDM_DISABLE="1", PYTHONUNBUFFERED="1")  # cornac's TIFUKNN shows a bar regardless
-    if job.threads is not None:  # torch and BLAS read these when they start, in the child
-        env.update(OMP_NUM_THREADS=str(job.threads), OPENBLAS_NUM_THREADS=str(job.threads))
-    for name in job.models:
-        for stale in (*recs_paths(job, name), part_path(job, name)):
-            stale.unlink(missing_ok=True)
-        log(f"{name}: starting (budget {job.time_budget_s}s, tune={job.tune})")
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, __file__, str(job.path), "--model", name], env=env)
-        try:
-            code = proc.wait(timeout=job.time_budget_s)
-            error = None if code == 0 else f"worker process exited with code {code}"
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            error = f"exceeded its time budget of {job.time_budget_s:.0f}s"
-        part = part_path(job, name)
-        if error is None and part.exists():
-            stats[name] = json.loads(part.read_text())
-        else:
-            stats[name] = failure(error or "worker process left no result")
-            for stale in recs_paths(job, name):
-                stale.unlink(missing_ok=True)
-        part.unlink(missing_ok=True)
-        outcome = stats[name]["error"] or f"fit {stats[name]['fit_seconds']:.1f}s"
-        log(f"{name}: done in {time.perf_counter() - started:.1f}s ({outcome})")
-        (job.path / "stats.json").write_text(json.dumps(stats, indent=2))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("job", type=Path, help="job directory (meta.json, train.parquet, users.npy, ...)")
-    parser.add_argument("--model", help="run only this model, in this process (used by the parent)")
-    args = parser.parse_args()
-    job = Job.read(args.job)
-    if args.model:
-        child(job, args.model)
-    else:
-        parent(job)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], Path(__file__), run_model, log)
