@@ -12,7 +12,7 @@ Three protocols, all over an events table with ``user_id, item_id, type, timesta
 
 Test users never seen in training are returned apart (``cold``) so they are reported as a
 cold-start slice instead of being dropped. A validation split for tuning is the same
-protocol applied again to the training part (:func:`validation_split`), so the test period
+protocol applied again to the training part (:func:`validation_config`), so the test period
 is never looked at while tuning.
 """
 
@@ -108,12 +108,10 @@ def split(events: pa.Table, config: SplitConfig) -> Split:
     return Split(train, test, cold, cutoff, description)
 
 
-def validation_split(train: pa.Table, config: SplitConfig) -> Split:
-    """The same protocol applied to the training part only: tune on this, never on the test.
-
-    A random split draws other pairs (the next seed): the test's seed would pick exactly the pairs
-    already held out, leaving nothing to validate on.
-    """
+def validation_config(config: SplitConfig) -> SplitConfig:
+    """The protocol to cut a validation split from the training part with: the same, except that a random
+    split draws other pairs (the next seed): the test's seed would pick exactly the pairs already held out,
+    leaving nothing to validate on."""
     if config.protocol is Protocol.RANDOM:
-        config = config.model_copy(update={"seed": config.seed + 1})
-    return split(train, config)
+        return config.model_copy(update={"seed": config.seed + 1})
+    return config

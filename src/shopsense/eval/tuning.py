@@ -16,6 +16,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from shopsense.eval.harness import EvalConfig, Prepared, Task, evaluate_model, prepare
+from shopsense.eval.splits import validation_config
 from shopsense.models.registry import MODELS, build_model
 
 
@@ -64,8 +65,8 @@ class Trial:
 
 
 def validation(train: pa.Table, config: EvalConfig, catalog: pa.Table | None = None) -> Prepared:
-    """The evaluation protocol applied to the training events only."""
-    return prepare(train, config, catalog)
+    """The evaluation protocol applied to the training events only (other pairs for a random split)."""
+    return prepare(train, config.model_copy(update={"split": validation_config(config.split)}), catalog)
 
 
 def tune_model(

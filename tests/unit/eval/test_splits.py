@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from shopsense.eval.splits import Protocol, SplitConfig, split, validation_split
+from shopsense.eval.splits import Protocol, SplitConfig, split, validation_config
 from tests.conftest import events_table
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_random_split_keeps_a_pair_on_one_side_and_is_seeded() -> None:
 def test_validation_never_sees_the_test_period() -> None:
     config = SplitConfig(test_quantile=0.7)
     outer = split(EVENTS, config)
-    inner = validation_split(outer.train, config)
+    inner = split(outer.train, validation_config(config))
     assert inner.cutoff is not None and outer.cutoff is not None and inner.cutoff < outer.cutoff
     assert max(inner.test.column("timestamp").to_pylist(), default=T0) < outer.cutoff
 
@@ -83,7 +83,18 @@ def test_random_validation_split_holds_out_other_pairs() -> None:
     rows = [(f"u{u}", f"i{i}", "rating", u + i) for u in range(30) for i in range(10)]
     config = SplitConfig(protocol=Protocol.RANDOM, test_fraction=0.2, target_types=("rating",))
     outer = split(_events(rows), config)
-    inner = validation_split(outer.train, config)
+    inner = split(outer.train, validation_config(config))
     assert inner.test.num_rows > 0, "the test's seed would pick only pairs already held out"
     held = {(r["user_id"], r["item_id"]) for r in outer.test.to_pylist()}
     assert not held & {(r["user_id"], r["item_id"]) for r in inner.test.to_pylist()}
+
+
+def test_tuning_validates_a_random_split_on_other_pairs() -> None:
+    from shopsense.eval.harness import EvalConfig, Task
+    from shopsense.eval.tuning import validation
+
+    rows = [(f"u{u}", f"i{i}", "rating", u + i) for u in range(30) for i in range(10)]
+    config = SplitConfig(protocol=Protocol.RANDOM, test_fraction=0.2, target_types=("rating",))
+    outer = split(_events(rows), config)
+    prepared = validation(outer.train, EvalConfig(split=config, tasks=(Task.ALL,)))
+    assert prepared.split.test.num_rows > 0, "tuning on a random split once held out nothing (the test's seed)"
