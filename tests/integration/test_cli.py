@@ -92,6 +92,9 @@ def test_evaluate_any_imported_data(tmp_path: Path) -> None:
     assert set(report["models"]) == {"popular", "repeat_buy", "item_knn", "hybrid", "pipeline:default"}
     models = report["models"]
     assert models["pipeline:default"]["ndcg@10"] > models["popular"]["ndcg@10"], "what `train` builds is a row"
+    choice = models["pipeline:default"]["params"]["choice"]
+    assert choice["validation"].startswith("temporal") and "q=0.8" in choice["validation"], "the run's own protocol"
+    assert len([t for t in choice["trials"] if t["error"] is None]) >= 2, "settings were chosen on validation"
     assert set(report["tasks"]) == {"all", "new"}
     for values in report["models"].values():
         lo, hi = values["ci95_ndcg@10"]

@@ -96,9 +96,11 @@ def test_train_learns_and_recommend_explains(shop: Shell, trained: dict[str, Any
     choice = summary["training"]["choice"]
     scored = [t for t in choice["trials"] if t["error"] is None]
     assert len(scored) >= 3 and choice["task"] in {"all", "new"}, "label cuts were tried on the validation split"
-    best = max(t["ndcg10"] for t in scored)
+    configured = next(t for t in scored if t["name"] == "configured")
     chosen = next(t for t in scored if t["name"] == choice["chosen"])
-    assert chosen["ndcg10"] == best, "the setting shipped is the best on validation"
+    assert chosen is configured or chosen["ndcg10"] > configured["ndcg10"], "a change only for a gain on validation"
+    if max(t["ndcg10"] for t in scored) > chosen["ndcg10"]:
+        assert "within two standard errors" in choice["why"], "a higher score left aside is called noise"
     sources = [t["ndcg10"] for t in choice["sources"].values() if t["error"] is None]
     assert sources and (chosen["ndcg10"] >= max(sources) or choice["settings"]["rank_by"]), "the guard held"
     shown = shop("train").stdout
