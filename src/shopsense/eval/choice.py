@@ -2,9 +2,10 @@
 
 Why: the ranker's heads learn from labels cut out of the training period, and which cut teaches them the
 task users meet depends on the data. On MovieLens 100k (each user's last 10 ratings held out) the same
-pipeline scores NDCG@10 0.0758 with labels from the last stretch of time and 0.1491 with each user's
-last 10 as labels; on Online Retail (next month's purchases) the time window scores 0.3505 and each
-user's last purchase 0.1876. No fixed default is right for both, so the pipeline tries a few settings
+pipeline scored NDCG@10 0.0653 on validation with labels from the last stretch of time and 0.1453 with
+each user's last 10 as labels; on Online Retail (next month's purchases) the time window scored 0.3505 and
+each user's last purchase 0.1876 (the choices recorded in benchmarks/results/quality.json and README's
+``shopsense train`` output). No fixed default is right for both, so the pipeline tries a few settings
 on a validation split cut from the training period only, scores each exactly as the evaluation scores
 a model (full-catalogue NDCG@10 on the held-out users), and keeps the best, within a time budget.
 
