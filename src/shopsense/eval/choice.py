@@ -42,14 +42,26 @@ from shopsense.errors import ShopsenseError
 from shopsense.eval import budget as costs
 from shopsense.eval.harness import EvalConfig, Prepared, Task, evaluate_model, prepare
 from shopsense.eval.splits import Protocol, SplitConfig
-from shopsense.models.registry import build_model
+from shopsense.extras import NEURAL, installed
+from shopsense.models.registry import MODELS, build_model
 from shopsense.pipeline import ChoiceConfig, PipelineConfig
 from shopsense.ranking.candidates import CandidateConfig, Source
 from shopsense.ranking.ranker import SURE, RankerConfig, TwoStage, better, paired_se
 
 log = logging.getLogger(__name__)
-EXTRA_SOURCES = (Source(name="ease", model="ease", n=50),)
-"""Models tried as one more candidate source where one alone beats every configured source."""
+SEQUENCE_MINUTES = 3.0
+"""SASRec's training limit as a source the choice adds: it fits three times (alone on validation, then
+twice inside the pipeline), so it gets a share of the budget, keeping its best state when time runs out."""
+EXTRA_SOURCES = (
+    Source(name="ease", model="ease", n=50),
+    Source(name="similar_users", model="user_knn", n=50),
+    Source(name="blend", model="hybrid", n=50),
+    Source(name="sequence", model="sasrec", n=50, params={"max_minutes": SEQUENCE_MINUTES}),
+)
+"""Models tried as one more candidate source where one alone beats every configured source: each beat the
+configured sources alone somewhere (EASE on MovieLens 100k, the repeat/co-occurrence blend on Online Retail,
+user-kNN and SASRec on YooChoose and Diginetica, where the order of a session's clicks says what comes
+next). SASRec is tried only with the ``neural`` extra."""
 
 
 @dataclass(frozen=True)
@@ -152,19 +164,20 @@ def choose(valid: Prepared, ranker: RankerConfig, task: Task, config: ChoiceConf
     best = run.best()
     if best is None:
         return unchosen(ranker, "no setting could be fitted on the validation split: " + run.errors())
-    configured = {source.model for source in ranker.candidates.sources}
-    for source in (*ranker.candidates.sources, *(s for s in EXTRA_SOURCES if s.model not in configured)):
+    for source in (*ranker.candidates.sources, *extra_sources(ranker, run.skipped)):
         run.source(source)
     top = run.best_source()
     extra = next((s for s in EXTRA_SOURCES if top is not None and s.name == top.name), None)
+    joined = best.update
     if extra is not None:
-        update = {**best.update, "candidates": CandidateConfig(sources=(*ranker.candidates.sources, extra))}
-        run.pipeline(f"+{extra.name}", f"{extra.name} alone beats every configured source", update, extra.model)
+        joined = {**best.update, "candidates": CandidateConfig(sources=(*ranker.candidates.sources, extra))}
+        run.pipeline(f"+{extra.name}", f"{extra.name} alone beats every configured source", joined, extra.name)
         best = run.best() or best
-    top = run.best_source(within=_source_names(ranker, best.update))
+    # the guard may rank by the extra source even when the pipeline with it could not be measured
+    top = run.best_source(within=_source_names(ranker, joined))
     if top is not None and top.ndcg10 > best.ndcg10:
         guard = f"rank by {top.name}"
-        update = {**best.update, "rank_by": top.name}
+        update = {**(joined if extra is not None and top.name == extra.name else best.update), "rank_by": top.name}
         run.pipeline(guard, f"{top.name} alone beats every setting tried: the heads only break its ties", update)
         best = run.best() or best
         if not run.measured(guard):  # the budget is spent; ranking by the source is the safe side
@@ -176,6 +189,22 @@ def choose(valid: Prepared, ranker: RankerConfig, task: Task, config: ChoiceConf
     return Choice(
         chosen, best.name, why, valid.split.description, str(task), run.trials, run.sources, run.skipped, seconds
     )
+
+
+def extra_sources(ranker: RankerConfig, skipped: list[str]) -> list[Source]:
+    """The :data:`EXTRA_SOURCES` whose model is not configured already and can run here (a model whose
+    ``requires`` are not installed is listed in ``skipped`` with the extra that brings it)."""
+    configured = {source.model for source in ranker.candidates.sources}
+    kept = []
+    for source in EXTRA_SOURCES:
+        if source.model in configured:
+            continue
+        missing = [module for module in MODELS[source.model].requires if not installed(module)]
+        if missing:
+            skipped.append(f"{source.name} alone: needs {', '.join(missing)} (pip install 'shopsense[{NEURAL}]')")
+            continue
+        kept.append(source)
+    return kept
 
 
 def label_variants(ranker: RankerConfig, split: SplitConfig) -> list[tuple[str, str, dict[str, Any]]]:
@@ -261,7 +290,7 @@ class _Trials:
         took = [t.seconds for t in self.trials if t.error is None]
         estimate = max(took, default=0.0)
         if extra is not None:  # the pipeline fits its sources twice: before the labels and on everything
-            estimate += 2 * costs.model_seconds(extra, costs.DataSize.of(self.valid))
+            estimate += 2 * self.sources[extra].seconds
         return estimate
 
     def pipeline(self, name: str, why: str, update: dict[str, Any], extra: str | None = None) -> None:

@@ -96,6 +96,9 @@ class Recommender(ABC):
     (nnz of the users x items matrix), measured on 2 cores."""
     rank_per_billion: ClassVar[float] = 15.0
     """Budget estimate: seconds per billion (user, item) scores when ranking the whole catalogue."""
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Modules the fit imports beyond the core install (SASRec: torch, from the ``neural`` extra): what is
+    tried unasked, like :mod:`shopsense.eval.choice`'s extra sources, is left out where they are missing."""
 
     @classmethod
     def adjust_estimate(cls, seconds: float, n_items: int, params: Mapping[str, Any]) -> float:

@@ -135,6 +135,7 @@ class SASRec(Recommender):
     evidence = "browsing"
     similar_items_rank = 5
     fit_per_million = 300.0
+    requires = ("torch",)
 
     def __init__(self, config: SASRecConfig | None = None) -> None:
         self.config = config or SASRecConfig()

@@ -68,7 +68,16 @@ class _Valid:
         self.users = np.arange(50)
 
 
-BASE = {"trending": 0.05, "repeat": 0.01, "co_bought": 0.12, "taste": 0.10, "ease": 0.08}
+BASE = {
+    "trending": 0.05,
+    "repeat": 0.01,
+    "co_bought": 0.12,
+    "taste": 0.10,
+    "ease": 0.08,
+    "similar_users": 0.09,
+    "blend": 0.11,
+    "sequence": 0.07,
+}
 
 
 def test_the_best_label_cut_ships(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,3 +156,44 @@ def test_the_guard_holds_even_when_no_budget_is_left_to_measure_it(monkeypatch: 
     result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
     assert result.ranker.rank_by == "co_bought" and "not measured" in result.why
     assert json.loads(json.dumps(result.as_dict()))["trials"][0]["ndcg10"] == 0.25
+
+
+def test_an_extra_source_the_budget_cannot_fit_into_the_pipeline_is_still_ranked_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SASRec alone beats everything, but fitting it twice more inside the pipeline does not fit the budget:
+    what ships ranks by it (what was measured alone), with it joined to the candidates so the rank exists."""
+    scores = {**BASE, "sequence": 0.45, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2}
+    _scripted(monkeypatch, scores)
+    measure = choice_module._Trials.pipeline
+
+    def spent(self: Any, name: str, why: str, update: dict[str, Any], extra: str | None = None) -> None:
+        if name in ("+sequence", "rank by sequence"):
+            self.skipped.append(f"{name}: needs ~1s, 0.0s of 10m left")
+            return
+        measure(self, name, why, update, extra)
+
+    monkeypatch.setattr(choice_module._Trials, "pipeline", spent)
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.ranker.rank_by == "sequence" and "not measured" in result.why
+    assert [s.name for s in result.ranker.candidates.sources][-1] == "sequence"
+    assert result.ranker.candidates.sources[-1].params["max_minutes"] == choice_module.SEQUENCE_MINUTES
+
+
+def test_the_guard_ranks_by_a_configured_source_without_adding_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The extra joins only when it is what the guard ranks by: a configured source that wins costs nothing more."""
+    scores = {**BASE, "co_bought": 0.40, "sequence": 0.30, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2}
+    scores["rank:co_bought"] = 0.39
+    _scripted(monkeypatch, scores)
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert result.ranker.rank_by == "co_bought"
+    assert [s.name for s in result.ranker.candidates.sources] == [s.name for s in RankerConfig().candidates.sources]
+
+
+def test_a_source_whose_extra_is_missing_is_skipped_and_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    fitted = _scripted(monkeypatch, {**BASE, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2})
+    monkeypatch.setattr(choice_module, "installed", lambda module: module != "torch")
+    result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
+    assert "sequence" not in result.sources and "similar_users" in result.sources
+    assert any(why.startswith("sequence alone: needs torch") and "shopsense[neural]" in why for why in result.skipped)
+    assert not any(type(model).__name__ == "SASRec" for model in fitted)
