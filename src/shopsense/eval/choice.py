@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopsense.errors import ShopsenseError
 from shopsense.eval import budget as costs
@@ -52,6 +53,12 @@ log = logging.getLogger(__name__)
 SEQUENCE_MINUTES = 3.0
 """SASRec's training limit as a source the choice adds: it fits three times (alone on validation, then
 twice inside the pipeline), so it gets a share of the budget, keeping its best state when time runs out."""
+SESSION_EVENTS = 10
+"""Sequence models (``needs_sequences``) are tried only where the median user has at most this many
+training events: session-short histories (YooChoose and Diginetica, a few clicks a session) are where
+SASRec beat every other model on the shared datasets; on long ones (Online Retail, MovieLens, Instacart:
+dozens to hundreds of events a user) it lost to the configured sources everywhere, and its three fits
+would cost minutes of every ``train`` for nothing."""
 EXTRA_SOURCES = (
     Source(name="ease", model="ease", n=50),
     Source(name="similar_users", model="user_knn", n=50),
@@ -164,7 +171,7 @@ def choose(valid: Prepared, ranker: RankerConfig, task: Task, config: ChoiceConf
     best = run.best()
     if best is None:
         return unchosen(ranker, "no setting could be fitted on the validation split: " + run.errors())
-    for source in (*ranker.candidates.sources, *extra_sources(ranker, run.skipped)):
+    for source in (*ranker.candidates.sources, *extra_sources(ranker, valid, run.skipped)):
         run.source(source)
     top = run.best_source()
     extra = next((s for s in EXTRA_SOURCES if top is not None and s.name == top.name), None)
@@ -191,19 +198,28 @@ def choose(valid: Prepared, ranker: RankerConfig, task: Task, config: ChoiceConf
     )
 
 
-def extra_sources(ranker: RankerConfig, skipped: list[str]) -> list[Source]:
-    """The :data:`EXTRA_SOURCES` whose model is not configured already and can run here (a model whose
-    ``requires`` are not installed is listed in ``skipped`` with the extra that brings it)."""
+def extra_sources(ranker: RankerConfig, valid: Prepared, skipped: list[str]) -> list[Source]:
+    """The :data:`EXTRA_SOURCES` worth trying on ``valid``: not configured already, their ``requires``
+    installed, and sequence models only on session-short histories (:data:`SESSION_EVENTS`); each one
+    left out is listed in ``skipped`` with the reason."""
     configured = {source.model for source in ranker.candidates.sources}
+    counts = pc.value_counts(valid.split.train["user_id"]).field("counts").to_numpy()
+    median = float(np.median(counts)) if len(counts) else 0.0
     kept = []
     for source in EXTRA_SOURCES:
+        model = MODELS[source.model]
+        missing = [module for module in model.requires if not installed(module)]
         if source.model in configured:
             continue
-        missing = [module for module in MODELS[source.model].requires if not installed(module)]
         if missing:
             skipped.append(f"{source.name} alone: needs {', '.join(missing)} (pip install 'shopsense[{NEURAL}]')")
-            continue
-        kept.append(source)
+        elif model.needs_sequences and median > SESSION_EVENTS:
+            skipped.append(
+                f"{source.name} alone: histories are long (median {median:.0f} events a user > {SESSION_EVENTS}),"
+                " where order did not pay for its fits"
+            )
+        else:
+            kept.append(source)
     return kept
 
 
