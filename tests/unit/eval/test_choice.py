@@ -207,7 +207,15 @@ def test_sequence_models_are_tried_on_session_short_histories_only(monkeypatch: 
     assert "sequence" in short.sources
     long = choose(_Valid(long=True), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
     assert "sequence" not in long.sources and "similar_users" in long.sources
-    assert any(why.startswith("sequence alone: histories are long (median 20 events") for why in long.skipped)
+    said = "sequence alone: histories are long (half the events from users with more than 19 events"
+    assert any(why.startswith(said) for why in long.skipped), long.skipped
+
+
+def test_a_history_is_long_by_the_events_it_holds_not_by_the_median_user() -> None:
+    """Online Retail's shape: most customers buy once, but most events come from a few with long histories."""
+    users = ["once"] * 1 + [f"one{u}" for u in range(30)] + ["loyal"] * 500 + ["regular"] * 400
+    assert choice_module._typical_history(pa.table({"user_id": users})) == 500
+    assert choice_module._typical_history(pa.table({"user_id": pa.array([], pa.string())})) == 0
 
 
 def _chains(users: int = 1500, items: int = 60, length: int = 8, seed: int = 0) -> pa.Table:
