@@ -17,8 +17,9 @@ nothing else could be measured):
 
 1. **label cuts**: the configured one, the cut that mirrors the validation split, each user's last
    purchase (a random share of pairs only where the split is random: it was far behind elsewhere);
-2. **single sources**: every candidate source alone, and models that are not sources (EASE);
-3. **an extra source**: a model that alone beats every configured source joins the candidates;
+2. **single sources**: every candidate source alone, and models that are not sources by default
+   (:data:`EXTRA_SOURCES`: EASE, user-kNN, the hybrid, and SASRec on session-short histories);
+3. **an extra source**: the one of those that alone beats every configured source joins the candidates;
 4. **the guard**: if a source alone still beats every variant, the pipeline ranks by that source (the
    heads only break its ties), so what ships is never worse on validation than its best single source.
 
@@ -207,10 +208,10 @@ def extra_sources(ranker: RankerConfig, valid: Prepared, skipped: list[str]) -> 
     typical = _typical_history(valid.split.train)
     kept = []
     for source in EXTRA_SOURCES:
-        model = MODELS[source.model]
-        missing = [module for module in model.requires if not installed(module)]
         if source.model in configured:
             continue
+        model = MODELS[source.model]
+        missing = [module for module in model.requires if not installed(module)]
         if missing:
             skipped.append(f"{source.name} alone: needs {', '.join(missing)} (pip install 'shopsense[{NEURAL}]')")
         elif model.needs_sequences and typical > SESSION_EVENTS:

@@ -143,18 +143,23 @@ def test_train_validates_on_the_latest_events(shop_tables: tuple[pa.Table, pa.Ta
     assert off.chosen == "configured" and not off.trials and off.ranker == config.ranker
 
 
-def test_the_guard_holds_even_when_no_budget_is_left_to_measure_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    scores = {**BASE, "co_bought": 0.40, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2}
-    _scripted(monkeypatch, scores)
+def _no_budget_for(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """The pipeline trials ``names`` find the budget spent (skipped, as the budget skips them); others run."""
     measure = choice_module._Trials.pipeline
 
     def spent(self: Any, name: str, why: str, update: dict[str, Any], extra: str | None = None) -> None:
-        if name.startswith("rank by"):
+        if name in names:
             self.skipped.append(f"{name}: needs ~1s, 0.0s of 10m left")
             return
         measure(self, name, why, update, extra)
 
     monkeypatch.setattr(choice_module._Trials, "pipeline", spent)
+
+
+def test_the_guard_holds_even_when_no_budget_is_left_to_measure_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {**BASE, "co_bought": 0.40, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2}
+    _scripted(monkeypatch, scores)
+    _no_budget_for(monkeypatch, "rank by co_bought")
     result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
     assert result.ranker.rank_by == "co_bought" and "not measured" in result.why
     assert json.loads(json.dumps(result.as_dict()))["trials"][0]["ndcg10"] == 0.25
@@ -167,15 +172,7 @@ def test_an_extra_source_the_budget_cannot_fit_into_the_pipeline_is_still_ranked
     what ships ranks by it (what was measured alone), with it joined to the candidates so the rank exists."""
     scores = {**BASE, "sequence": 0.45, "time+4": 0.25, "last3+4": 0.2, "last1+4": 0.2}
     _scripted(monkeypatch, scores)
-    measure = choice_module._Trials.pipeline
-
-    def spent(self: Any, name: str, why: str, update: dict[str, Any], extra: str | None = None) -> None:
-        if name in ("+sequence", "rank by sequence"):
-            self.skipped.append(f"{name}: needs ~1s, 0.0s of 10m left")
-            return
-        measure(self, name, why, update, extra)
-
-    monkeypatch.setattr(choice_module._Trials, "pipeline", spent)
+    _no_budget_for(monkeypatch, "+sequence", "rank by sequence")
     result = choose(_Valid(), RankerConfig(), Task.NEW, ChoiceConfig())  # type: ignore[arg-type]
     assert result.ranker.rank_by == "sequence" and "not measured" in result.why
     assert [s.name for s in result.ranker.candidates.sources][-1] == "sequence"
