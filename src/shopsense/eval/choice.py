@@ -56,11 +56,13 @@ SEQUENCE_MINUTES = 3.0
 twice inside the pipeline), so it gets a share of the budget, keeping its best state when time runs out."""
 SESSION_EVENTS = 10
 """Sequence models (``needs_sequences``) are tried only where histories are session-short: half of the
-training events belong to users with at most this many events (YooChoose 5, Diginetica 7). That is where
-SASRec beat every other model on the shared datasets; where histories are long (Online Retail 296,
-MovieLens 181 and 302, Instacart 376) it lost to the configured sources everywhere, and its three fits
-would cost minutes of every ``train`` for nothing. Counted over events, not users: Online Retail's median
-customer has 7 events, but its events come from customers with hundreds."""
+training events belong to users with at most this many events (YooChoose's and Diginetica's sessions,
+where benchmarks/results/quality.json records SASRec tried). That is where SASRec beat every other model
+on the shared datasets; where histories are long (Online Retail, where README's ``train`` output shows
+half the events from users with more than 271, MovieLens, Instacart) it lost to the configured sources
+everywhere, and its three fits would cost minutes of every ``train`` for nothing. Counted over events,
+not users: most of Online Retail's customers have few events, but its events come from customers with
+hundreds."""
 EXTRA_SOURCES = (
     Source(name="ease", model="ease", n=50),
     Source(name="similar_users", model="user_knn", n=50),
