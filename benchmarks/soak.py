@@ -14,8 +14,12 @@ requests per second in all for ``--minutes``:
 Every ``--sample`` seconds it reads the server's RSS (/proc) and what ``GET /metrics`` says the server holds
 (``shopsense_memory_held``: events in the live histories and their arrays' bytes, cached answers and their
 bytes). The verdict compares the RSS slope after warm-up with the growth the kept data accounts for
-(events times the server's bytes per held event, plus the cache's bytes). Writes benchmarks/results/soak.md,
-soak.json and soak.png.
+(events times the server's bytes per held event, plus the cache's, ids', store's and answer log's bytes).
+Writes benchmarks/results/soak.md, soak.json and soak.png (``--out`` elsewhere).
+
+To find where unexplained growth sits, ``--python-malloc`` makes Python's objects come from glibc (so that
+glibc's count includes them) and ``--trace`` runs the server under tracemalloc (Python's bytes in each
+sample; its own bookkeeping, a few dozen bytes per live object, then shows in glibc's count).
 
     .venv/bin/python benchmarks/soak.py                 # 30 minutes (plus a few to prepare the first time)
     .venv/bin/python benchmarks/soak.py --minutes 2     # a quick check
@@ -56,6 +60,8 @@ WORLD = GeneratorConfig(users=20_000, items=10_000, events=200_000, days=60, see
 MIX = {"event": 30, "batch": 4, "recommend": 44, "similar": 10, "history": 10, "erase": 2}
 """Relative weights of the request kinds."""
 BATCH = 50
+KEPT = ("cache_bytes", "ids_bytes", "store_bytes", "answers_log_bytes")
+"""What the server keeps by design besides the events' arrays, as /metrics counts it."""
 TYPES = ["view"] * 8 + ["cart", "purchase"]
 
 
@@ -212,12 +218,15 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
     cache = slope(minutes, [s.get("cache_bytes", 0) / 2**20 for s in after])
     ids = slope(minutes, [s.get("ids_bytes", 0) / 2**20 for s in after])
     store = slope(minutes, [s.get("store_bytes", 0) / 2**20 for s in after])
+    logged = slope(minutes, [s.get("answers_log_bytes", 0) / 2**20 for s in after])
     in_use = slope(minutes, [s.get("malloc_in_use_bytes", 0) / 2**20 for s in after])
     kept = slope(minutes, [s.get("malloc_free_bytes", 0) / 2**20 for s in after])
     arrow = slope(minutes, [s.get("arrow_bytes", 0) / 2**20 for s in after])
+    blocks = slope(minutes, [s.get("python_blocks", 0) for s in after])
+    traced = slope(minutes, [s.get("python_traced_bytes", 0) / 2**20 for s in after])
     last = after[-1]
     per_event = last.get("events_bytes", 0) / last["events"] if last.get("events") else 0.0
-    explained = events * per_event / 2**20 + cache + ids + store
+    explained = events * per_event / 2**20 + cache + ids + store + logged
     unexplained = rss - explained
     span = (after[-1]["t_s"] - after[0]["t_s"]) / 60
     grew = after[-1]["rss_mb"] - after[0]["rss_mb"]
@@ -229,7 +238,8 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
         f"({anon:+.2f} MB/min anonymous, the rest pages of mapped files). The events "
         f"kept grew {events:,.0f}/min at {per_event:.0f} B each as the server accounts its arrays "
         f"({events * per_event / 2**20:+.2f} MB/min), their ids {ids:+.2f} MB/min, the store's buffers and "
-        f"remembered keys {store:+.2f} MB/min, the answer cache {cache:+.2f} MB/min: "
+        f"remembered keys {store:+.2f} MB/min, the answer cache {cache:+.2f} MB/min, the answers remembered "
+        f"for impressions {logged:+.2f} MB/min: "
         f"{explained:+.2f} MB/min explained, {unexplained:+.2f} MB/min not ({unexplained * 60:+.0f} MB/hour). "
     )
     if rss_per_event is not None:
@@ -239,7 +249,8 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
         )
     words += (
         f"Where RSS went, by the allocators' own counts: glibc malloc in use {in_use:+.2f} MB/min and freed but "
-        f"kept {kept:+.2f} MB/min, Arrow's buffers {arrow:+.2f} MB/min. "
+        f"kept {kept:+.2f} MB/min, Arrow's buffers {arrow:+.2f} MB/min, Python's live blocks {blocks:+,.0f}/min"
+        + (f" ({traced:+.2f} MB/min traced). " if "python_traced_bytes" in last else ". ")
     )
     words += (
         "Verdict: no growth beyond the data kept at this length (under 50 MB/hour or 5% of RSS)."
@@ -256,7 +267,10 @@ def verdict(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
         "malloc_in_use_mb_per_min": in_use,
         "malloc_kept_free_mb_per_min": kept,
         "arrow_mb_per_min": arrow,
+        "python_blocks_per_min": blocks,
+        "python_traced_mb_per_min": traced if "python_traced_bytes" in last else None,
         "store_mb_per_min": store,
+        "answers_log_mb_per_min": logged,
         "explained_mb_per_min": explained,
         "unexplained_mb_per_min": unexplained,
         "rss_bytes_per_event_if_all_events": rss_per_event,
@@ -278,8 +292,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{v['words']} The answer cache stayed within its bound in every sample: {v['cache_within_bound']}.\n",
         "![RSS and what the data accounts for](soak.png)\n",
         "| minute | RSS MB | anonymous MB | peak RSS MB | events held | events MB (arrays) | ids MB | store MB "
-        "| answers | cache MB | malloc in use MB | malloc kept free MB | Arrow MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| answers | cache MB | log MB "
+        "| malloc in use MB | malloc kept free MB | Arrow MB | Python blocks | Python traced MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_minute: dict[int, dict[str, float]] = {}
     for s in report["samples"]:
@@ -290,8 +305,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{s.get('events', 0):,.0f} | "
             f"{s.get('events_bytes', 0) / 2**20:.1f} | {s.get('ids_bytes', 0) / 2**20:.1f} | "
             f"{s.get('store_bytes', 0) / 2**20:.1f} | {s.get('cache_entries', 0):,.0f} | "
-            f"{s.get('cache_bytes', 0) / 2**20:.1f} | {s.get('malloc_in_use_bytes', 0) / 2**20:.0f} | "
-            f"{s.get('malloc_free_bytes', 0) / 2**20:.0f} | {s.get('arrow_bytes', 0) / 2**20:.1f} |"
+            f"{s.get('cache_bytes', 0) / 2**20:.1f} | {s.get('answers_log_bytes', 0) / 2**20:.1f} | "
+            f"{s.get('malloc_in_use_bytes', 0) / 2**20:.0f} | "
+            f"{s.get('malloc_free_bytes', 0) / 2**20:.0f} | {s.get('arrow_bytes', 0) / 2**20:.1f} | "
+            f"{s.get('python_blocks', 0):,.0f} | "
+            + (f"{s['python_traced_bytes'] / 2**20:.1f} |" if "python_traced_bytes" in s else "- |")
         )
     return "\n".join(lines) + "\n"
 
@@ -311,10 +329,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     accounted = [
         first["rss_mb"]
         + (s.get("events_bytes", 0) - first.get("events_bytes", 0)) / 2**20
-        + sum(s.get(what, 0) - first.get(what, 0) for what in ("cache_bytes", "ids_bytes", "store_bytes")) / 2**20
+        + sum(s.get(what, 0) - first.get(what, 0) for what in KEPT) / 2**20
         for s in samples
     ]
-    ax.plot(minutes, accounted, "--", label="first RSS + growth of the data kept (events, ids, store, cache)")
+    ax.plot(minutes, accounted, "--", label="first RSS + growth of the data kept (events, ids, store, cache, log)")
     ax.plot(minutes, [s.get("cache_bytes", 0) / 2**20 for s in samples], ":", label="answer cache")
     ax.axvline(report["warmup_s"] / 60, color="grey", lw=0.8)
     ax.set_xlabel("minutes")
@@ -333,6 +351,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between memory samples")
     parser.add_argument("--cache-mb", type=float, default=None, help="serve.cache_mb (default: the setting's)")
+    parser.add_argument(
+        "--trace", action="store_true", help="run the server under tracemalloc: Python's bytes in each sample (slower)"
+    )
+    parser.add_argument(
+        "--python-malloc",
+        action="store_true",
+        help="PYTHONMALLOC=malloc: Python's objects from glibc, so that glibc's count includes them (a diagnosis)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "soak", help="where the .md, .json and .png go (a path without suffix)"
+    )
     args = parser.parse_args()
     template = prepare()
     run = WORK / "run"
@@ -341,6 +370,8 @@ def main() -> None:
     key, _ = KeyRing(run / "data" / "keys.json").create("soak", ["admin"])
     port = base.free_port()
     env = {} if args.cache_mb is None else {"SHOPSENSE_SERVE__CACHE_MB": str(args.cache_mb)}
+    env |= {"PYTHONTRACEMALLOC": "1"} if args.trace else {}
+    env |= {"PYTHONMALLOC": "malloc"} if args.python_malloc else {}
     log = run / "server.log"
     process = base.launch_server(run / "data", port, log, env)
     try:
@@ -386,10 +417,10 @@ def main() -> None:
         "samples": samples,
         "verdict": verdict(samples, warmup_s),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(report, indent=1))
-    plot(report, RESULTS / "soak.png")
-    (RESULTS / "soak.md").write_text(markdown(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    plot(report, args.out.with_suffix(".png"))
+    args.out.with_suffix(".md").write_text(markdown(report).replace("(soak.png)", f"({args.out.name}.png)"))
     print(report["verdict"]["words"])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -49,6 +50,9 @@ COLD = "\x00cold"
 TRENDING_DAYS = 7
 ANSWERS_KEPT = 200_000
 """Recent answers remembered for attributing impressions to the model version that produced them."""
+_LOGGED_ENTRY_BYTES = sys.getsizeof(uuid.uuid4().hex) + sys.getsizeof((None, None))
+"""What one remembered answer adds besides its slot in the dict: its id (always 32 hex digits) and the
+(version, channel) pair, whose strings every answer of a version shares."""
 _TS = pa.timestamp("us", tz="UTC")
 T = TypeVar("T")
 
@@ -195,10 +199,15 @@ class ServingService:
     def held(self) -> dict[str, int]:
         """What memory holds for answers: cached answers and their bytes, events in the live histories,
         their arrays' bytes and their ids' bytes, the store's own memory (its buffers and remembered ids,
-        read on the store thread); and, to tell a leak from memory an allocator keeps, Arrow's buffers and
-        glibc's bytes in use and freed-but-kept — for /metrics and the soak benchmark."""
+        read on the store thread), the answers remembered for impressions (up to ``ANSWERS_KEPT``); and,
+        to tell a leak from memory an allocator keeps, Arrow's buffers, glibc's bytes in use and
+        freed-but-kept and Python's live blocks (and bytes, under tracemalloc) — for /metrics and the
+        soak benchmark."""
         cache = self._cache.stats()
         events, events_bytes, ids_bytes = self.live.held()
+        with self._log_lock:
+            logged, log_bytes = len(self._answers), sys.getsizeof(self._answers)
+        log_bytes += logged * _LOGGED_ENTRY_BYTES
         store_bytes: int = self.writer.call(lambda store: store.memory_held()).result(timeout=STORE_READ_S)
         return {
             "cache_entries": cache.entries,
@@ -207,8 +216,11 @@ class ServingService:
             "events_bytes": events_bytes,
             "ids_bytes": ids_bytes,
             "store_bytes": store_bytes,
+            "answers_logged": logged,
+            "answers_log_bytes": log_bytes,
             "arrow_bytes": pa.total_allocated_bytes(),
             **{f"{what}_bytes": value for what, value in allocator.heap().items()},
+            **allocator.python_heap(),
         }
 
     # -- writes --------------------------------------------------------------------------------

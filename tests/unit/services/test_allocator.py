@@ -69,3 +69,20 @@ def test_the_heap_count_sees_memory_held_by_native_code() -> None:
     held = bytearray(50_000_000)  # one allocation, by C code (CPython's bytearray), kept alive
     assert allocator.heap()["malloc_in_use"] - before >= 50_000_000
     del held
+
+
+def test_python_heap_counts_live_objects_and_their_bytes_while_traced() -> None:
+    import tracemalloc
+
+    assert "python_traced_bytes" not in allocator.python_heap() or tracemalloc.is_tracing()
+    tracemalloc.start()
+    try:
+        before = allocator.python_heap()
+        held = [object() for _ in range(100_000)] + [b"x" * 10_000_000]
+        after = allocator.python_heap()
+        assert after["python_blocks"] - before["python_blocks"] >= 100_000
+        assert after["python_traced_bytes"] - before["python_traced_bytes"] >= 10_000_000
+        del held
+    finally:
+        tracemalloc.stop()
+    assert "python_traced_bytes" not in allocator.python_heap()

@@ -130,6 +130,12 @@ def test_many_questions_of_one_user_stay_under_the_bound(trained: Path, tmp_path
         assert held["ids_bytes"] > 0 and held["store_bytes"] > 0, "the ids and the store's buffers are counted too"
         assert service.ready(user, 100, rules={"min_price": 0.001 * 2999}) is not None, "the newest is kept"
         assert service.ready(user, 100, rules={"min_price": 0.0}) is None, "the oldest was evicted"
+        before = service.held()
+        for _ in range(1000):  # what the route does with every answer: kept for attributing impressions
+            service.remember(service.recommend(user, 10), None)
+        logged = service.held()
+        assert logged["answers_logged"] - before["answers_logged"] == 1000
+        assert logged["answers_log_bytes"] - before["answers_log_bytes"] >= 1000 * 100, "ids and pairs counted"
     finally:
         service.close()
         store.close()
