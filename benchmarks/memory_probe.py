@@ -104,12 +104,12 @@ def main() -> None:
                 for worker in workers:
                     worker.join()
             allocator.trim()
-            heap, cache = allocator.heap(), calls.svc.held()
+            heap, held = allocator.heap(), calls.svc.held()
             lines.append(
                 f"| {done:,} | {time.monotonic() - started:.0f} | {anon_mb():.0f} "
                 f"| {heap['malloc_in_use'] / 2**20:.1f} | {heap['malloc_free'] / 2**20:.1f} "
                 f"| {sys.getallocatedblocks():,} "
-                f"| {cache['cache_bytes'] / 2**20:.1f} | {cache['cache_entries']:,} |"
+                f"| {held['cache_bytes'] / 2**20:.1f} | {held['cache_entries']:,} |"
             )
             print(lines[-1], flush=True)
     finally:

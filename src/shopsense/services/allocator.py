@@ -62,9 +62,10 @@ def heap() -> dict[str, int]:
 
 def python_heap() -> dict[str, int]:
     """Python's own allocations, which glibc's count misses: its object allocator takes memory from the
-    system in arenas of its own. ``python_blocks`` (objects and buffers alive) is always there and
-    cheap; ``python_traced_bytes`` (their bytes, numpy's arrays included) only while :mod:`tracemalloc` runs
-    (``PYTHONTRACEMALLOC=1``: it slows allocation, so it is for finding a leak, not for every server)."""
+    system in arenas of its own. ``python_blocks`` (objects and buffers alive in that allocator; 0 under
+    ``PYTHONMALLOC=malloc``, which bypasses it) is always there and cheap; ``python_traced_bytes``
+    (their bytes, numpy's arrays included) only while :mod:`tracemalloc` runs (``PYTHONTRACEMALLOC=1``:
+    it slows allocation, so it is for finding a leak, not for every server)."""
     found = {"python_blocks": sys.getallocatedblocks()}
     if tracemalloc.is_tracing():
         found["python_traced_bytes"] = tracemalloc.get_traced_memory()[0]
